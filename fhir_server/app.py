@@ -1,0 +1,47 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from flask_smorest import Api
+
+import operations
+
+from . import pipeline
+from .resources import SUPPORTED_TYPES
+from .routes import fhir_blueprint
+from .settings import Settings
+from .storage import Store
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    if not settings.mongodb_uri:
+        raise RuntimeError("MONGODB_URI is not set: start the platform with `make run` "
+                           "(embedded database) or point MONGODB_URI at a MongoDB replica set")
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="SI-DEP FHIR API",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    logging.basicConfig(level=logging.INFO)
+    app.extensions["sidep.store"] = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES,
+                                          settings.base_url, settings.create_indexes)
+    operations.load_all()
+    api = Api(app)
+    blueprint = fhir_blueprint()
+    pipeline.install(blueprint, settings.max_body_bytes)
+    api.register_blueprint(blueprint)
+
+    @app.get("/")
+    def home():
+        return jsonify({"fhir": settings.base_url, "metadata": f"{settings.base_url}/metadata",
+                        "openapi": "/openapi.json"})
+
+    return app

@@ -1,0 +1,29 @@
+"""Accessors for what the application factory set up, so handlers don't pass it around."""
+from __future__ import annotations
+
+from flask import current_app
+
+from .search.query import MAX_CHAIN_IDS, PlanBuilder
+from .settings import Settings
+from .storage import Store, UnitOfWork
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def store() -> Store:
+    return current_app.extensions["sidep.store"]
+
+
+def plan_builder(strict: bool = False, uow: UnitOfWork | None = None) -> PlanBuilder:
+    """A search plan builder; inside a transaction, chained lookups read through its session."""
+    config = settings()
+
+    def lookup(rtype, plan, projection):
+        fields = {projection: 1} if projection != "_id" else {"_id": 1}
+        if uow is not None:
+            return uow.find(rtype, plan.filter, MAX_CHAIN_IDS + 1, fields)
+        return store().find(rtype, plan.filter, limit=MAX_CHAIN_IDS + 1, projection=fields)
+
+    return PlanBuilder(config.base_url, config.default_page_size, config.max_page_size, lookup, strict)

@@ -1,0 +1,106 @@
+"""HTTP helpers shared by every interaction: JSON in and out, headers, Prefer, language."""
+from __future__ import annotations
+
+from email.utils import format_datetime
+from datetime import timezone
+
+import orjson
+from flask import Response, current_app, request
+
+from .outcome import FhirError, Issue, operation_outcome
+from .storage import Record
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+
+
+def lang() -> str:
+    accept = request.accept_languages.best_match(["fr", "en"]) if request else None
+    return accept or "en"
+
+
+def dumps(body: dict) -> bytes:
+    if request and request.args.get("_pretty") == "true":
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(body)
+
+
+def fhir_response(body: dict | None, status: int = 200, headers: dict | None = None) -> Response:
+    data = b"" if body is None else dumps(body)
+    response = Response(data, status=status, mimetype=FHIR_JSON if body is not None else None)
+    if body is not None:
+        response.headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def outcome_response(error: FhirError) -> Response:
+    return fhir_response(operation_outcome(error.issues, lang()), error.status, error.headers)
+
+
+def read_json_body(expression_root: str = "") -> dict:
+    """The request body as a JSON object, or 400 with where the JSON broke."""
+    data = request.get_data(cache=True)
+    if not data:
+        raise FhirError.of(400, "required", "The request has no body", "La requête n'a pas de corps")
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
+    if not isinstance(body, dict):
+        raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)",
+                           "Le corps doit être un objet JSON (une ressource FHIR)")
+    return body
+
+
+def prefer(name: str) -> str | None:
+    """A token of the Prefer header, e.g. prefer('return') -> 'minimal'."""
+    for part in request.headers.get("Prefer", "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == name:
+            return value.strip().strip('"')
+    return None
+
+
+def location(record: Record) -> str:
+    return f"{current_app.config['SETTINGS'].base_url}/{record.type}/{record.id}/_history/{record.version}"
+
+
+def http_date(record: Record) -> str:
+    return format_datetime(record.last_updated.replace(tzinfo=timezone.utc), usegmt=True)
+
+
+def version_headers(record: Record, with_location: bool = False) -> dict:
+    headers = {"ETag": record.etag, "Last-Modified": http_date(record)}
+    if with_location:
+        headers["Location"] = location(record)
+    return headers
+
+
+def written(record: Record, status: int, issues: list[Issue] | None = None) -> Response:
+    """The response to a create or update, honouring Prefer: return=..."""
+    headers = version_headers(record, with_location=True)
+    mode = prefer("return") or "representation"
+    if mode == "minimal":
+        return fhir_response(None, status, headers)
+    if mode == "OperationOutcome":
+        outcome = operation_outcome(issues or [Issue("information", "informational",
+                                                      f"{record.type}/{record.id} stored as version {record.version}",
+                                                      f"{record.type}/{record.id} enregistré en version {record.version}")], lang())
+        return fhir_response(outcome, status, headers)
+    return fhir_response(record.resource, status, headers)
+
+
+def parse_etag(value: str | None) -> int | None:
+    """'W/"3"' -> 3; None when absent; 400 when unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise FhirError.of(400, "invalid", f"If-Match '{value}' is not a version ETag like W/\"1\"",
+                           f"If-Match '{value}' n'est pas un ETag de version comme W/\"1\"")
+    return int(text)

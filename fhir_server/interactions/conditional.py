@@ -1,0 +1,33 @@
+"""Conditional interactions: find what a search criteria string (`identifier=x|y`) matches."""
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode
+
+from ..context import plan_builder
+from ..outcome import FhirError
+from ..storage import UnitOfWork
+
+
+def criteria_pairs(query: str) -> list[tuple[str, str]]:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        raise FhirError.of(400, "invalid", f"Empty search criteria '{query}'",
+                           f"Critères de recherche vides '{query}'")
+    return pairs
+
+
+def claim_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
+    """One canonical key for the same criteria written in any order."""
+    return f"{rtype}?{urlencode(sorted(pairs))}"
+
+
+def matches(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[str]:
+    """Ids of the resources matching the criteria (at most `limit`), read inside the transaction."""
+    plan = plan_builder(strict=True, uow=uow).build(rtype, pairs)
+    return [doc["_id"] for doc in uow.find(rtype, plan.filter, limit)]
+
+
+def several(rtype: str, query: str) -> FhirError:
+    return FhirError.of(412, "multiple-matches",
+                        f"The criteria {rtype}?{query} match more than one resource",
+                        f"Les critères {rtype}?{query} correspondent à plus d'une ressource")

@@ -1,0 +1,36 @@
+"""create: POST [base]/[type], with conditional create (If-None-Exist)."""
+from __future__ import annotations
+
+from flask import request
+
+from ..context import store
+from ..http import read_json_body, written
+from ..resources import check_resource, require_supported
+from ..storage import Record, UnitOfWork, new_id
+from .conditional import claim_key, criteria_pairs, matches, several
+from .write_hooks import after_write
+
+
+def create_resource(uow: UnitOfWork, rtype: str, resource: dict, if_none_exist: str | None = None,
+                    rid: str | None = None) -> tuple[Record, int]:
+    """(record, 201) when created; (the existing record, 200) when If-None-Exist matched one."""
+    if if_none_exist:
+        pairs = criteria_pairs(if_none_exist)
+        found = matches(uow, rtype, pairs)
+        if len(found) > 1:
+            raise several(rtype, if_none_exist)
+        if found:
+            return uow.current(rtype, found[0]), 200
+        rid = rid or new_id()
+        uow.claim(claim_key(rtype, pairs), rid)
+    record, previous = uow.put(rtype, rid or new_id(), resource, method="POST")
+    after_write(uow, record, previous)
+    return record, 201
+
+
+def create(rtype: str):
+    require_supported(rtype)
+    resource = check_resource(rtype, read_json_body())
+    if_none_exist = request.headers.get("If-None-Exist")
+    record, status = store().run(lambda uow: create_resource(uow, rtype, resource, if_none_exist))
+    return written(record, status)

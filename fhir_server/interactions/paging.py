@@ -1,0 +1,74 @@
+"""Keyset paging: a page link carries the sort keys of the entry it continues from, not an offset,
+so pages stay consistent while resources are written, and MongoDB never skips over rows."""
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..outcome import FhirError
+
+
+def encode_cursor(state: dict) -> str:
+    def default(value):
+        if isinstance(value, datetime):
+            return {"$d": value.isoformat()}
+        raise TypeError
+    return base64.urlsafe_b64encode(orjson.dumps(state, default=default)).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> dict:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return _revive(orjson.loads(raw))
+    except (ValueError, orjson.JSONDecodeError):
+        raise FhirError.of(400, "invalid", "The paging cursor is not valid; start the search again",
+                           "Le curseur de pagination n'est pas valide ; relancez la recherche",
+                           "_cursor") from None
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$d"}:
+            return datetime.fromisoformat(value["$d"])
+        return {k: _revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def sort_values(doc: dict, sort: list[tuple[str, int]]) -> list:
+    values = []
+    for field, _ in sort:
+        if field.startswith("o."):
+            values.append((doc.get("o") or {}).get(field[2:]))
+        else:
+            values.append(doc.get(field))
+    return values
+
+
+def _after(field: str, direction: int, value) -> dict | None:
+    """Documents strictly after `value` on one key, in MongoDB's order (null sorts lowest)."""
+    if direction == 1:
+        return {field: {"$ne": None}} if value is None else {field: {"$gt": value}}
+    if value is None:
+        return None
+    return {"$or": [{field: {"$lt": value}}, {field: None}]}
+
+
+def after_condition(sort: list[tuple[str, int]], values: list) -> dict:
+    """Rows after the row with `values`: equal on the first i keys, after on key i."""
+    alternatives = []
+    for i, (field, direction) in enumerate(sort):
+        after = _after(field, direction, values[i])
+        if after is None:
+            continue
+        equal = [{f: v} for (f, _), v in zip(sort[:i], values[:i])]
+        alternatives.append({"$and": equal + [after]} if equal else after)
+    return {"$or": alternatives} if alternatives else {"_id": {"$in": []}}
+
+
+def reverse(sort: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return [(field, -direction) for field, direction in sort]

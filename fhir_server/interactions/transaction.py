@@ -1,0 +1,285 @@
+"""batch and transaction: POST [base] with a Bundle.
+
+A transaction is one MongoDB transaction: every write, its history and its outbox events commit
+together, or nothing is stored and the response names the entry that failed. Entries are processed
+DELETE, POST, PUT, GET as the specification orders them; `urn:uuid:` references are rewritten to
+the ids assigned and conditional references (`Patient?identifier=...`) are resolved first.
+A batch runs each entry on its own: one failing entry does not stop the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import orjson
+from flask import request
+
+from ..context import settings, store
+from ..http import fhir_response, lang, parse_etag, prefer, read_json_body
+from ..outcome import FhirError, Issue, operation_outcome
+from ..resources import SUPPORTED_TYPES, check_resource, require_supported
+from ..search.dates import instant
+from ..storage import Record, UnitOfWork, new_id
+from .conditional import claim_key, criteria_pairs, matches, several
+from .create import create_resource
+from .delete import conditional_delete_resource, delete_resource
+from .update import update_resource
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    full_url: str | None
+    resource: dict | None
+    if_none_exist: str | None
+    if_match: int | None
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+    @property
+    def type(self) -> str:
+        return self.url.split("?")[0].split("/")[0]
+
+    @property
+    def id(self) -> str | None:
+        path = self.url.split("?")[0].split("/")
+        return path[1] if len(path) > 1 else None
+
+    @property
+    def criteria(self) -> str | None:
+        return self.url.partition("?")[2] or None
+
+
+def transaction_or_batch():
+    bundle = read_json_body()
+    if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in ("transaction", "batch"):
+        raise FhirError.of(400, "invalid", "POST to the base URL takes a Bundle of type transaction or batch",
+                           "Un POST sur l'URL de base attend un Bundle de type transaction ou batch",
+                           "Bundle.type")
+    raw_entries = bundle.get("entry") or []
+    if len(raw_entries) > settings().max_bundle_entries:
+        raise FhirError.of(413, "too-costly",
+                           f"The Bundle has {len(raw_entries)} entries; at most {settings().max_bundle_entries} are accepted",
+                           f"Le Bundle a {len(raw_entries)} entrées ; au plus {settings().max_bundle_entries} sont acceptées",
+                           "Bundle.entry")
+    if bundle["type"] == "transaction":
+        entries = [parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+        return fhir_response(run_transaction(entries))
+    return fhir_response(run_batch(raw_entries))
+
+
+def parse_entry(index: int, raw: dict) -> Entry:
+    where = f"Bundle.entry[{index}]"
+    req = raw.get("request") or {}
+    method = (req.get("method") or "").upper()
+    url = (req.get("url") or "").lstrip("/")
+    if method not in ORDER or not url:
+        raise FhirError.of(400, "invalid", f"{where}: request.method (GET, POST, PUT, DELETE) and request.url are required",
+                           f"{where} : request.method (GET, POST, PUT, DELETE) et request.url sont obligatoires",
+                           f"{where}.request")
+    base = settings().base_url + "/"
+    url = url[len(base):] if url.startswith(base) else url
+    entry = Entry(index, method, url, raw.get("fullUrl"), raw.get("resource"), req.get("ifNoneExist"),
+                  parse_etag(req.get("ifMatch")))
+    if entry.type not in SUPPORTED_TYPES:
+        raise FhirError.of(404, "not-supported", f"{where}: resource type '{entry.type}' is not supported",
+                           f"{where} : le type de ressource '{entry.type}' n'est pas pris en charge",
+                           f"{where}.request.url")
+    if method in ("POST", "PUT"):
+        if not isinstance(entry.resource, dict):
+            raise FhirError.of(400, "required", f"{where}: a {method} entry needs a resource",
+                               f"{where} : une entrée {method} doit porter une ressource", f"{where}.resource")
+        url_id = entry.id if method == "PUT" and not entry.criteria else None
+        check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource")
+    return entry
+
+
+# -- transaction -------------------------------------------------------------------------------
+def run_transaction(entries: list[Entry]) -> dict:
+    def work(uow: UnitOfWork) -> list[dict]:
+        resources = {e.index: _copy(e.resource) for e in entries if e.resource is not None}
+        ids = _assign_ids(uow, entries)
+        references = {e.full_url: f"{e.type}/{ids[e.index][0]}" for e in entries
+                      if e.full_url and e.index in ids}
+        in_bundle = {f"{e.type}/{ids[e.index][0]}" for e in entries if e.index in ids}
+        for entry in entries:
+            if entry.index in resources:
+                _rewrite_references(uow, resources[entry.index], f"{entry.where}.resource",
+                                    references, in_bundle)
+        results: dict[int, dict] = {}
+        for entry in sorted(entries, key=lambda e: ORDER[e.method]):
+            if entry.method != "GET":
+                results[entry.index] = _in_entry(entry, lambda: _write(uow, entry, ids, resources))
+        return [results.get(e.index) for e in entries]
+
+    results = store().run(work)
+    for entry in entries:
+        if entry.method in ("GET", "HEAD"):
+            results[entry.index] = _read_entry(entry)
+    return {"resourceType": "Bundle", "type": "transaction-response", "entry": results}
+
+
+def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, bool]]:
+    """entry index -> (id, already exists and must not be written) for POST and PUT entries."""
+    ids: dict[int, tuple[str, bool]] = {}
+    for entry in entries:
+        if entry.method == "POST":
+            found = _conditional(uow, entry, entry.if_none_exist) if entry.if_none_exist else []
+            ids[entry.index] = (found[0], True) if found else (new_id(), False)
+        elif entry.method == "PUT" and entry.criteria:
+            found = _conditional(uow, entry, entry.criteria)
+            ids[entry.index] = (found[0], False) if found else ((entry.resource or {}).get("id") or new_id(), False)
+        elif entry.method == "PUT":
+            ids[entry.index] = (entry.id, False)
+    return ids
+
+
+def _conditional(uow: UnitOfWork, entry: Entry, criteria: str) -> list[str]:
+    found = _in_entry(entry, lambda: matches(uow, entry.type, criteria_pairs(criteria)))
+    if len(found) > 1:
+        raise _located(entry, several(entry.type, criteria))
+    return found
+
+
+def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:
+    if entry.method == "DELETE":
+        if entry.criteria:
+            conditional_delete_resource(uow, entry.type, entry.criteria)
+        else:
+            delete_resource(uow, entry.type, entry.id)
+        return {"response": {"status": "204 No Content"}}
+    rid, existing = ids[entry.index]
+    resource = resources[entry.index]
+    if entry.method == "POST" and existing:
+        return _response(uow.current(entry.type, rid), 200)
+    if entry.method == "POST":
+        if entry.if_none_exist:
+            uow.claim(claim_key(entry.type, criteria_pairs(entry.if_none_exist)), rid)
+        record, status = create_resource(uow, entry.type, resource, rid=rid)
+        return _response(record, status)
+    if entry.criteria:
+        uow.claim(claim_key(entry.type, criteria_pairs(entry.criteria)), rid)
+    resource["id"] = rid
+    record, status = update_resource(uow, entry.type, rid, resource, entry.if_match)
+    return _response(record, status)
+
+
+def _response(record: Record, status: int) -> dict:
+    result: dict = {"response": {
+        "status": STATUS_TEXT[status], "location": f"{record.type}/{record.id}/_history/{record.version}",
+        "etag": record.etag, "lastModified": instant(record.last_updated)}}
+    mode = prefer("return") or "representation"
+    if mode == "representation":
+        result["resource"] = record.resource
+    elif mode == "OperationOutcome":
+        result["response"]["outcome"] = operation_outcome(
+            [Issue("information", "informational", f"{record.type}/{record.id} stored",
+                   f"{record.type}/{record.id} enregistré")], lang())
+    return result
+
+
+def _rewrite_references(uow: UnitOfWork, node, path: str, references: dict[str, str],
+                        in_bundle: set[str]) -> None:
+    """Replace urn:uuid: and conditional references in place, and check local references exist."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _rewrite_references(uow, item, f"{path}[{i}]", references, in_bundle)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "reference" and isinstance(value, str):
+            node[key] = _resolve_reference(uow, value, f"{path}.reference", references, in_bundle)
+        elif isinstance(value, (dict, list)):
+            _rewrite_references(uow, value, f"{path}.{key}", references, in_bundle)
+
+
+def _resolve_reference(uow: UnitOfWork, value: str, where: str, references: dict[str, str],
+                       in_bundle: set[str]) -> str:
+    if value in references:
+        return references[value]
+    if value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
+        raise FhirError.of(400, "not-found", f"{where}: '{value}' is not the fullUrl of any entry of the Bundle",
+                           f"{where} : '{value}' n'est le fullUrl d'aucune entrée du Bundle", where)
+    target_type, _, rest = value.partition("?")
+    if rest and target_type in SUPPORTED_TYPES:
+        found = matches(uow, target_type, criteria_pairs(rest))
+        if len(found) != 1:
+            count = "no" if not found else "more than one"
+            raise FhirError.of(412 if found else 404, "not-found" if not found else "multiple-matches",
+                               f"{where}: the conditional reference '{value}' matches {count} resource",
+                               f"{where} : la référence conditionnelle '{value}' correspond à {'aucune' if not found else 'plusieurs'} ressource(s)",
+                               where)
+        return f"{target_type}/{found[0]}"
+    parts = value.split("/")
+    if len(parts) == 2 and parts[0] in SUPPORTED_TYPES and value not in in_bundle:
+        target = uow.current(parts[0], parts[1])
+        if target is None or target.deleted:
+            raise FhirError.of(404, "not-found", f"{where}: the referenced resource '{value}' does not exist",
+                               f"{where} : la ressource référencée '{value}' n'existe pas", where)
+    return value
+
+
+def _in_entry(entry: Entry, action):
+    try:
+        return action()
+    except FhirError as error:
+        raise _located(entry, error) from None
+
+
+def _located(entry: Entry, error: FhirError) -> FhirError:
+    """The same error, saying which entry of the Bundle it is about."""
+    for issue in error.issues:
+        if not issue.en.startswith("Bundle.entry"):
+            issue.en = f"{entry.where} ({entry.method} {entry.url}): {issue.en}"
+            issue.fr = f"{entry.where} ({entry.method} {entry.url}) : {issue.fr or issue.en}"
+        if not any(e.startswith(entry.where) for e in issue.expression):
+            issue.expression = [entry.where] + issue.expression
+    return error
+
+
+def _copy(resource: dict) -> dict:
+    return orjson.loads(orjson.dumps(resource))
+
+
+# -- reads inside a Bundle ----------------------------------------------------------------------
+def _read_entry(entry: Entry) -> dict:
+    from . import search as search_interaction
+    from ..context import plan_builder
+    path = entry.url.split("?")[0].split("/")
+    try:
+        if len(path) == 1:
+            plan = plan_builder().build(entry.type, criteria_pairs(entry.criteria) if entry.criteria else [])
+            return {"resource": search_interaction.run(plan), "response": {"status": "200 OK"}}
+        record = (store().vread(entry.type, path[1], int(path[3])) if len(path) == 4 and path[3].isdigit()
+                  else store().read(entry.type, path[1]))
+        return {"resource": record.resource, "response": {"status": "200 OK", "etag": record.etag,
+                                                          "lastModified": instant(record.last_updated)}}
+    except FhirError as error:
+        return _failed(entry.index, error)
+
+
+# -- batch -------------------------------------------------------------------------------------
+def run_batch(raw_entries: list[dict]) -> dict:
+    results = []
+    for index, raw in enumerate(raw_entries):
+        try:
+            entry = parse_entry(index, raw)
+            if entry.method in ("GET", "HEAD"):
+                results.append(_read_entry(entry))
+            else:
+                results.append(run_transaction([entry])["entry"][0])
+        except FhirError as error:
+            results.append(_failed(index, error))
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": results}
+
+
+def _failed(index: int, error: FhirError) -> dict:
+    return {"response": {"status": f"{error.status}", "outcome": operation_outcome(error.issues, lang())}}

@@ -1,0 +1,115 @@
+"""The request pipeline of the FHIR API: cross-cutting concerns applied in one place, in order,
+before any interaction runs (format negotiation, body limits, then the registered interceptors:
+authentication, authorisation, audit), and every error turned into an OperationOutcome.
+
+An interceptor is a function `fn()` run before the handler (it may raise FhirError), registered
+with `before_interaction(fn)`; `after_interaction(fn)` functions get `(response)` and return it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .http import JSON_TYPES, outcome_response
+from .outcome import FhirError
+
+log = logging.getLogger(__name__)
+
+_before: list[Callable[[], None]] = []
+_after: list[Callable[[Response], Response]] = []
+
+ACCEPTABLE_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+FORM = "application/x-www-form-urlencoded"
+
+
+def before_interaction(fn):
+    _before.append(fn)
+    return fn
+
+
+def after_interaction(fn):
+    _after.append(fn)
+    return fn
+
+
+def install(blueprint: Blueprint, max_body_bytes: int) -> None:
+    @blueprint.before_request
+    def _run_before():
+        negotiate_format()
+        check_body(max_body_bytes)
+        for fn in _before:
+            fn()
+
+    @blueprint.after_request
+    def _run_after(response: Response) -> Response:
+        for fn in _after:
+            response = fn(response)
+        return response
+
+    blueprint.register_error_handler(FhirError, outcome_response)
+    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(Exception, _unexpected)
+
+
+def is_operation() -> bool:
+    return "/$" in request.path
+
+
+def negotiate_format() -> None:
+    """JSON only: other formats get 406. Operations negotiate their own outputs (PDF, PNG...)."""
+    if is_operation():
+        return
+    requested = request.args.get("_format")
+    if requested is not None:
+        if requested.split(";")[0].strip() not in ACCEPTABLE_FORMATS:
+            raise _not_acceptable(requested)
+        return
+    accept = request.accept_mimetypes
+    if accept and not any(accept[t] for t in ("application/fhir+json", "application/json")):
+        raise _not_acceptable(request.headers.get("Accept", ""))
+
+
+def _not_acceptable(what: str) -> FhirError:
+    return FhirError.of(406, "not-supported", f"Only JSON is served (application/fhir+json), not '{what}'",
+                        f"Seul le JSON est servi (application/fhir+json), pas '{what}'")
+
+
+def check_body(max_body_bytes: int) -> None:
+    if request.method not in BODY_METHODS:
+        return
+    length = request.content_length
+    if length is not None and length > max_body_bytes:
+        raise too_large(max_body_bytes)
+    if not length and not request.headers.get("Transfer-Encoding"):
+        return
+    mimetype = request.mimetype
+    allowed = JSON_TYPES | ({FORM} if request.path.endswith("/_search") else set())
+    if mimetype not in allowed:
+        raise FhirError.of(415, "not-supported",
+                           f"Content-Type '{mimetype or 'none'}' is not accepted; send application/fhir+json",
+                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez application/fhir+json")
+
+
+def too_large(limit: int) -> FhirError:
+    return FhirError.of(413, "too-costly", f"The body is larger than the limit of {limit} bytes",
+                        f"Le corps dépasse la limite de {limit} octets")
+
+
+def _http_error(error: HTTPException):
+    if isinstance(error, RequestEntityTooLarge):
+        from flask import current_app
+        return outcome_response(too_large(current_app.config["MAX_CONTENT_LENGTH"]))
+    code = {404: "not-found", 405: "not-supported"}.get(error.code or 500, "processing")
+    return outcome_response(FhirError.of(error.code or 500, code, error.description or error.name))
+
+
+def _unexpected(error: Exception):
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return outcome_response(FhirError.of(500, "exception", "Internal server error; the incident is logged",
+                                         "Erreur interne du serveur ; l'incident est journalisé"))

@@ -1,0 +1,35 @@
+"""URL rules of the FHIR RESTful API, each pointing at its interaction module."""
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from .interactions import (capabilities, create, delete, history, operation, read, search, transaction,
+                           update, vread)
+
+RULES = [
+    ("/metadata", "capabilities", capabilities.capabilities, ["GET"]),
+    ("/", "transaction", transaction.transaction_or_batch, ["POST"]),
+    ("/_history", "history-system", history.system_history, ["GET"]),
+    ("/$<name>", "operation-system", operation.system_operation, ["GET", "POST"]),
+    ("/<rtype>", "search-type", search.search, ["GET"]),
+    ("/<rtype>", "create", create.create, ["POST"]),
+    ("/<rtype>", "conditional-update", update.conditional_update, ["PUT"]),
+    ("/<rtype>", "conditional-delete", delete.conditional_delete, ["DELETE"]),
+    ("/<rtype>/_search", "search-post", search.search, ["POST"]),
+    ("/<rtype>/_history", "history-type", history.type_history, ["GET"]),
+    ("/<rtype>/$<name>", "operation-type", operation.type_operation, ["GET", "POST"]),
+    ("/<rtype>/<rid>", "read", read.read, ["GET"]),
+    ("/<rtype>/<rid>", "update", update.update, ["PUT"]),
+    ("/<rtype>/<rid>", "delete", delete.delete, ["DELETE"]),
+    ("/<rtype>/<rid>/_history", "history-instance", history.instance_history, ["GET"]),
+    ("/<rtype>/<rid>/_history/<vid>", "vread", vread.vread, ["GET"]),
+    ("/<rtype>/<rid>/$<name>", "operation-instance", operation.instance_operation, ["GET", "POST"]),
+]
+
+
+def fhir_blueprint() -> Blueprint:
+    blueprint = Blueprint("fhir", __name__, url_prefix="/fhir",
+                          description="FHIR R4 RESTful API (application/fhir+json)")
+    for rule, endpoint, view, methods in RULES:
+        blueprint.add_url_rule(rule, endpoint, view, methods=methods)
+    return blueprint

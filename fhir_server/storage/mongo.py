@@ -1,0 +1,55 @@
+"""MongoDB connection and the indexes created at start."""
+from __future__ import annotations
+
+import threading
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.database import Database
+
+from ..search.registry import compound_indexes, load as load_parameters
+
+HISTORY = "_history"  # every version of every resource
+CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
+OUTBOX = "_outbox"  # events committed with the writes, dispatched to the queue
+
+_clients: dict[str, MongoClient] = {}
+_lock = threading.Lock()
+_indexed: set[tuple[int, str]] = set()
+
+
+def client_for(uri: str) -> MongoClient:
+    """One client (and its connection pool) per URI and process."""
+    with _lock:
+        if uri not in _clients:
+            _clients[uri] = MongoClient(uri, tz_aware=False, connect=False)
+        return _clients[uri]
+
+
+def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
+    """collection -> the indexes it needs; also the list the README documents."""
+    params = load_parameters()
+    plan: dict[str, list[list[tuple[str, int]]]] = {}
+    for rtype in resource_types:
+        indexes = [[("ts", ASCENDING)]]
+        for code, param in params.get(rtype, {}).items():
+            field = f"s.{code}.lo" if param.type == "date" else f"s.{code}"
+            indexes.append([(field, ASCENDING)])
+            if param.type in ("string", "token"):
+                indexes.append([(f"x.{code}", ASCENDING)])
+        for keys in compound_indexes().get(rtype, []):
+            indexes.append([(k, DESCENDING if k.startswith("o.") else ASCENDING) for k in keys])
+        plan[rtype] = indexes
+    plan[HISTORY] = [[("t", ASCENDING), ("rid", ASCENDING), ("v", DESCENDING)],
+                     [("t", ASCENDING), ("ts", ASCENDING)], [("ts", ASCENDING)]]
+    plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
+    return plan
+
+
+def ensure_indexes(db: Database, resource_types) -> None:
+    key = (id(db.client), db.name)
+    if key in _indexed:
+        return
+    for collection, indexes in index_plan(resource_types).items():
+        for keys in indexes:
+            db[collection].create_index(keys)
+    _indexed.add(key)

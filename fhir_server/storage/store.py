@@ -1,0 +1,233 @@
+"""Resources, their versions and their index fields in MongoDB.
+
+Layout: one collection per resource type holds the current version of each resource (a deleted
+one stays as a marker with `del: true`, so a read can say 410 Gone); `_history` holds every
+version; `_claims` holds the keys of conditional creates and updates; `_outbox` holds events
+committed together with the writes that caused them.
+
+Every write runs in a MongoDB transaction (`Store.run`): the resource, its history entry, its
+claim and its outbox events commit together or not at all. Write conflicts between concurrent
+transactions are retried; the history `_id` (type/id/version) being unique means two writers can
+never both produce the same version.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable, TypeVar
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from ..outcome import FhirError
+from ..search.dates import instant, utc_now
+from ..search.extract import index_fields
+from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_indexes
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 8
+
+
+class Conflict(Exception):
+    """A concurrent writer got there first: the unit of work is retried from the start."""
+
+
+@dataclass
+class Record:
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    resource: dict | None
+    method: str | None = None  # in history: POST, PUT, DELETE
+    key: str | None = None  # the document's _id (type/id/version in history), for paging
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @classmethod
+    def from_doc(cls, rtype: str, doc: dict) -> "Record":
+        return cls(rtype, doc.get("rid", doc["_id"]), doc["v"], doc["ts"], doc.get("del", False),
+                   doc.get("res"), doc.get("method"), doc["_id"])
+
+
+def new_id() -> str:
+    """Time-ordered ids, so that new resources land at the end of the default order."""
+    return str(ObjectId())
+
+
+class Store:
+    def __init__(self, uri: str, db_name: str, resource_types: Iterable[str], base_url: str,
+                 create_indexes: bool = True):
+        self.client = client_for(uri)
+        self.db = self.client[db_name]
+        self.base_url = base_url
+        self.resource_types = tuple(resource_types)
+        if create_indexes:
+            ensure_indexes(self.db, self.resource_types)
+
+    # -- reads -----------------------------------------------------------------------------
+    def current(self, rtype: str, rid: str, session=None) -> Record | None:
+        doc = self.db[rtype].find_one({"_id": rid}, {"s": 0, "x": 0, "o": 0}, session=session)
+        return Record.from_doc(rtype, doc) if doc else None
+
+    def read(self, rtype: str, rid: str) -> Record:
+        record = self.current(rtype, rid)
+        if record is None:
+            raise FhirError.of(404, "not-found", f"{rtype}/{rid} is not known",
+                               f"{rtype}/{rid} est inconnu")
+        if record.deleted:
+            raise FhirError.of(410, "deleted", f"{rtype}/{rid} has been deleted",
+                               f"{rtype}/{rid} a été supprimé")
+        return record
+
+    def vread(self, rtype: str, rid: str, version: int) -> Record:
+        doc = self.db[HISTORY].find_one({"_id": f"{rtype}/{rid}/{version}"})
+        if doc is None:
+            raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {version}",
+                               f"{rtype}/{rid} n'a pas de version {version}")
+        record = Record.from_doc(rtype, doc)
+        if record.deleted:
+            raise FhirError.of(410, "deleted", f"Version {version} of {rtype}/{rid} is a deletion",
+                               f"La version {version} de {rtype}/{rid} est une suppression")
+        return record
+
+    def history(self, rtype: str | None, rid: str | None, since: datetime | None,
+                before: tuple[datetime, str] | None, limit: int) -> list[Record]:
+        """Newest first; `before` is the (ts, _id) of the last entry of the previous page."""
+        query: dict[str, Any] = {}
+        if rtype:
+            query["t"] = rtype
+        if rid:
+            query["rid"] = rid
+        if since:
+            query["ts"] = {"$gte": since}
+        if before:
+            ts, last_id = before
+            query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]
+        cursor = self.db[HISTORY].find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
+        return [Record.from_doc(doc["t"], doc) for doc in cursor]
+
+    def find(self, rtype: str, query: dict, sort: list[tuple[str, int]] | None = None,
+             limit: int = 0, projection: dict | None = None) -> list[dict]:
+        cursor = self.db[rtype].find(query, projection)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def count(self, rtype: str, query: dict) -> int:
+        return self.db[rtype].count_documents(query)
+
+    def fetch_many(self, rtype: str, ids: list[str]) -> list[Record]:
+        docs = self.db[rtype].find({"_id": {"$in": ids}, "del": False}, {"s": 0, "x": 0, "o": 0})
+        return [Record.from_doc(rtype, d) for d in docs]
+
+    def explain(self, rtype: str, query: dict, sort=None) -> dict:
+        cursor = self.db[rtype].find(query)
+        if sort:
+            cursor = cursor.sort(sort)
+        return cursor.explain()
+
+    # -- writes ----------------------------------------------------------------------------
+    def run(self, work: Callable[["UnitOfWork"], T]) -> T:
+        """Run `work` in one transaction, retrying it whole on write conflicts."""
+        for attempt in range(MAX_ATTEMPTS):
+            with self.client.start_session() as session:
+                try:
+                    with session.start_transaction():
+                        return work(UnitOfWork(self, session))
+                except (Conflict, DuplicateKeyError):
+                    pass
+                except PyMongoError as exc:
+                    if not (exc.has_error_label("TransientTransactionError")
+                            or exc.has_error_label("UnknownTransactionCommitResult")):
+                        raise
+            time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+        raise FhirError.of(409, "conflict", "Too many concurrent writes to the same resources; retry",
+                           "Trop d'écritures simultanées sur les mêmes ressources ; réessayez")
+
+
+class UnitOfWork:
+    """The writes of one transaction. Reads made here see the transaction's own writes."""
+
+    def __init__(self, store: Store, session):
+        self.store = store
+        self.db = store.db
+        self.session = session
+        self.now = utc_now()
+
+    def current(self, rtype: str, rid: str) -> Record | None:
+        return self.store.current(rtype, rid, self.session)
+
+    def find(self, rtype: str, query: dict, limit: int = 0, projection: dict | None = None) -> list[dict]:
+        cursor = self.db[rtype].find(query, projection or {"_id": 1}, session=self.session)
+        return list(cursor.limit(limit) if limit else cursor)
+
+    def put(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
+            method: str = "PUT") -> tuple[Record, Record | None]:
+        """Create or update; returns (new record, previous record or None)."""
+        previous = self.current(rtype, rid)
+        if if_match is not None and (previous is None or previous.version != if_match):
+            found = previous.version if previous else "none"
+            raise FhirError.of(412, "conflict",
+                               f"If-Match version {if_match} does not match current version {found}",
+                               f"La version If-Match {if_match} ne correspond pas à la version actuelle {found}")
+        version = previous.version + 1 if previous else 1
+        stored = self._stamp(rtype, rid, resource, version)
+        doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
+               **index_fields(rtype, stored, self.store.base_url)}
+        if previous:
+            result = self.db[rtype].replace_one({"_id": rid, "v": previous.version}, doc,
+                                                session=self.session)
+            if result.matched_count == 0:
+                raise Conflict(f"{rtype}/{rid}")
+        else:
+            self.db[rtype].insert_one(doc, session=self.session)
+        self._history(rtype, rid, version, stored, method, deleted=False)
+        return Record(rtype, rid, version, self.now, False, stored, method), previous
+
+    def delete(self, rtype: str, rid: str) -> Record | None:
+        """Mark deleted and add a deletion version; None if there was nothing to delete."""
+        previous = self.current(rtype, rid)
+        if previous is None or previous.deleted:
+            return None
+        version = previous.version + 1
+        result = self.db[rtype].replace_one(
+            {"_id": rid, "v": previous.version},
+            {"_id": rid, "v": version, "ts": self.now, "del": True}, session=self.session)
+        if result.matched_count == 0:
+            raise Conflict(f"{rtype}/{rid}")
+        self._history(rtype, rid, version, None, "DELETE", deleted=True)
+        return Record(rtype, rid, version, self.now, True, None, "DELETE")
+
+    def claim(self, key: str, rid: str) -> None:
+        """Take the conditional key `key` for `rid`. Two transactions taking the same key conflict
+        in the database, so only one of them commits; the other is retried and finds the first."""
+        self.db[CLAIMS].find_one_and_update({"_id": key}, {"$set": {"rid": rid, "ts": self.now}},
+                                            upsert=True, session=self.session,
+                                            return_document=ReturnDocument.AFTER)
+
+    def emit(self, kind: str, payload: dict) -> None:
+        self.db[OUTBOX].insert_one({"kind": kind, "payload": payload, "state": "new", "ts": self.now},
+                                   session=self.session)
+
+    def _stamp(self, rtype: str, rid: str, resource: dict, version: int) -> dict:
+        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = instant(self.now)
+        stored = {"resourceType": rtype, "id": rid, "meta": meta}
+        stored.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
+        return stored
+
+    def _history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str,
+                 deleted: bool) -> None:
+        self.db[HISTORY].insert_one({"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid,
+                                     "v": version, "ts": self.now, "del": deleted, "method": method,
+                                     "res": resource}, session=self.session)
