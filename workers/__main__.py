@@ -1,0 +1,21 @@
+"""`python -m workers [--url REDIS_URL]`: an RQ worker on the platform's queue (same as
+`rq worker --url REDIS_URL sidep`)."""
+import argparse
+import os
+
+from rq import Worker
+
+from .queue import QUEUE_NAME, connection
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("REDIS_URL"), help="Redis URL (default: $REDIS_URL)")
+    args = parser.parse_args()
+    if not args.url:
+        parser.error("no Redis URL: pass --url or set REDIS_URL")
+    Worker([QUEUE_NAME], connection=connection(args.url)).work(with_scheduler=True)
+
+
+if __name__ == "__main__":
+    main()
