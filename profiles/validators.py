@@ -316,18 +316,24 @@ def check_not_future(value, path: str, now: datetime | None = None) -> list[Issu
 _NAME_CHARS = re.compile(r"^[^\W\d_]+(?:[ '\-’][^\W\d_]+)*$")  # letters (accents too), space, hyphen, apostrophe
 
 
-def check_human_name(name, path: str) -> list[Issue]:
+def check_human_name(name, path: str, require_parts: bool = True) -> list[Issue]:
+    """Family and given names present and not blank. require_parts=False leaves absent parts to the
+    profile's cardinality rules (so that one missing name gives one issue, not two)."""
     if not isinstance(name, dict):
         return []
     issues = []
     family = name.get("family")
-    if not isinstance(family, str) or not family.strip():
+    if family is None and not require_parts:
+        pass
+    elif not isinstance(family, str) or not family.strip():
         issues += _missing(f"{path}.family", "The family name", "Le nom de famille")
     elif not _NAME_CHARS.match(family.strip()):
         issues.append(_warning("value", f"Unusual characters in the family name '{family}'",
                                f"Caractères inhabituels dans le nom de famille « {family} »", f"{path}.family"))
     given = name.get("given")
-    if not isinstance(given, list) or not any(isinstance(g, str) and g.strip() for g in given):
+    if given is None and not require_parts:
+        pass
+    elif not isinstance(given, list) or not any(isinstance(g, str) and g.strip() for g in given):
         issues += _missing(f"{path}.given", "The given name", "Le prénom")
     else:
         for i, first in enumerate(given):
@@ -395,7 +401,7 @@ def validate_identifier(identifier, path, resource):
 
 @validator("sidep-human-name")
 def validate_human_name(name, path, resource):
-    return check_human_name(name, path)
+    return check_human_name(name, path, require_parts=False)
 
 
 @validator("sidep-birth-date")

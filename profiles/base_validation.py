@@ -1,0 +1,90 @@
+"""Base FHIR R4 validation: parse with fhir.resources (R4B models) and turn pydantic errors into Issues.
+
+The R4B models are used for R4 content (the project's pinned choice); they check structure, datatypes,
+primitive formats and unknown elements, not code-list membership (the profiles do that).
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import ValidationError
+
+from fhir_server.outcome import Issue
+
+# pydantic error type -> (FHIR issue type, French wording)
+_ERROR_KINDS = {
+    "missing": ("required", "élément obligatoire manquant"),
+    "extra_forbidden": ("structure", "élément inconnu dans ce type de ressource"),
+    "list_type": ("structure", "une liste (tableau JSON) est attendue"),
+    "dict_type": ("structure", "un objet JSON est attendu"),
+    "model_type": ("structure", "un objet JSON est attendu"),
+    "model_attributes_type": ("structure", "un objet JSON est attendu"),
+    "string_type": ("value", "une chaîne de caractères est attendue"),
+    "bool_type": ("value", "un booléen est attendu"),
+    "bool_parsing": ("value", "un booléen est attendu"),
+    "int_type": ("value", "un entier est attendu"),
+    "int_parsing": ("value", "un entier est attendu"),
+    "int_from_float": ("value", "un entier est attendu"),
+    "decimal_type": ("value", "un nombre décimal est attendu"),
+    "decimal_parsing": ("value", "un nombre décimal est attendu"),
+    "float_type": ("value", "un nombre est attendu"),
+    "float_parsing": ("value", "un nombre est attendu"),
+    "string_pattern_mismatch": ("value", "la valeur ne respecte pas le format FHIR"),
+    "string_too_short": ("value", "la valeur est trop courte"),
+    "value_error": ("value", "valeur invalide"),
+    "literal_error": ("value", "valeur non autorisée"),
+    "enum": ("value", "valeur non autorisée"),
+}
+_FHIR_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+
+
+@lru_cache(maxsize=None)
+def _model_class(resource_type: str):
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return None
+
+
+def _fhirpath(resource_type: str, loc: tuple) -> str:
+    """('name', 0, 'given') -> Patient.name[0].given; drops pydantic's internal union/validator labels."""
+    path = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and _FHIR_NAME.match(part) and part != "__root__":
+            path += f".{part}"
+    return path
+
+
+def error_to_issue(resource_type: str, error: dict) -> Issue:
+    kind, fr_text = _ERROR_KINDS.get(error.get("type"), ("invalid", "contenu invalide"))
+    path = _fhirpath(resource_type, tuple(error.get("loc", ())))
+    message = error.get("msg", "invalid")
+    return Issue("error", kind, f"{path}: {message}", f"{path} : {fr_text} ({message})", [path])
+
+
+def parse_errors(resource_type: str | None, resource) -> list[Issue]:
+    """[] when the resource parses as a FHIR R4 `resource_type`, else one Issue per problem."""
+    if not isinstance(resource, dict):
+        return [Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")]
+    actual = resource.get("resourceType")
+    if not actual:
+        return [Issue("error", "required", "resourceType is missing", "resourceType est manquant", ["resourceType"])]
+    if resource_type and actual != resource_type:
+        return [Issue("error", "invalid", f"resourceType is {actual}, expected {resource_type}",
+                      f"resourceType vaut {actual}, {resource_type} attendu", ["resourceType"])]
+    model = _model_class(actual)
+    if model is None:
+        return [Issue("error", "not-supported", f"Unknown resource type {actual}",
+                      f"Type de ressource inconnu {actual}", ["resourceType"])]
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        return [error_to_issue(actual, error) for error in exc.errors(include_url=False)]
+    except (ValueError, TypeError) as exc:  # some model validators raise outside pydantic's wrapper
+        return [Issue("error", "invalid", f"{actual}: {exc}", f"{actual} : contenu invalide ({exc})", [actual])]
+    return []
