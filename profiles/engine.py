@@ -19,6 +19,8 @@ from pathlib import Path
 
 from fhir_server.outcome import Issue
 
+from terminology.service import UnknownValueSet, french_title
+
 from .validators import FINESS, FINESS_OLD, VALIDATORS, phone_to_e164
 
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -292,7 +294,6 @@ class _Validation:
         codings = _codings(value, path)
         if codings is None:  # not a coded type (e.g. valueQuantity under a value[x] binding)
             return
-        from terminology.service import UnknownValueSet
 
         try:
             matches = [(c, p) for c, p in codings
@@ -320,7 +321,7 @@ class _Validation:
     def unknown_code_issue(self, severity: str, url: str, codings: list, path: str) -> Issue:
         vs = self.terminology.value_set(url)
         title_en = vs.get("title") or url
-        title_fr = _french_title(vs) or title_en
+        title_fr = french_title(vs) or title_en
         shown = ", ".join(f"'{c.get('code')}'" + (f" ({c['system']})" if c.get("system") else "") for c, _ in codings)
         where = codings[0][1] if len(codings) == 1 else path
         if not codings:
@@ -342,14 +343,6 @@ def _codings(value, path: str):
         return [(c, f"{path}.coding[{i}]") for i, c in enumerate(value.get("coding") or []) if isinstance(c, dict)]
     if "code" in value and "value" not in value and "unit" not in value:
         return [(value, path)]
-    return None
-
-
-def _french_title(vs: dict) -> str | None:
-    for ext in (vs.get("_title") or {}).get("extension", []):
-        parts = {e.get("url"): e for e in ext.get("extension", [])}
-        if parts.get("lang", {}).get("valueCode") == "fr":
-            return parts.get("content", {}).get("valueString")
     return None
 
 

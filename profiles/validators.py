@@ -444,7 +444,9 @@ def validate_birthplace(extension, path, resource):
 def validate_official_name(patient, path, resource):
     """The birth family name travels as name.use = official; a qualified INS identity requires it."""
     names = patient.get("name") if isinstance(patient, dict) else None
-    if isinstance(names, list) and any(isinstance(n, dict) and n.get("use") == "official" for n in names):
+    if not isinstance(names, list) or not names:
+        return []  # no name at all: the profile's cardinality rule reports it
+    if any(isinstance(n, dict) and n.get("use") == "official" for n in names):
         return []
     has_ins = any(isinstance(i, dict) and i.get("system") in INS_SYSTEMS for i in patient.get("identifier") or [])
     en = "The birth family name must be sent as a name with use = 'official'"

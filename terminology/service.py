@@ -42,6 +42,15 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
 
+def french_title(resource: dict) -> str | None:
+    """The French title carried by the standard translation extension on `_title`, if any."""
+    for ext in (resource.get("_title") or {}).get("extension", []):
+        parts = {e.get("url"): e for e in ext.get("extension", [])}
+        if parts.get("lang", {}).get("valueCode") == "fr":
+            return parts.get("content", {}).get("valueString")
+    return None
+
+
 def _property_value(prop: dict):
     for key, value in prop.items():
         if key.startswith("value"):
@@ -210,7 +219,8 @@ class TerminologyService:
             where = f" ({system})" if system else ""
             return {"result": False, "display": None,
                     "message": f"The code '{code}'{where} is not in the value set '{title}'",
-                    "message_fr": f"Le code « {code} »{where} n'appartient pas au jeu de valeurs « {title} »"}
+                    "message_fr": f"Le code « {code} »{where} n'appartient pas au jeu de valeurs "
+                                  f"« {french_title(vs) or title} »"}
         if display and not concept.matches_display(display):
             expected = concept.display_in(lang)
             return {"result": False, "display": expected,
