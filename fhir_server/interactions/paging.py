@@ -16,7 +16,8 @@ def encode_cursor(state: dict) -> str:
         if isinstance(value, datetime):
             return {"$d": value.isoformat()}
         raise TypeError
-    return base64.urlsafe_b64encode(orjson.dumps(state, default=default)).decode().rstrip("=")
+    data = orjson.dumps(state, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def decode_cursor(token: str) -> dict:
