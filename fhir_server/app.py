@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     blueprint = fhir_blueprint()
     pipeline.install(blueprint, settings.max_body_bytes)
     api.register_blueprint(blueprint)
+    pipeline.install_app_handlers(app, "/fhir")
 
     @app.get("/")
     def home():

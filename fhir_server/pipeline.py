@@ -36,6 +36,19 @@ def after_interaction(fn):
     return fn
 
 
+def install_app_handlers(app, prefix: str) -> None:
+    """Routing errors (no such URL, method not allowed) happen before the blueprint is chosen:
+    answer them with an OperationOutcome too, under the FHIR prefix."""
+    fallback = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)
+
+    def handle(error: HTTPException):
+        if request.path.startswith(prefix):
+            return _http_error(error)
+        return fallback(error) if fallback else error
+
+    app.register_error_handler(HTTPException, handle)
+
+
 def install(blueprint: Blueprint, max_body_bytes: int) -> None:
     @blueprint.before_request
     def _run_before():

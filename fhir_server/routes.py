@@ -31,5 +31,6 @@ def fhir_blueprint() -> Blueprint:
     blueprint = Blueprint("fhir", __name__, url_prefix="/fhir",
                           description="FHIR R4 RESTful API (application/fhir+json)")
     for rule, endpoint, view, methods in RULES:
-        blueprint.add_url_rule(rule, endpoint, view, methods=methods)
+        # [base] is posted to without a trailing slash by most clients: no redirect for it
+        blueprint.add_url_rule(rule, endpoint, view, methods=methods, strict_slashes=rule != "/")
     return blueprint

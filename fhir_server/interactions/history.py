@@ -50,10 +50,11 @@ def _history(rtype: str | None, rid: str | None):
     if more:
         cursor = encode_cursor({"ts": records[-1].last_updated, "key": records[-1].key})
         links.append({"relation": "next", "url": f"{path}?{urlencode(params + [('_cursor', cursor)])}"})
-    bundle = {"resourceType": "Bundle", "type": "history", "link": links,
-              "entry": [_entry(r) for r in records]}
+    bundle = {"resourceType": "Bundle", "type": "history", "link": links}
     if before is None and not more:
         bundle["total"] = len(records)
+    if records:  # FHIR arrays are never empty
+        bundle["entry"] = [_entry(r) for r in records]
     return fhir_response(bundle)
 
 

@@ -1,0 +1,81 @@
+"""Conditional create/update/delete, and their behaviour under concurrency: two requests with the
+same identifier racing each other make one resource, never two (enforced in the database)."""
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def observation(dossier):
+    return {"resourceType": "Observation", "status": "final", "code": {"text": "SARS-CoV-2 RT-PCR"},
+            "identifier": [{"system": "urn:lab:750000000", "value": dossier}]}
+
+
+def test_conditional_create(client):
+    first = client.post("/fhir/Observation", json=observation("A"),
+                        headers={"If-None-Exist": "identifier=urn:lab:750000000|A"})
+    again = client.post("/fhir/Observation", json=observation("A"),
+                        headers={"If-None-Exist": "identifier=urn:lab:750000000|A"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert again.get_json()["meta"]["versionId"] == "1"
+
+
+def test_conditional_update_creates_then_updates(client):
+    created = client.put("/fhir/Observation?identifier=urn:lab:750000000|B", json=observation("B"))
+    updated = client.put("/fhir/Observation?identifier=urn:lab:750000000|B",
+                         json={**observation("B"), "status": "amended"})
+    assert (created.status_code, updated.status_code) == (201, 200)
+    assert updated.get_json()["id"] == created.get_json()["id"]
+    assert updated.get_json()["meta"]["versionId"] == "2"
+
+
+def test_conditional_delete(client):
+    rid = client.create(observation("C"))["id"]
+    assert client.delete("/fhir/Observation?identifier=urn:lab:750000000|C").status_code == 204
+    assert client.get(f"/fhir/Observation/{rid}").status_code == 410
+    assert client.delete("/fhir/Observation?identifier=urn:lab:750000000|C").status_code == 204
+    # after deletion, a conditional create makes a new resource rather than finding the old one
+    again = client.post("/fhir/Observation", json=observation("C"),
+                        headers={"If-None-Exist": "identifier=urn:lab:750000000|C"})
+    assert again.status_code == 201 and again.get_json()["id"] != rid
+
+
+def _race(base, dossier, index):
+    url = f"{base}/Observation"
+    criteria = f"identifier=urn:lab:750000000|{dossier}"
+    if index % 2:
+        response = requests.post(url, json=observation(dossier), headers={**HEADERS, "If-None-Exist": criteria})
+    else:
+        response = requests.put(f"{url}?{criteria}", json=observation(dossier), headers=HEADERS)
+    return response.status_code, response.json()["id"]
+
+
+def test_parallel_conditional_writes_make_one_resource(live_server):
+    for dossier in ("R1", "R2", "R3"):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda i: _race(live_server, dossier, i), range(8)))
+        assert {status for status, _ in results} <= {200, 201}
+        assert len({rid for _, rid in results}) == 1, results
+        assert [status for status, _ in results].count(201) == 1
+        found = requests.get(f"{live_server}/Observation?identifier=urn:lab:750000000|{dossier}",
+                             headers=HEADERS).json()
+        assert found["total"] == 1
+
+
+def test_parallel_updates_lose_no_write(live_server):
+    rid = requests.post(f"{live_server}/Patient", json={"resourceType": "Patient"}, headers=HEADERS).json()["id"]
+
+    def update(i):
+        body = {"resourceType": "Patient", "id": rid, "name": [{"family": f"F{i}"}]}
+        return requests.put(f"{live_server}/Patient/{rid}", json=body, headers=HEADERS).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(update, range(12)))
+    assert statuses == [200] * 12
+    history = requests.get(f"{live_server}/Patient/{rid}/_history?_count=50", headers=HEADERS).json()
+    versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
+    assert versions == list(range(1, 14))
+    families = {e["resource"]["name"][0]["family"] for e in history["entry"] if "name" in e["resource"]}
+    assert families == {f"F{i}" for i in range(12)}
