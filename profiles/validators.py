@@ -59,7 +59,7 @@ def _missing(path: str, what_en: str, what_fr: str) -> list[Issue]:
 # --- NIR / NIA (matricule INS) ------------------------------------------------------------------
 # S AA MM DD CCC NNN KK: the département may be 2A/2B (Corsica). Months 20-42 and 50-99 exist for
 # people whose birth month is unknown, so the month is deliberately not range-checked.
-_NIR_SHAPE = re.compile(r"^[1-8]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}$")
+_NIR_SHAPE = re.compile(r"^[1-8]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}\Z", re.ASCII)
 
 
 def nir_key(body: str) -> int:
@@ -93,7 +93,7 @@ def check_nia(value, path: str) -> list[Issue]:
 
 
 # --- FINESS, RPPS ---------------------------------------------------------------------------------
-_FINESS_SHAPE = re.compile(r"^(?:\d{2}|2[AB])\d{7}$")
+_FINESS_SHAPE = re.compile(r"^(?:\d{2}|2[AB])\d{7}\Z", re.ASCII)
 
 
 def is_valid_finess(value: str) -> bool:
@@ -120,7 +120,7 @@ def check_finess(value, path: str) -> list[Issue]:
 def check_rpps(value, path: str) -> list[Issue]:
     if not isinstance(value, str) or not value:
         return _missing(path, "The RPPS number", "Le numéro RPPS")
-    if not re.fullmatch(r"\d{11}", value):
+    if not re.fullmatch(r"\d{11}", value, re.ASCII):
         return [_error("value", f"An RPPS number has 11 digits: '{value}'",
                        f"Un numéro RPPS comporte 11 chiffres : « {value} »", path)]
     if not luhn.is_valid(value):
@@ -131,9 +131,10 @@ def check_rpps(value, path: str) -> list[Issue]:
 
 
 # --- phone numbers (SI-DEP laboratory guide, section E.1) ---------------------------------------
-_FR_MOBILE = re.compile(r"^(?:0[67]\d{8}|\+33[67]\d{8})$")
-_FR_OTHER = re.compile(r"^(?:0[1-589]\d{8}|\+33[1-589]\d{8})$")
-_INTERNATIONAL = re.compile(r"^\+[1-9]\d{6,14}$")
+_FR_MOBILE = re.compile(r"^(?:0[67]\d{8}|\+33[67]\d{8})\Z", re.ASCII)
+_FR_OTHER = re.compile(r"^(?:0[1-589]\d{8}|\+33[1-589]\d{8})\Z", re.ASCII)
+_INTERNATIONAL = re.compile(r"^\+[1-9]\d{6,14}\Z", re.ASCII)
+_DIGITS = re.compile(r"^\+?\d+\Z", re.ASCII)
 _OVERSEAS_REGIONS = ("GP", "RE", "GF", "MQ", "YT")  # 069x/0639 mobiles belong to these, not to "FR"
 
 
@@ -154,7 +155,7 @@ def analyse_phone(value: str) -> tuple[str | None, tuple]:
     """(E.164 form or None, problems) where each problem is (severity, kind). Cached: numbers repeat."""
     if not value:
         return None, (("error", "empty"),)
-    if not re.fullmatch(r"\+?\d+", value):
+    if not _DIGITS.match(value):
         return None, (("error", "separators"),)
     if value.startswith("00"):
         return None, (("error", "double-zero"),)
@@ -238,8 +239,16 @@ def phone_to_e164(value: str) -> str | None:
 
 
 # --- e-mail ---------------------------------------------------------------------------------------
+# Plain ASCII addresses (dot-atom local part, LDH labels, alphabetic TLD) are valid by construction:
+# they skip email-validator, which costs ~20 µs per new address on the write path.
+_PLAIN_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                          r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z")
+
+
 @lru_cache(maxsize=65536)
 def _email_problem(value: str) -> str | None:
+    if len(value) <= 254 and value.find("@") <= 64 and _PLAIN_EMAIL.match(value):
+        return None
     try:
         validate_email(value, check_deliverability=False)  # syntax only: no DNS on the write path
     except EmailNotValidError as exc:
@@ -258,7 +267,7 @@ def check_email(value, path: str) -> list[Issue]:
 
 
 # --- dates ----------------------------------------------------------------------------------------
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?\Z", re.ASCII)
 
 
 def check_birth_date(value, path: str, today: date | None = None) -> list[Issue]:
@@ -313,7 +322,7 @@ def check_not_future(value, path: str, now: datetime | None = None) -> list[Issu
 
 
 # --- names ----------------------------------------------------------------------------------------
-_NAME_CHARS = re.compile(r"^[^\W\d_]+(?:[ '\-’][^\W\d_]+)*$")  # letters (accents too), space, hyphen, apostrophe
+_NAME_CHARS = re.compile(r"^[^\W\d_]+(?:[ '\-’][^\W\d_]+)*\Z")  # letters (accents too), space, hyphen, apostrophe
 
 
 def check_human_name(name, path: str, require_parts: bool = True) -> list[Issue]:
@@ -346,7 +355,7 @@ def check_human_name(name, path: str, require_parts: bool = True) -> list[Issue]
 
 
 # --- INSEE (COG) code of a birth place -------------------------------------------------------------
-_COG = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")  # commune (incl. Corsica 2A/2B, overseas 97x) or 99xxx abroad
+_COG = re.compile(r"^(?:\d{5}|2[AB]\d{3})\Z", re.ASCII)  # commune (incl. Corsica 2A/2B, overseas 97x) or 99xxx abroad
 
 
 def check_cog_code(value, path: str) -> list[Issue]:
@@ -489,7 +498,7 @@ def validate_organization_finess(org, path, resource):
                    f"L'organisation doit avoir un identifiant FINESS (système {FINESS})", f"{path}.identifier")]
 
 
-_DOSSIER_VALUE = re.compile(r"^\S{1,64}$")
+_DOSSIER_VALUE = re.compile(r"^\S{1,64}\Z")
 
 
 @validator("sidep-dossier-identifier")
