@@ -120,3 +120,27 @@ def test_serology_pdf_is_a_result_sheet_without_qr(keyring, tmp_path):
     assert "ne donne pas lieu à un certificat numérique européen" in text
     images = pdf_pages_as_images(pdf, tmp_path)
     assert len(images) == 1 and qr_texts(images[0]) == []
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 120, 511, 655, 1000, 1663])
+def test_fast_codewords_and_matrix_equal_qrcode_reference(length):
+    import random
+
+    import qrcode
+    from qrcode import util
+    from qrcode.constants import ERROR_CORRECT_Q
+
+    from operations.certificates.qr import FIXED_MASK_PATTERN, _alphanumeric_version, codewords
+
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+    rng = random.Random(f"qr-{length}")
+    text = ("HC1:" + "".join(rng.choice(alphabet) for _ in range(length)))[:length]
+    version = _alphanumeric_version(length)
+    reference = util.create_data(version, ERROR_CORRECT_Q,
+                                 [util.QRData(text, mode=util.MODE_ALPHA_NUM)])
+    assert codewords(text, version) == list(reference)
+    code = qrcode.QRCode(version=version, error_correction=ERROR_CORRECT_Q, border=4,
+                         mask_pattern=FIXED_MASK_PATTERN)
+    code.add_data(text, optimize=0)
+    code.make(fit=False)
+    assert qr_matrix(text) == code.get_matrix()

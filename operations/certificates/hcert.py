@@ -99,23 +99,21 @@ def dcc_payload(facts: CertificateFacts, group: str, entry: dict) -> dict:
 _B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
 
-@lru_cache(maxsize=1)
-def _b45_word_table() -> list[str]:
-    """The 3-character Base45 form of every 16-bit word: encoding becomes one lookup per 2 bytes."""
-    a = _B45_ALPHABET
-    return [a[v % 45] + a[(v // 45) % 45] + a[v // 2025] for v in range(65536)]
+# The 2-character Base45 form of every value below 45*45: a table small enough to stay in the
+# CPU cache (a 65,536-entry table of whole words measured 2x slower once signing ran between).
+_B45_PAIRS = [_B45_ALPHABET[v % 45] + _B45_ALPHABET[v // 45] for v in range(45 * 45)]
 
 
 def b45encode(data: bytes) -> str:
     """RFC 9285 Base45 (the `base45` package's pure-Python loop costs more than the signature)."""
+    pairs, alphabet = _B45_PAIRS, _B45_ALPHABET
     even = len(data) & ~1
     words = array("H", data[:even])
     if sys.byteorder == "little":
-        words.byteswap()  # Base45 reads each pair big-endian
-    text = "".join(map(_b45_word_table().__getitem__, words))
+        words.byteswap()  # Base45 reads each pair of bytes big-endian
+    text = "".join([pairs[v % 2025] + alphabet[v // 2025] for v in words])
     if len(data) & 1:
-        last = data[-1]
-        text += _B45_ALPHABET[last % 45] + _B45_ALPHABET[last // 45]
+        text += pairs[data[-1]]
     return text
 
 
