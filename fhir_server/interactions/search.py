@@ -96,10 +96,13 @@ def _included(plan: SearchPlan, docs: list[dict]) -> list[dict]:
 def _bundle(plan: SearchPlan, entries: list[dict], total: int | None, next_cursor: str | None,
             prev_cursor: str | None) -> dict:
     base = f"{settings().base_url}/{plan.resource_type}"
-    params = list(plan.self_params)
-    if plan.count != settings().default_page_size and not any(n == "_count" for n, _ in params):
+    # links carry the page size in force (a capped _count as its capped value, so following a
+    # link does not repeat the warning)
+    params = [(n, v) for n, v in plan.self_params if n != "_count"]
+    if plan.count != settings().default_page_size or len(params) < len(plan.self_params):
         params.append(("_count", str(plan.count)))
-    links = [{"relation": "self", "url": f"{base}?{urlencode(params)}"}]
+    this_page = params + [("_cursor", plan.cursor)] if plan.cursor else params
+    links = [{"relation": "self", "url": f"{base}?{urlencode(this_page)}"}]
     if next_cursor:
         links.append({"relation": "next", "url": f"{base}?{urlencode(params + [('_cursor', next_cursor)])}"})
     if prev_cursor:

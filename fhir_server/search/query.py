@@ -54,7 +54,7 @@ def bad_parameter(name: str, en: str, fr: str | None = None) -> FhirError:
 def split_values(raw: str) -> list[str]:
     """Comma-separated OR values, honouring the escape '\\,'."""
     parts = re.split(r"(?<!\\),", raw)
-    return [p.replace("\\,", ",").replace("\\|", "|") if "\\," in p else p for p in parts]
+    return [p.replace("\\,", ",") for p in parts]
 
 
 class PlanBuilder:
@@ -78,8 +78,7 @@ class PlanBuilder:
             if clause is not None:
                 clauses.append(clause)
                 plan.self_params.append((name, value))
-        clauses.append({"del": False})
-        plan.filter = clauses[0] if len(clauses) == 1 else {"$and": clauses}
+        plan.filter = combine(clauses)
         plan.sort = plan.sort or [("_id", 1)]
         if plan.sort[-1][0] != "_id":
             plan.sort.append(("_id", 1))  # a unique tie-breaker makes keyset paging exact
@@ -150,14 +149,15 @@ class PlanBuilder:
     def _clause(self, resource_type: str, name: str, raw: str, plan: SearchPlan) -> dict | None:
         if name.startswith("_has:"):
             return self._has(resource_type, name, raw)
-        code, _, modifier = name.partition(":")
-        chain = None
-        if "." in code:
-            code, chain = code.split(".", 1)
-        elif "." in modifier:
-            modifier, chain = modifier.split(".", 1)
+        # 'subject:Patient.name:exact': the chain starts at the first '.', so a modifier of the
+        # chained parameter stays with it instead of being taken as the type modifier.
+        head, dot, chain_rest = name.partition(".")
+        code, _, modifier = head.partition(":")
+        chain = chain_rest if dot else None
         if code == "_id":
-            return {"_id": {"$in": split_values(raw)}}
+            if modifier or chain is not None:
+                raise bad_parameter(name, "'_id' takes no modifier", "'_id' ne prend pas de modificateur")
+            return one_of("_id", split_values(raw))
         if code == "_lastUpdated":
             return self._date(None, name, raw)
         param = parameters_for(resource_type).get(code)
@@ -187,34 +187,45 @@ class PlanBuilder:
     def _string(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         values = split_values(raw)
         if modifier == "exact":
-            return {f"x.{param.code}": {"$in": values}}
+            return one_of(f"x.{param.code}", values)
         if modifier not in ("", "contains"):
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         anchor = "" if modifier == "contains" else "^"
-        return {param.field: {"$in": [re.compile(anchor + re.escape(fold(v))) for v in values]}}
+        return {param.field: any_regex(anchor, [re.escape(fold(v)) for v in values])}
 
     def _token(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         values = split_values(raw)
         if modifier == "text":
-            return {f"x.{param.code}": {"$in": [re.compile("^" + re.escape(fold(v))) for v in values]}}
+            return {f"x.{param.code}": any_regex("^", [re.escape(fold(v)) for v in values])}
         if modifier not in ("", "not"):
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
-        matches = []
+        exact: list[str] = []
+        systems: list[str] = []  # 'system|': any code of that system
         for value in values:
-            system, bar, code = value.rpartition("|") if "|" in value else ("", "", value)
+            system, bar, code = _split_token(value)
             if bar and not code:
-                matches.append(re.compile("^" + re.escape(system) + r"\|"))
+                if not system:
+                    raise bad_parameter(name, "'|' alone is not a token", "'|' seul n'est pas un jeton")
+                systems.append(system)
             elif bar:
-                matches.append(f"{system}|{code}")
+                exact.append(f"{system}|{code}")
             else:
-                matches.append(code)
-        return {param.field: {"$nin" if modifier == "not" else "$in": matches}}
+                exact.append(code)
+        if systems:
+            patterns = [re.escape(v) + "$" for v in exact] + [re.escape(s) + r"\|" for s in systems]
+            condition = any_regex("^", patterns)
+            return {param.field: {"$not": re.compile(condition["$regex"])} if modifier == "not" else condition}
+        if modifier == "not":
+            return {param.field: {"$nin": exact}}
+        return one_of(param.field, exact)
 
     def _uri(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         values = split_values(raw)
         if modifier == "below":
-            return {param.field: {"$in": [re.compile("^" + re.escape(v)) for v in values]}}
-        return {param.field: {"$in": values}}
+            return {param.field: any_regex("^", [re.escape(v) for v in values])}
+        if modifier:
+            raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
+        return one_of(param.field, values)
 
     def _reference(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         if modifier and modifier not in parameters_for_all_types() and modifier != "identifier":
@@ -229,14 +240,16 @@ class PlanBuilder:
             elif modifier:
                 keys.append(f"{modifier}/{key}")
             else:
-                keys += [f"{target}/{key}" for target in (param.target or parameters_for_all_types())]
-        return {param.field: {"$in": keys}}
+                keys += [f"{target}/{key}" for target in (param.target or sorted(parameters_for_all_types()))]
+        return one_of(param.field, _dedupe(keys))
 
     def _date(self, param: SearchParameter | None, name: str, raw: str) -> dict:
         alternatives = []
         for value in split_values(raw):
             prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
             text = value[2:] if value[:2] in DATE_PREFIXES else value
+            # an unencoded '+' of a time zone arrives as a space: '2021-03-04T23:30:00 02:00'
+            text = re.sub(r"(T[\d:.]+) (\d{2}:\d{2})$", r"\1+\2", text.strip())
             try:
                 lo, hi = parse_range(text)
             except DateFormatError as exc:
@@ -251,11 +264,29 @@ class PlanBuilder:
             raise bad_parameter(name, "only reference parameters can be chained",
                                 "seuls les paramètres de type référence peuvent être chaînés")
         targets = [type_modifier] if type_modifier else [t for t in param.target if parameters_for(t)]
+        if type_modifier and type_modifier not in (param.target or parameters_for_all_types()):
+            raise bad_parameter(name, f"'{type_modifier}' is not a target type of '{param.code}'",
+                                f"'{type_modifier}' n'est pas un type cible de '{param.code}'")
         keys = []
         for target in targets:
-            sub = self.build(target, [(chain, raw)])
+            sub = self._sub_plan(target, chain, raw, name)
             keys += [f"{target}/{doc['_id']}" for doc in self._ids(target, sub, name)]
-        return {param.field: {"$in": keys}}
+        return {param.field: keys[0] if len(keys) == 1 else {"$in": keys}}
+
+    def _sub_plan(self, resource_type: str, name: str, raw: str, outer: str) -> SearchPlan:
+        """The plan of a chained or _has parameter. An unknown inner parameter is an error even in
+        lenient mode: ignoring it would match every resource of the type."""
+        if name in RESULT_PARAMETERS:
+            raise bad_parameter(outer, f"'{name}' cannot be chained", f"'{name}' ne peut pas être chaîné")
+        strict, self.strict = self.strict, True
+        try:
+            return self.build(resource_type, [(name, raw)])
+        except FhirError as exc:
+            issue = exc.issues[0]
+            raise FhirError.of(exc.status, issue.code, f"{outer}: {issue.en}",
+                               f"{outer} : {issue.fr or issue.en}", outer) from None
+        finally:
+            self.strict = strict
 
     def _has(self, resource_type: str, name: str, raw: str) -> dict:
         parts = name.split(":", 3)
@@ -267,11 +298,11 @@ class PlanBuilder:
         if ref is None or ref.type != "reference":
             raise bad_parameter(name, f"'{source}:{ref_code}' is not a reference parameter",
                                 f"'{source}:{ref_code}' n'est pas un paramètre de type référence")
-        sub = self.build(source, [(rest, raw)])
+        sub = self._sub_plan(source, rest, raw, name)
         prefix = resource_type + "/"
         ids = {ref_key[len(prefix):] for doc in self._ids(source, sub, name, f"s.{ref_code}")
                for ref_key in doc.get("s", {}).get(ref_code, []) if ref_key.startswith(prefix)}
-        return {"_id": {"$in": sorted(ids)}}
+        return {"_id": {"$in": sorted(ids)}}  # $in even for one id: never the bare-_id fast path
 
     def _ids(self, resource_type: str, plan: SearchPlan, name: str, projection: str = "_id") -> list[dict]:
         docs = self.lookup(resource_type, plan, projection)
@@ -289,8 +320,10 @@ def parameters_for_all_types() -> set[str]:
 def date_condition(field_name: str | None, prefix: str, lo, hi) -> dict:
     """The condition for `prefix` against the searched range [lo, hi].
 
-    `field_name` is an array of {lo, hi} ranges (matched with $elemMatch); None means the
-    scalar `ts` (meta.lastUpdated), a range of one instant.
+    `field_name` is an array of {lo, hi} ranges; None means the scalar `ts` (meta.lastUpdated), a
+    range of one instant. Prefixes that compare one end only (gt lt ge le sa eb) are a plain range
+    on `<field>.lo` or `<field>.hi`, which an index serves; eq and ap need both ends of the same
+    range ($elemMatch), led by a range on `<field>.lo` for the index.
     """
     if prefix == "ap":
         margin = max(abs(utc_now() - lo) * 0.1, timedelta(days=1))
@@ -316,4 +349,66 @@ def date_condition(field_name: str | None, prefix: str, lo, hi) -> dict:
         element.setdefault(end, {})[op] = value
     if prefix == "ne":
         return {field_name: {"$exists": True, "$not": {"$elemMatch": element}}}
-    return {field_name: {"$elemMatch": element}}
+    if len(element) == 1:  # one end: "some value's lo (or hi) ..." needs no $elemMatch
+        (end, condition), = element.items()
+        return {f"{field_name}.{end}": condition}
+    lead = {"$gte": lo, "$lte": hi} if prefix == "eq" else {"$lte": hi}
+    return {f"{field_name}.lo": lead, field_name: {"$elemMatch": element}}
+
+
+def one_of(field_name: str, values: list) -> dict:
+    """A single value as plain equality (the shape every index serves), several as $in."""
+    return {field_name: values[0] if len(values) == 1 else {"$in": values}}
+
+
+def any_regex(anchor: str, patterns: list[str]) -> dict:
+    """One `$regex` for several alternatives. Never compiled patterns as a bare value or in `$in`:
+    SecantusDB answers those from an index as if they were equality values (no match)."""
+    body = patterns[0] if len(patterns) == 1 else "(?:" + "|".join(patterns) + ")"
+    return {"$regex": anchor + body}
+
+
+def _split_token(value: str) -> tuple[str, str, str]:
+    """'system|code' -> (system, '|', code); 'code' -> ('', '', code); '\\|' escapes a bar."""
+    parts = re.split(r"(?<!\\)\|", value, maxsplit=1)
+    if len(parts) == 1:
+        return "", "", value.replace("\\|", "|")
+    return parts[0].replace("\\|", "|"), "|", parts[1].replace("\\|", "|")
+
+
+def _dedupe(items: list) -> list:
+    return list(dict.fromkeys(items))
+
+
+_NEGATIVE_OPS = {"$exists", "$nin", "$not", "$ne"}
+
+
+def _selects_live(clause: dict) -> bool:
+    """True when the clause can only match a live resource: a positive condition on an index
+    field (s.*, x.*), which deletion markers don't carry (see storage.store.UnitOfWork.delete)."""
+    for key, condition in clause.items():
+        if key.startswith(("s.", "x.")) and not (
+                isinstance(condition, dict) and _NEGATIVE_OPS & set(condition)):
+            return True
+    return False
+
+
+def combine(clauses: list[dict]) -> dict:
+    """AND the clauses as one flat document when their fields differ.
+
+    A flat filter (no top-level $and) is what index selection looks at, in MongoDB and even
+    more so in SecantusDB, which plans nothing for a top-level operator. `del: false` is added
+    only when no clause already excludes deletion markers.
+    """
+    if not any(_selects_live(c) for c in clauses):
+        clauses = clauses + [{"del": False}]
+    merged: dict = {}
+    rest: list[dict] = []
+    for clause in clauses:
+        if any(key in merged for key in clause):
+            rest.append(clause)
+        else:
+            merged.update(clause)
+    if rest:
+        merged["$and"] = rest
+    return merged
