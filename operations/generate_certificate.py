@@ -49,6 +49,17 @@ def var_dir() -> str:
             or os.environ.get("VAR_DIR") or "var")
 
 
+def read_resource(store, resource_type: str, resource_id: str) -> dict:
+    """The current resource JSON, with meta.versionId set (it keys the UVCI). The store returns a
+    Record (resource + version) or, per the registry's contract, the resource dict itself."""
+    record = store.read(resource_type, resource_id)
+    resource = getattr(record, "resource", record)
+    version = getattr(record, "version", None)
+    if version is not None and (resource.get("meta") or {}).get("versionId") != str(version):
+        resource = {**resource, "meta": {**(resource.get("meta") or {}), "versionId": str(version)}}
+    return resource
+
+
 def _reference_id(reference: dict | None, resource_type: str) -> str | None:
     """'Observation/123' (or an absolute URL, or a versioned reference) -> '123'."""
     parts = ((reference or {}).get("reference") or "").split("/")
@@ -67,7 +78,7 @@ def _read_referenced(store, reference: dict | None, resource_type: str, expressi
             return None
         raise FhirError.of(422, "required", f"Missing reference to a {resource_type}.",
                            f"Référence à une ressource {resource_type} manquante.", expression)
-    return store.read(resource_type, resource_id)
+    return read_resource(store, resource_type, resource_id)
 
 
 def _organization_reference(*resources: dict | None) -> dict | None:
@@ -80,12 +91,13 @@ def _organization_reference(*resources: dict | None) -> dict | None:
 
 def load_result_resources(store, resource_type: str, resource_id: str) -> dict:
     """The five resources facts_from_resources needs, from a DiagnosticReport or Observation id."""
-    report = store.read(resource_type, resource_id) if resource_type == "DiagnosticReport" else None
+    is_report = resource_type == "DiagnosticReport"
+    report = read_resource(store, resource_type, resource_id) if is_report else None
     if report is not None:
         observation = _read_referenced(store, (report.get("result") or [None])[0], "Observation",
                                        "DiagnosticReport.result")
     else:
-        observation = store.read("Observation", resource_id)
+        observation = read_resource(store, "Observation", resource_id)
     subject = (report or observation).get("subject")
     return {
         "report": report,
