@@ -24,7 +24,7 @@ def claim_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
 def matches(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[str]:
     """Ids of the resources matching the criteria (at most `limit`), read inside the transaction."""
     plan = plan_builder(strict=True, uow=uow).build(rtype, pairs)
-    return [doc["_id"] for doc in uow.find(rtype, plan.filter, limit)]
+    return uow.find_current(rtype, plan.filter, limit)
 
 
 def several(rtype: str, query: str) -> FhirError:

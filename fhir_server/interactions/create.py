@@ -6,7 +6,7 @@ from flask import request
 from ..context import store
 from ..http import read_json_body, written
 from ..resources import check_resource, require_supported
-from ..storage import Record, UnitOfWork, new_id
+from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
 from .write_hooks import after_write
 
@@ -21,9 +21,9 @@ def create_resource(uow: UnitOfWork, rtype: str, resource: dict, if_none_exist: 
             raise several(rtype, if_none_exist)
         if found:
             return uow.current(rtype, found[0]), 200
-        rid = rid or new_id()
+        rid = rid or uow.new_id(rtype)
         uow.claim(claim_key(rtype, pairs), rid)
-    record, previous = uow.put(rtype, rid or new_id(), resource, method="POST")
+    record, previous = uow.put(rtype, rid or uow.new_id(rtype), resource, method="POST")
     after_write(uow, record, previous)
     return record, 201
 

@@ -19,7 +19,7 @@ from ..http import fhir_response, lang, parse_etag, prefer, read_json_body
 from ..outcome import FhirError, Issue, operation_outcome
 from ..resources import SUPPORTED_TYPES, check_resource, require_supported
 from ..search.dates import instant
-from ..storage import Record, UnitOfWork, new_id
+from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
 from .create import create_resource
 from .delete import conditional_delete_resource, delete_resource
@@ -132,10 +132,10 @@ def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, b
     for entry in entries:
         if entry.method == "POST":
             found = _conditional(uow, entry, entry.if_none_exist) if entry.if_none_exist else []
-            ids[entry.index] = (found[0], True) if found else (new_id(), False)
+            ids[entry.index] = (found[0], True) if found else (uow.new_id(entry.type), False)
         elif entry.method == "PUT" and entry.criteria:
             found = _conditional(uow, entry, entry.criteria)
-            ids[entry.index] = (found[0], False) if found else ((entry.resource or {}).get("id") or new_id(), False)
+            ids[entry.index] = (found[0], False) if found else ((entry.resource or {}).get("id") or uow.new_id(entry.type), False)
         elif entry.method == "PUT":
             ids[entry.index] = (entry.id, False)
     return ids

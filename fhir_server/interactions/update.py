@@ -8,7 +8,7 @@ from ..context import store
 from ..http import parse_etag, read_json_body, written
 from ..outcome import FhirError
 from ..resources import check_resource, require_supported
-from ..storage import Record, UnitOfWork, new_id
+from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
 from .write_hooks import after_write
 
@@ -34,7 +34,7 @@ def conditional_update_resource(uow: UnitOfWork, rtype: str, criteria: str, reso
                                f"L'id du corps ('{body_id}') n'est pas celui de la ressource trouvée ({found[0]})",
                                f"{rtype}.id")
         return update_resource(uow, rtype, found[0], resource, if_match)
-    rid = body_id or new_id()
+    rid = body_id or uow.new_id(rtype)
     uow.claim(claim_key(rtype, pairs), rid)
     return update_resource(uow, rtype, rid, resource, if_match)
 

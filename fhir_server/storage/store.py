@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, TypeVar
 
 from bson import ObjectId
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..outcome import FhirError
 from ..search.dates import instant, utc_now
@@ -68,12 +68,19 @@ class Store:
         self.db = self.client[db_name]
         self.base_url = base_url
         self.resource_types = tuple(resource_types)
+        self._collections: dict = {}
         if create_indexes:
             ensure_indexes(self.db, self.resource_types)
 
+    def collection(self, name: str):
+        """Collection objects are costly to build (pymongo re-reads options): keep them."""
+        if name not in self._collections:
+            self._collections[name] = self.db[name]
+        return self._collections[name]
+
     # -- reads -----------------------------------------------------------------------------
     def current(self, rtype: str, rid: str, session=None) -> Record | None:
-        doc = self.db[rtype].find_one({"_id": rid}, {"s": 0, "x": 0, "o": 0}, session=session)
+        doc = self.collection(rtype).find_one({"_id": rid}, {"s": 0, "x": 0, "o": 0}, session=session)
         return Record.from_doc(rtype, doc) if doc else None
 
     def read(self, rtype: str, rid: str) -> Record:
@@ -87,7 +94,7 @@ class Store:
         return record
 
     def vread(self, rtype: str, rid: str, version: int) -> Record:
-        doc = self.db[HISTORY].find_one({"_id": f"{rtype}/{rid}/{version}"})
+        doc = self.collection(HISTORY).find_one({"_id": f"{rtype}/{rid}/{version}"})
         if doc is None:
             raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {version}",
                                f"{rtype}/{rid} n'a pas de version {version}")
@@ -110,12 +117,12 @@ class Store:
         if before:
             ts, last_id = before
             query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]
-        cursor = self.db[HISTORY].find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
+        cursor = self.collection(HISTORY).find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
         return [Record.from_doc(doc["t"], doc) for doc in cursor]
 
     def find(self, rtype: str, query: dict, sort: list[tuple[str, int]] | None = None,
              limit: int = 0, projection: dict | None = None) -> list[dict]:
-        cursor = self.db[rtype].find(query, projection)
+        cursor = self.collection(rtype).find(query, projection)
         if sort:
             cursor = cursor.sort(sort)
         if limit:
@@ -123,14 +130,14 @@ class Store:
         return list(cursor)
 
     def count(self, rtype: str, query: dict) -> int:
-        return self.db[rtype].count_documents(query)
+        return self.collection(rtype).count_documents(query)
 
     def fetch_many(self, rtype: str, ids: list[str]) -> list[Record]:
-        docs = self.db[rtype].find({"_id": {"$in": ids}, "del": False}, {"s": 0, "x": 0, "o": 0})
+        docs = self.collection(rtype).find({"_id": {"$in": ids}, "del": False}, {"s": 0, "x": 0, "o": 0})
         return [Record.from_doc(rtype, d) for d in docs]
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
-        cursor = self.db[rtype].find(query)
+        cursor = self.collection(rtype).find(query)
         if sort:
             cursor = cursor.sort(sort)
         return cursor.explain()
@@ -142,7 +149,10 @@ class Store:
             with self.client.start_session() as session:
                 try:
                     with session.start_transaction():
-                        return work(UnitOfWork(self, session))
+                        unit = UnitOfWork(self, session)
+                        result = work(unit)
+                        unit.flush()
+                        return result
                 except (Conflict, DuplicateKeyError):
                     pass
                 except PyMongoError as exc:
@@ -155,21 +165,50 @@ class Store:
 
 
 class UnitOfWork:
-    """The writes of one transaction. Reads made here see the transaction's own writes."""
+    """The writes of one transaction.
+
+    Writes are buffered and sent at the end as one bulk write per collection (a result Bundle
+    touches six collections: one round trip each instead of four per resource). Reads of single
+    resources (`current`) see the unit's own writes; searches (`find`) see the database as it was
+    before the unit, as a transaction Bundle's conditional entries should.
+    """
 
     def __init__(self, store: Store, session):
         self.store = store
-        self.db = store.db
         self.session = session
         self.now = utc_now()
+        self._known: dict[tuple[str, str], Record | None] = {}
+        self._writes: dict[str, list] = {}
+        self._replaced: dict[str, int] = {}
+        self._history: list[dict] = []
+        self._claims: list[UpdateOne] = []
+        self._events: list[dict] = []
 
+    # -- reads -----------------------------------------------------------------------------
     def current(self, rtype: str, rid: str) -> Record | None:
-        return self.store.current(rtype, rid, self.session)
+        key = (rtype, rid)
+        if key not in self._known:
+            self._known[key] = self.store.current(rtype, rid, self.session)
+        return self._known[key]
 
     def find(self, rtype: str, query: dict, limit: int = 0, projection: dict | None = None) -> list[dict]:
-        cursor = self.db[rtype].find(query, projection or {"_id": 1}, session=self.session)
+        cursor = self.store.collection(rtype).find(query, projection or {"_id": 1}, session=self.session)
         return list(cursor.limit(limit) if limit else cursor)
 
+    def new_id(self, rtype: str) -> str:
+        """A fresh server-assigned id, known to be absent (no read needed before writing it)."""
+        rid = new_id()
+        self._known[(rtype, rid)] = None
+        return rid
+
+    def find_current(self, rtype: str, query: dict, limit: int) -> list[str]:
+        """Ids matching `query`; their current versions are kept, so writing them reads nothing."""
+        docs = self.find(rtype, query, limit, {"v": 1, "ts": 1, "del": 1, "res": 1})
+        for doc in docs:
+            self._known.setdefault((rtype, doc["_id"]), Record.from_doc(rtype, doc))
+        return [doc["_id"] for doc in docs]
+
+    # -- writes ----------------------------------------------------------------------------
     def put(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
             method: str = "PUT") -> tuple[Record, Record | None]:
         """Create or update; returns (new record, previous record or None)."""
@@ -183,15 +222,11 @@ class UnitOfWork:
         stored = self._stamp(rtype, rid, resource, version)
         doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
                **index_fields(rtype, stored, self.store.base_url)}
-        if previous:
-            result = self.db[rtype].replace_one({"_id": rid, "v": previous.version}, doc,
-                                                session=self.session)
-            if result.matched_count == 0:
-                raise Conflict(f"{rtype}/{rid}")
-        else:
-            self.db[rtype].insert_one(doc, session=self.session)
-        self._history(rtype, rid, version, stored, method, deleted=False)
-        return Record(rtype, rid, version, self.now, False, stored, method), previous
+        self._write(rtype, rid, previous, doc)
+        self._add_history(rtype, rid, version, stored, method)
+        record = Record(rtype, rid, version, self.now, False, stored, method)
+        self._known[(rtype, rid)] = record
+        return record, previous
 
     def delete(self, rtype: str, rid: str) -> Record | None:
         """Mark deleted and add a deletion version; None if there was nothing to delete."""
@@ -199,24 +234,46 @@ class UnitOfWork:
         if previous is None or previous.deleted:
             return None
         version = previous.version + 1
-        result = self.db[rtype].replace_one(
-            {"_id": rid, "v": previous.version},
-            {"_id": rid, "v": version, "ts": self.now, "del": True}, session=self.session)
-        if result.matched_count == 0:
-            raise Conflict(f"{rtype}/{rid}")
-        self._history(rtype, rid, version, None, "DELETE", deleted=True)
-        return Record(rtype, rid, version, self.now, True, None, "DELETE")
+        self._write(rtype, rid, previous, {"_id": rid, "v": version, "ts": self.now, "del": True})
+        self._add_history(rtype, rid, version, None, "DELETE")
+        record = Record(rtype, rid, version, self.now, True, None, "DELETE")
+        self._known[(rtype, rid)] = record
+        return record
 
     def claim(self, key: str, rid: str) -> None:
         """Take the conditional key `key` for `rid`. Two transactions taking the same key conflict
         in the database, so only one of them commits; the other is retried and finds the first."""
-        self.db[CLAIMS].find_one_and_update({"_id": key}, {"$set": {"rid": rid, "ts": self.now}},
-                                            upsert=True, session=self.session,
-                                            return_document=ReturnDocument.AFTER)
+        self._claims.append(UpdateOne({"_id": key}, {"$set": {"rid": rid, "ts": self.now}}, upsert=True))
 
     def emit(self, kind: str, payload: dict) -> None:
-        self.db[OUTBOX].insert_one({"kind": kind, "payload": payload, "state": "new", "ts": self.now},
-                                   session=self.session)
+        self._events.append({"kind": kind, "payload": payload, "state": "new", "ts": self.now})
+
+    def flush(self) -> None:
+        """Send the buffered writes. A replace that finds its version gone means a concurrent
+        writer committed first: Conflict, and the whole unit is retried."""
+        try:
+            for rtype, operations in self._writes.items():
+                result = self.store.collection(rtype).bulk_write(operations, ordered=True, session=self.session)
+                if result.matched_count != self._replaced.get(rtype, 0):
+                    raise Conflict(rtype)
+            if self._history:
+                self.store.collection(HISTORY).insert_many(self._history, ordered=True, session=self.session)
+            if self._claims:
+                self.store.collection(CLAIMS).bulk_write(self._claims, ordered=True, session=self.session)
+            if self._events:
+                self.store.collection(OUTBOX).insert_many(self._events, ordered=True, session=self.session)
+        except BulkWriteError as exc:
+            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                raise Conflict(str(exc)) from None
+            raise
+
+    def _write(self, rtype: str, rid: str, previous: Record | None, doc: dict) -> None:
+        operations = self._writes.setdefault(rtype, [])
+        if previous is None:
+            operations.append(InsertOne(doc))
+        else:
+            operations.append(ReplaceOne({"_id": rid, "v": previous.version}, doc))
+            self._replaced[rtype] = self._replaced.get(rtype, 0) + 1
 
     def _stamp(self, rtype: str, rid: str, resource: dict, version: int) -> dict:
         meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
@@ -226,8 +283,6 @@ class UnitOfWork:
         stored.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
         return stored
 
-    def _history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str,
-                 deleted: bool) -> None:
-        self.db[HISTORY].insert_one({"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid,
-                                     "v": version, "ts": self.now, "del": deleted, "method": method,
-                                     "res": resource}, session=self.session)
+    def _add_history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str) -> None:
+        self._history.append({"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid, "v": version,
+                              "ts": self.now, "del": resource is None, "method": method, "res": resource})
