@@ -1,13 +1,13 @@
-"""The resource types this server supports, and the check every incoming resource goes through:
-FHIR R4 structure (fhir.resources R4B models, wire-compatible with R4 for these types), then the
-SI-DEP profiles when enforcement is on."""
+"""The resource types this server supports, and the one check every incoming resource goes
+through before it is written: FHIR R4 structure (fhir.resources R4B models, wire-compatible with R4
+for these types; 400), then the SI-DEP profiles when enforcement is on (422), then the stored form
+(phones in E.164, the current FINESS system)."""
 from __future__ import annotations
 
-from functools import lru_cache
+from profiles.base_validation import parse_errors
+from profiles.engine import has_errors, normalise_resource, validate_resource
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
+from .context import settings
 from .outcome import FhirError, Issue
 
 SUPPORTED_TYPES = (
@@ -15,7 +15,7 @@ SUPPORTED_TYPES = (
     "Practitioner", "PractitionerRole", "Binary", "Subscription", "Communication", "AuditEvent",
     "CodeSystem", "ValueSet",
 )
-READ_ONLY_TYPES = ("AuditEvent",)  # written by the server itself, never by clients (issue 4)
+READ_ONLY_TYPES = ("AuditEvent",)  # written by the server itself, never by clients
 
 
 def require_supported(rtype: str) -> None:
@@ -24,49 +24,21 @@ def require_supported(rtype: str) -> None:
                            f"Le type de ressource '{rtype}' n'est pas pris en charge par ce serveur")
 
 
-@lru_cache(maxsize=None)
-def model(rtype: str):
-    return get_fhir_model_class(rtype)
-
-
-def fhirpath(root: str, loc: tuple) -> str:
-    path = root
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "__root__":
-            path += f".{part}"
-    return path
-
-
-def structure_issues(rtype: str, resource: dict, root: str | None = None) -> list[Issue]:
-    """FHIR R4 structural errors of `resource`, each located by FHIRPath."""
-    try:
-        model(rtype).model_validate(resource)
-    except ValidationError as exc:
-        return [_issue(rtype if root is None else root, error) for error in exc.errors()]
-    except (ValueError, TypeError) as exc:
-        return [Issue("error", "structure", str(exc), None, [root or rtype])]
-    return []
-
-
-def _issue(root: str, error: dict) -> Issue:
-    where = fhirpath(root, tuple(error.get("loc", ())))
-    kind = error.get("type", "")
-    if kind == "extra_forbidden":
-        return Issue("error", "structure", f"Unknown element '{where}'", f"Élément inconnu '{where}'", [where])
-    if kind == "missing":
-        return Issue("error", "required", f"Missing required element '{where}'",
-                     f"Élément obligatoire manquant '{where}'", [where])
-    message = error.get("msg", "invalid value")
-    return Issue("error", "value", f"Invalid value at '{where}': {message}",
-                 f"Valeur invalide pour '{where}' : {message}", [where])
+def _relocated(issues: list[Issue], rtype: str, root: str) -> list[Issue]:
+    """Issues located from `rtype` (Patient.x) moved under `root` (Bundle.entry[2].resource.x)."""
+    if root == rtype:
+        return issues
+    for issue in issues:
+        issue.expression = [root + e[len(rtype):] if e.startswith(rtype) else f"{root}.{e}"
+                            for e in issue.expression] or [root]
+    return issues
 
 
 def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: str | None = None) -> dict:
-    """The resource, checked; raises FhirError (400 for structure) otherwise.
+    """The resource as it will be stored; raises FhirError 400 (not FHIR R4) or 422 (not SI-DEP).
 
     `url_id`: the id in the URL of an update, which the body's id must match.
+    `root`: where the resource sits in the request, for error locations.
     """
     root = root or rtype
     body_type = resource.get("resourceType")
@@ -80,7 +52,11 @@ def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: 
                            f"The id in the body ('{resource.get('id')}') differs from the URL ('{url_id}')",
                            f"L'id du corps ('{resource.get('id')}') diffère de l'URL ('{url_id}')",
                            f"{root}.id")
-    issues = structure_issues(rtype, resource, root)
+    issues = parse_errors(rtype, resource)
     if issues:
-        raise FhirError(400, issues)
-    return resource
+        raise FhirError(400, _relocated(issues, rtype, root))
+    if settings().enforce_profiles:
+        issues = validate_resource(resource)
+        if has_errors(issues):
+            raise FhirError(422, _relocated([i for i in issues if i.severity in ("error", "fatal")], rtype, root))
+    return normalise_resource(resource)

@@ -49,16 +49,15 @@ PARAMETERS = [
     {"name": "return", "use": "out", "min": 1, "max": "1", "type": "OperationOutcome"},
 ]
 MODES = ("create", "update", "delete")
-# Settings key read from the Flask app config (the core's settings object may map it): profiles on by default.
-ENFORCEMENT_SETTING = "SIDEP_PROFILES_ENFORCED"
 
 
 def profiles_enforced() -> bool:
+    """The server's setting (Settings.enforce_profiles); on outside an application (library use)."""
     try:
         from flask import current_app
 
-        return bool(current_app.config.get(ENFORCEMENT_SETTING, True))
-    except (RuntimeError, ImportError):  # outside an application context (library use, tests)
+        return current_app.config["SETTINGS"].enforce_profiles
+    except (RuntimeError, KeyError):
         return True
 
 

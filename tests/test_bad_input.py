@@ -53,7 +53,7 @@ def test_nested_error_location_and_language(client):
     body = {"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B", "given": "Jean"}]}
     issues = outcome(client.post("/fhir/Patient", json=body, headers={"Accept-Language": "fr"}), 400)
     assert issues[0]["expression"] == ["Patient.name[1].given"]
-    assert "Valeur invalide" in issues[0]["diagnostics"]
+    assert "une liste (tableau JSON) est attendue" in issues[0]["diagnostics"]
 
 
 def test_unknown_element(client):

@@ -97,7 +97,7 @@ def parse_entry(index: int, raw: dict) -> Entry:
             raise FhirError.of(400, "required", f"{where}: a {method} entry needs a resource",
                                f"{where} : une entrée {method} doit porter une ressource", f"{where}.resource")
         url_id = entry.id if method == "PUT" and not entry.criteria else None
-        check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource")
+        entry.resource = check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource")
     return entry
 
 
