@@ -198,6 +198,9 @@ def test_patient_demographics(client):
     assert found(client, "Patient", ("birthdate", "ge1985-12-31")) == {f["id"], m["id"]}
     # phone and email are telecom restricted by system
     assert found(client, "Patient", ("phone", "0612345678")) == {f["id"]}
+    # phones are stored in E.164: both spellings find them
+    assert found(client, "Patient", ("phone", "+33612345678")) == {f["id"]}
+    assert found(client, "Patient", ("telecom", "phone|+33612345678")) == {f["id"]}
     assert found(client, "Patient", ("email", "0612345678")) == {m["id"]}
     assert found(client, "Patient", ("email", "alice.durand@example.org")) == {f["id"]}
     assert found(client, "Patient", ("telecom", "0612345678")) == {f["id"], m["id"]}
@@ -278,6 +281,9 @@ def test_chained_reference(client):
     # an unknown chained parameter is an error, not "every patient"
     bundle = search(client, "Observation", [("subject.nosuchparam", "x")], status=400)
     assert "subject.nosuchparam" in issue_expressions(bundle)
+    # a deleted patient no longer matches a chain
+    assert client.delete(f"/fhir/Patient/{alice['id']}").status_code in (200, 204)
+    assert found(client, "Observation", ("subject.identifier", ins)) == set()
 
 
 def test_has_one_level(client):
@@ -293,6 +299,10 @@ def test_has_one_level(client):
     assert none["id"] not in found(client, "Patient", ("_has:Observation:patient:status", "final"))
     bundle = search(client, "Patient", [("_has:Observation:patient:nosuchparam", "x")], status=400)
     assert "_has:Observation:patient:nosuchparam" in issue_expressions(bundle)
+    # a deleted observation no longer makes its patient match
+    positive = search(client, "Observation", [("patient", pos["id"])])["entry"][0]["resource"]["id"]
+    assert client.delete(f"/fhir/Observation/{positive}").status_code in (200, 204)
+    assert found(client, "Patient", ("_has:Observation:patient:code", PCR)) == set()
 
 
 # -- the registry's clinical parameters ---------------------------------------------------------
@@ -384,6 +394,11 @@ def test_organization_parameters(client):
     assert found(client, "Organization", ("partof", f"Organization/{group['id']}")) == {site["id"]}
     assert found(client, "Organization", ("partof:missing", "true")) == {group["id"]}
     assert found(client, "Organization", ("type", "prov")) == {group["id"]}
+    # FINESS identifiers sent under the older system spelling are found under either spelling
+    legacy = client.create({"resourceType": "Organization", "name": "Ancien",
+                            "identifier": [{"system": "http://finess.sante.gouv.fr", "value": "690000014"}]})
+    assert found(client, "Organization", ("identifier", "http://finess.sante.gouv.fr|690000014")) == {legacy["id"]}
+    assert found(client, "Organization", ("identifier", "https://finess.esante.gouv.fr|690000014")) == {legacy["id"]}
     assert found(client, "Organization", ("type", "http://terminology.hl7.org/CodeSystem/organization-type|other")) == {site["id"]}
 
 

@@ -11,8 +11,8 @@ ALWAYS = ("resourceType", "id", "meta")
 def _flagged(rtype: str) -> tuple[frozenset[str], frozenset[str]]:
     """(summary elements, mandatory elements) of a resource type, from the R4 model's metadata."""
     try:
-        from ..resources import model
-        fields = model(rtype).model_fields
+        from fhir.resources.R4B import get_fhir_model_class
+        fields = get_fhir_model_class(rtype).model_fields
     except Exception:  # an unknown type: keep what ALWAYS keeps
         return frozenset(), frozenset()
     summary, required = set(), set()

@@ -208,9 +208,10 @@ class PlanBuilder:
                     raise bad_parameter(name, "'|' alone is not a token", "'|' seul n'est pas un jeton")
                 systems.append(system)
             elif bar:
-                exact.append(f"{system}|{code}")
+                exact += [f"{s}|{c}" for s, c in stored_forms(param, system, code)]
             else:
-                exact.append(code)
+                exact += [c for _, c in stored_forms(param, None, code)]
+        exact = _dedupe(exact)
         if systems:
             patterns = [re.escape(v) + "$" for v in exact] + [re.escape(s) + r"\|" for s in systems]
             condition = any_regex("^", patterns)
@@ -374,6 +375,33 @@ def _split_token(value: str) -> tuple[str, str, str]:
     if len(parts) == 1:
         return "", "", value.replace("\\|", "|")
     return parts[0].replace("\\|", "|"), "|", parts[1].replace("\\|", "|")
+
+
+def stored_forms(param: SearchParameter, system: str | None, code: str) -> list[tuple[str | None, str]]:
+    """(system, code) as searched, and as the write path stores it when it normalises the value
+    (phones in E.164, the current FINESS system: profiles.engine.normalise_resource), so that a
+    search written the way the data was sent finds it."""
+    from profiles.engine import normalise_resource
+
+    forms = [(system, code)]
+    contact = system or _path_system(param)
+    candidates = [contact] if contact else (["phone"] if _ends_at(param, "telecom") else [])
+    for candidate in candidates:
+        stored = normalise_resource({"system": candidate, "value": code})
+        form = (stored.get("system") if system else None, stored.get("value"))
+        if form not in forms and isinstance(form[1], str):
+            forms.append(form)
+    return forms
+
+
+def _path_system(param: SearchParameter) -> str | None:
+    """'phone' for a parameter on telecom[system=phone]."""
+    systems = {path[-1].where_value for path in param.paths if path and path[-1].where_key == "system"}
+    return systems.pop() if len(systems) == 1 else None
+
+
+def _ends_at(param: SearchParameter, element: str) -> bool:
+    return any(path and path[-1].name == element for path in param.paths)
 
 
 def _dedupe(items: list) -> list:
