@@ -8,7 +8,7 @@ from flask_smorest import Api
 
 import operations
 
-from . import pipeline
+from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings

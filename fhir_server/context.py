@@ -1,7 +1,7 @@
 """Accessors for what the application factory set up, so handlers don't pass it around."""
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, g
 
 from .search.query import MAX_CHAIN_IDS, PlanBuilder
 from .settings import Settings
@@ -27,3 +27,9 @@ def plan_builder(strict: bool = False, uow: UnitOfWork | None = None) -> PlanBui
         return store().find(rtype, plan.filter, limit=MAX_CHAIN_IDS + 1, projection=fields)
 
     return PlanBuilder(config.base_url, config.default_page_size, config.max_page_size, lookup, strict)
+
+
+def principal_organisation() -> str | None:
+    """The FINESS juridique of the authenticated client or user, when there is one."""
+    principal = g.get("principal") if g else None
+    return getattr(principal, "organisation", None) if principal else None

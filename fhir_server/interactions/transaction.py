@@ -24,6 +24,7 @@ from .conditional import claim_key, criteria_pairs, matches, several
 from .create import create_resource
 from .delete import conditional_delete_resource, delete_resource
 from .update import update_resource
+from .write_hooks import existing_match
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -126,18 +127,23 @@ def run_transaction(entries: list[Entry]) -> dict:
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": results}
 
 
-def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, bool]]:
-    """entry index -> (id, already exists and must not be written) for POST and PUT entries."""
-    ids: dict[int, tuple[str, bool]] = {}
+def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, str]]:
+    """entry index -> (id, what to do: "create", "update", or "keep" when an If-None-Exist found it)
+    for POST and PUT entries."""
+    ids: dict[int, tuple[str, str]] = {}
     for entry in entries:
-        if entry.method == "POST":
-            found = _conditional(uow, entry, entry.if_none_exist) if entry.if_none_exist else []
-            ids[entry.index] = (found[0], True) if found else (uow.new_id(entry.type), False)
+        if entry.method == "POST" and entry.if_none_exist:
+            found = _conditional(uow, entry, entry.if_none_exist)
+            ids[entry.index] = (found[0], "keep") if found else (uow.new_id(entry.type), "create")
+        elif entry.method == "POST":
+            known = _in_entry(entry, lambda: existing_match(uow, entry.type, entry.resource))
+            ids[entry.index] = (known, "update") if known else (uow.new_id(entry.type), "create")
         elif entry.method == "PUT" and entry.criteria:
             found = _conditional(uow, entry, entry.criteria)
-            ids[entry.index] = (found[0], False) if found else ((entry.resource or {}).get("id") or uow.new_id(entry.type), False)
+            ids[entry.index] = (found[0], "update") if found else (
+                (entry.resource or {}).get("id") or uow.new_id(entry.type), "create")
         elif entry.method == "PUT":
-            ids[entry.index] = (entry.id, False)
+            ids[entry.index] = (entry.id, "update")
     return ids
 
 
@@ -155,11 +161,11 @@ def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:
         else:
             delete_resource(uow, entry.type, entry.id)
         return {"response": {"status": "204 No Content"}}
-    rid, existing = ids[entry.index]
+    rid, action = ids[entry.index]
     resource = resources[entry.index]
-    if entry.method == "POST" and existing:
+    if action == "keep":
         return _response(uow.current(entry.type, rid), 200)
-    if entry.method == "POST":
+    if entry.method == "POST" and action == "create":
         if entry.if_none_exist:
             uow.claim(claim_key(entry.type, criteria_pairs(entry.if_none_exist)), rid)
         record, status = create_resource(uow, entry.type, resource, rid=rid)

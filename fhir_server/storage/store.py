@@ -210,8 +210,9 @@ class UnitOfWork:
 
     # -- writes ----------------------------------------------------------------------------
     def put(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
-            method: str = "PUT") -> tuple[Record, Record | None]:
-        """Create or update; returns (new record, previous record or None)."""
+            method: str = "PUT", fields: dict | None = None) -> tuple[Record, Record | None]:
+        """Create or update; returns (new record, previous record or None).
+        `fields`: extra fields stored beside the resource (e.g. a matching key)."""
         previous = self.current(rtype, rid)
         if if_match is not None and (previous is None or previous.version != if_match):
             found = previous.version if previous else "none"
@@ -221,7 +222,7 @@ class UnitOfWork:
         version = previous.version + 1 if previous else 1
         stored = self._stamp(rtype, rid, resource, version)
         doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
-               **index_fields(rtype, stored, self.store.base_url)}
+               **index_fields(rtype, stored, self.store.base_url), **(fields or {})}
         self._write(rtype, rid, previous, doc)
         self._add_history(rtype, rid, version, stored, method)
         record = Record(rtype, rid, version, self.now, False, stored, method)
@@ -245,8 +246,28 @@ class UnitOfWork:
         in the database, so only one of them commits; the other is retried and finds the first."""
         self._claims.append(UpdateOne({"_id": key}, {"$set": {"rid": rid, "ts": self.now}}, upsert=True))
 
-    def emit(self, kind: str, payload: dict) -> None:
-        self._events.append({"kind": kind, "payload": payload, "state": "new", "ts": self.now})
+    def written(self, rtype: str) -> list[Record]:
+        """The records of `rtype` this unit has written so far."""
+        return [r for (t, _), r in self._known.items() if t == rtype and r is not None and r.method]
+
+    def annotate_history(self, record: Record, changes: list[str]) -> None:
+        """Record on the history entry of `record` what this version changed."""
+        key = f"{record.type}/{record.id}/{record.version}"
+        for entry in reversed(self._history):
+            if entry["_id"] == key:
+                entry["chg"] = changes
+                return
+
+    def emit(self, kind: str, payload: dict, key: str | None = None) -> None:
+        """Queue an outbox event. Events with the same key merge (one notification per result and
+        transaction, listing every reason)."""
+        if key is not None:
+            for event in self._events:
+                if event.get("key") == key and event["kind"] == kind:
+                    reasons = event["payload"].get("reasons", []) + payload.get("reasons", [])
+                    event["payload"] = {**event["payload"], **payload, "reasons": list(dict.fromkeys(reasons))}
+                    return
+        self._events.append({"kind": kind, "key": key, "payload": payload, "state": "new", "ts": self.now})
 
     def flush(self) -> None:
         """Send the buffered writes. A replace that finds its version gone means a concurrent

@@ -1,0 +1,145 @@
+"""The submission contract: SI-DEP profiles enforced on writes, resends update instead of
+duplicating, patient matching by INS, and re-notification only on contact or result changes."""
+import random
+
+import pytest
+
+from fhir_server import create_app
+from fhir_server.synthetic.generator import generate_result_bundle, resend_bundle
+from tests.conftest import FhirClient
+
+
+@pytest.fixture
+def sidep(settings):
+    """The server with SI-DEP profiles enforced (the default setting)."""
+    app = create_app(settings.but(enforce_profiles=True))
+    return FhirClient(app.test_client()), app.extensions["sidep.store"]
+
+
+def events(store):
+    return list(store.collection("_outbox").find({}, {"_id": 0}).sort("ts", 1))
+
+
+def bundle(seed=1, **options):
+    return generate_result_bundle(random.Random(seed), positive_rate=0.0, **options)
+
+
+def post(client, body, expected=200):
+    response = client.post("/fhir", json=body)
+    assert response.status_code == expected, response.get_data(as_text=True)[:2000]
+    return response.get_json()
+
+
+def resources_of(response):
+    return {e["resource"]["resourceType"]: e["resource"] for e in response["entry"] if "resource" in e}
+
+
+def total(client, url):
+    return client.get(url + ("&" if "?" in url else "?") + "_total=accurate").get_json()["total"]
+
+
+def test_new_result_is_stored_and_notified_once(sidep):
+    client, store = sidep
+    response = post(client, bundle())
+    assert {e["response"]["status"] for e in response["entry"]} == {"201 Created"}
+    report = resources_of(response)["DiagnosticReport"]
+    assert [(e["kind"], e["payload"]["report"], e["payload"]["reasons"]) for e in events(store)] == [
+        ("notify-result", report["id"], ["new-result"])]
+
+
+@pytest.mark.parametrize("change,reason", [("none", None), ("identity", None),
+                                           ("contact", "contact-changed"), ("result", "result-changed")])
+def test_resend_updates_and_renotifies_only_on_contact_or_result(sidep, change, reason):
+    client, store = sidep
+    rng = random.Random(7)
+    first = generate_result_bundle(rng, positive_rate=0.0)
+    created = resources_of(post(client, first))
+    again = resources_of(post(client, resend_bundle(rng, first, change)))
+    for rtype in ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport"):
+        assert again[rtype]["id"] == created[rtype]["id"], rtype
+        assert again[rtype]["meta"]["versionId"] == "2", rtype
+        assert total(client, f"/fhir/{rtype}") == 1, rtype
+    notified = [e["payload"]["reasons"] for e in events(store)][1:]
+    assert notified == ([] if reason is None else [[reason]])
+
+
+def test_each_version_records_what_changed(sidep):
+    client, store = sidep
+    rng = random.Random(8)
+    first = generate_result_bundle(rng, positive_rate=0.0)
+    patient = resources_of(post(client, first))["Patient"]
+    post(client, resend_bundle(rng, first, "contact"))
+    entry = store.collection("_history").find_one({"_id": f"Patient/{patient['id']}/2"})
+    assert entry["chg"] == ["contact"]
+
+
+def test_plain_conditional_puts_update_instead_of_duplicating(sidep):
+    client, _ = sidep
+    entries = {e["resource"]["resourceType"]: e for e in bundle(3)["entry"]}
+    organisation = entries["Organization"]
+    site = client.put(f"/fhir/{organisation['request']['url']}", json=organisation["resource"])
+    assert site.status_code == 201, site.get_data(as_text=True)
+    observation = entries["Observation"]
+    observation["resource"]["subject"] = {"reference": "Patient/unknown-but-allowed"}
+    observation["resource"]["performer"] = [{"reference": f"Organization/{site.get_json()['id']}"}]
+    observation["resource"].pop("basedOn")
+    observation["resource"].pop("specimen")
+    url = f"/fhir/{observation['request']['url']}"
+    first = client.put(url, json=observation["resource"])
+    second = client.put(url, json=observation["resource"])
+    assert (first.status_code, second.status_code) == (201, 200), first.get_data(as_text=True)
+    assert first.get_json()["id"] == second.get_json()["id"]
+
+
+def test_same_ins_is_the_same_patient_even_when_posted(sidep):
+    client, _ = sidep
+    patient = next(e["resource"] for seed in range(20) for e in bundle(seed)["entry"]
+                   if e["resource"]["resourceType"] == "Patient" and e["resource"].get("identifier"))
+    first = client.post("/fhir/Patient", json=patient)
+    second = client.post("/fhir/Patient", json={k: v for k, v in patient.items() if k != "telecom"})
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.get_json()["id"] == second.get_json()["id"]
+    assert total(client, "/fhir/Patient") == 1
+
+
+def test_unknown_test_code_is_refused_with_its_location(sidep):
+    client, _ = sidep
+    body = bundle(5)
+    index = next(i for i, e in enumerate(body["entry"]) if e["resource"]["resourceType"] == "Observation")
+    body["entry"][index]["resource"]["code"] = {"coding": [{"system": "http://loinc.org", "code": "0000-0"}]}
+    response = client.post("/fhir", json=body)
+    assert response.status_code == 422
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"][0].startswith(f"Bundle.entry[{index}].resource.code")
+    assert "0000-0" in issue["diagnostics"]
+    assert total(client, "/fhir/Patient") == 0
+
+
+def test_bad_nir_key_is_refused_in_french(sidep):
+    client, _ = sidep
+    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
+               "gender": "female", "birthDate": "1985-04-12",
+               "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}]}
+    response = client.post("/fhir/Patient", json=patient, headers={"Accept-Language": "fr"})
+    assert response.status_code == 422
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == ["Patient.identifier[0].value"]
+    assert "clé" in issue["diagnostics"].lower()
+
+
+def test_phone_numbers_are_checked_and_stored_in_e164(sidep):
+    client, _ = sidep
+    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Petit", "given": ["Noé"]}],
+               "gender": "male", "birthDate": "2001-09-30"}
+    good = client.post("/fhir/Patient", json={**patient, "telecom": [{"system": "phone", "value": "0612345678"}]})
+    assert good.status_code == 201, good.get_data(as_text=True)
+    assert good.get_json()["telecom"][0]["value"] == "+33612345678"
+    bad = client.post("/fhir/Patient", json={**patient, "telecom": [{"system": "phone", "value": "0044 7911 123456"}]})
+    assert bad.status_code == 422
+    assert bad.get_json()["issue"][0]["expression"] == ["Patient.telecom[0].value"]
+
+
+def test_enforcement_off_is_a_plain_r4_server(client):
+    response = client.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final",
+                                                     "code": {"coding": [{"system": "http://loinc.org", "code": "0000-0"}]}})
+    assert response.status_code == 201
