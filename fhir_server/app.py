@@ -9,6 +9,7 @@ from flask_smorest import Api
 import operations
 
 from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
+from .code_lists import store_code_lists
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     app.extensions["sidep.store"] = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES,
                                           settings.base_url, settings.create_indexes)
+    if settings.store_code_lists:
+        store_code_lists(app.extensions["sidep.store"])
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()

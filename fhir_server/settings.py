@@ -33,6 +33,7 @@ class Settings:
     max_bundle_entries: int = 1000  # transaction/batch entries at most
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
     create_indexes: bool = True
+    store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -49,6 +50,7 @@ class Settings:
             max_bundle_entries=_int("MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             enforce_profiles=_bool("ENFORCE_PROFILES", cls.enforce_profiles),
             create_indexes=_bool("CREATE_INDEXES", cls.create_indexes),
+            store_code_lists=_bool("STORE_CODE_LISTS", cls.store_code_lists),
         )
 
     def but(self, **changes) -> "Settings":
