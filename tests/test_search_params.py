@@ -470,3 +470,13 @@ def test_bad_date_is_400_naming_the_parameter(client, value):
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["severity"] == "error"
     assert "date" in issue_expressions(body)
+
+
+def test_date_fraction_of_second_has_its_own_precision(client):
+    obs = client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                         "effectiveDateTime": "2021-03-04T10:00:00.53Z"})["id"]
+    assert found(client, "Observation", ("date", "2021-03-04T10:00:00.5Z")) == {obs}  # 500-599 ms
+    assert found(client, "Observation", ("date", "2021-03-04T10:00:00.53Z")) == {obs}
+    assert found(client, "Observation", ("date", "2021-03-04T10:00:00.530Z")) == set()  # 530-539 not in 530
+    assert found(client, "Observation", ("date", "2021-03-04T10:00:00.6Z")) == set()
+    assert found(client, "Observation", ("date", "2021-03-04T11:00:00+01:00")) == {obs}

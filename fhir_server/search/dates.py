@@ -58,8 +58,8 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
         sign = 1 if g["tz"][0] == "+" else -1
         hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
         start -= sign * timedelta(hours=hours, minutes=minutes)
-    if fraction:
-        width = ONE_MS
+    if fraction:  # '.5' is precise to 100 ms, '.50' to 10 ms; MongoDB keeps milliseconds
+        width = timedelta(milliseconds=10 ** max(0, 3 - (len(fraction) - 1)))
     elif g["S"] is not None:
         width = timedelta(seconds=1)
     else:
