@@ -368,3 +368,21 @@ def test_updated_resource_appears_once_with_its_new_version(client):
     assert matches(search(client, "Patient", [("family", "ancien")])) == []
     assert matches(search(client, "Patient", [("gender", "male")])) == []
     assert matches(search(client, "Patient", [("family", "nouveau"), ("gender", "female")])) == [p["id"]]
+
+
+@pytest.mark.parametrize("sort", ["date", "-date"])
+def test_paging_over_resources_without_the_sort_value(client, sort):
+    """Resources lacking the sort value sort first ascending and last descending; paging forward
+    and back over them repeats and skips nothing."""
+    dated = [observation(client, f"2021-03-0{d}T10:00:00Z")["id"] for d in (2, 1, 3, 1)]
+    undated = [client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})["id"]
+               for _ in range(3)]
+    pages = [search(client, "Observation", [("_sort", sort), ("_count", "2")])]
+    while "next" in links(pages[-1]):
+        pages.append(follow(client, links(pages[-1])["next"]))
+    seen = [i for page in pages for i in matches(page)]
+    assert sorted(seen) == sorted(dated + undated) and len(seen) == 7
+    nulls = seen[:3] if sort == "date" else seen[-3:]
+    assert set(nulls) == set(undated)
+    for i in range(len(pages) - 1, 0, -1):
+        assert matches(follow(client, links(pages[i])["previous"])) == matches(pages[i - 1])
