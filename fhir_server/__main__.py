@@ -59,9 +59,30 @@ def run(host: str, port: int, web_workers: int) -> int:
             redis.stop()
 
 
+def print_indexes(create: bool) -> int:
+    """The indexes the server creates at start (per collection), and optionally create them now."""
+    from .resources import SUPPORTED_TYPES
+    from .storage.mongo import client_for, ensure_indexes, index_plan
+
+    for collection, indexes in index_plan(SUPPORTED_TYPES).items():
+        print(collection)
+        for keys in indexes:
+            print("   ", ", ".join(f"{field} {'asc' if order == 1 else 'desc'}" for field, order in keys))
+    if create:
+        uri = os.environ.get("MONGODB_URI")
+        if not uri:
+            print("MONGODB_URI is not set", file=sys.stderr)
+            return 2
+        ensure_indexes(client_for(uri)[os.environ.get("MONGODB_DB", "sidep")], SUPPORTED_TYPES)
+        print("created (existing ones are left as they are)")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m fhir_server")
     commands = parser.add_subparsers(dest="command", required=True)
+    index_parser = commands.add_parser("indexes", help="list the MongoDB indexes the server creates at start")
+    index_parser.add_argument("--create", action="store_true", help="create them now in $MONGODB_URI")
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
     run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -69,6 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "run":
         sys.exit(run(args.host, args.port, args.web_workers))
+    if args.command == "indexes":
+        sys.exit(print_indexes(args.create))
 
 
 if __name__ == "__main__":

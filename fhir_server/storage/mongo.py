@@ -32,9 +32,9 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
     for rtype in resource_types:
         indexes = [[("ts", ASCENDING)]]
         for code, param in params.get(rtype, {}).items():
-            field = f"s.{code}.lo" if param.type == "date" else f"s.{code}"
-            indexes.append([(field, ASCENDING)])
-            if param.type in ("string", "token"):
+            fields = [f"s.{code}.lo", f"s.{code}.hi"] if param.type == "date" else [f"s.{code}"]
+            indexes += [[(field, ASCENDING)] for field in fields]
+            if param.type == "string":  # :exact; token :text is rare enough to scan
                 indexes.append([(f"x.{code}", ASCENDING)])
         for keys in compound_indexes().get(rtype, []):
             indexes.append([(k, DESCENDING if k.startswith("o.") else ASCENDING) for k in keys])
