@@ -1,8 +1,11 @@
 """HTTP helpers shared by every interaction: JSON in and out, headers, Prefer, language."""
 from __future__ import annotations
 
-from email.utils import format_datetime
+import json
+import re
 from datetime import timezone
+from decimal import Decimal
+from email.utils import format_datetime
 
 import orjson
 from flask import Response, current_app, request
@@ -19,10 +22,28 @@ def lang() -> str:
     return accept or "en"
 
 
+# A number with a fraction or an exponent, outside a time of day ("10:00:00.5") or a dotted version.
+_DECIMAL_LITERAL = re.compile(rb"(?<![\w.:])-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)")
+
+
+def _decimal_text(value):
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def dumps(body: dict) -> bytes:
-    if request and request.args.get("_pretty") == "true":
-        return orjson.dumps(body, option=orjson.OPT_INDENT_2)
-    return orjson.dumps(body)
+    option = orjson.OPT_INDENT_2 if request and request.args.get("_pretty") == "true" else 0
+    return orjson.dumps(body, default=_decimal_text, option=option)
+
+
+def loads(data: bytes):
+    """JSON with FHIR decimals kept as written: a number whose text a float would not give back
+    (1.50, 1.0E-3, 66.899999999999991) becomes a Decimal, stored as Decimal128. Bodies without such
+    numbers (nearly all) take the fast parser."""
+    if any(repr(float(m)).encode() != m for m in _DECIMAL_LITERAL.findall(data)):
+        return json.loads(data, parse_float=Decimal)
+    return orjson.loads(data)
 
 
 def fhir_response(body: dict | None, status: int = 200, headers: dict | None = None) -> Response:
@@ -45,8 +66,8 @@ def read_json_body(expression_root: str = "") -> dict:
     if not data:
         raise FhirError.of(400, "required", "The request has no body", "La requête n'a pas de corps")
     try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        body = loads(data)
+    except (ValueError, orjson.JSONDecodeError) as exc:
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
     if not isinstance(body, dict):
         raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)",

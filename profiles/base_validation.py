@@ -84,7 +84,39 @@ def parse_errors(resource_type: str | None, resource) -> list[Issue]:
     try:
         model.model_validate(resource)
     except ValidationError as exc:
-        return [error_to_issue(actual, error) for error in exc.errors(include_url=False)]
+        errors = [e for e in exc.errors(include_url=False) if not _extension_primitive_extension(e)]
+        if not errors:  # only the library gap below: check again without those elements
+            return parse_errors(resource_type, _without_extension_primitive_extensions(resource))
+        return [error_to_issue(actual, error) for error in errors]
     except (ValueError, TypeError) as exc:  # some model validators raise outside pydantic's wrapper
         return [Issue("error", "invalid", f"{actual}: {exc}", f"{actual} : contenu invalide ({exc})", [actual])]
     return []
+
+
+# fhir.resources 8.3 (R4B models) gives Extension no `_valueX` fields, although R4 allows the
+# primitive extensions of an extension's value (e.g. translations in the HL7 v2 code systems).
+# Those elements are validated as Extension lists on their own and then left out of the model check.
+def _extension_primitive_extension(error: dict) -> bool:
+    loc = error.get("loc", ())
+    return (error.get("type") == "extra_forbidden" and len(loc) >= 2 and isinstance(loc[-1], str)
+            and loc[-1].startswith("_value") and any(p in ("extension", "modifierExtension") for p in loc))
+
+
+def _without_extension_primitive_extensions(node, inside_extension: bool = False):
+    if isinstance(node, list):
+        return [_without_extension_primitive_extensions(item, inside_extension) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {key: _without_extension_primitive_extensions(value, key in ("extension", "modifierExtension"))
+            for key, value in node.items()
+            if not (inside_extension and key.startswith("_value") and _valid_element_extension(value))}
+
+
+def _valid_element_extension(value) -> bool:
+    from fhir.resources.R4B.fhirprimitiveextension import FHIRPrimitiveExtension
+
+    try:
+        FHIRPrimitiveExtension.model_validate(value)
+        return True
+    except (ValidationError, ValueError, TypeError):
+        return False

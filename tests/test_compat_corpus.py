@@ -123,33 +123,14 @@ def _example_names() -> list[str]:
 EXAMPLE_NAMES = _example_names()
 
 # -- known failures, by cause ------------------------------------------------------------------
-EXTENSION_PRIMITIVE = (
-    "fhir.resources 8.3.0 (R4B) Extension model has no primitive-extension fields for value[x]: "
-    "'_valueString' beside 'valueString' (translations of concept comments) is refused as an "
-    "unknown element, although R4 allows it")
 CODE_NBSP = (
     "4 concept codes end in U+00A0 ('CHEST\u00c2\u00a0': mojibake in the example itself). The code "
     "regex [^\\s]+(\\s[^\\s]+)* accepts them where \\s is XML-Schema/Java whitespace (space, tab, "
     "CR, LF: fhir-base.xsd, HAPI), but fhir_core applies it with Python's Unicode \\s (as the "
     "ECMAScript fhir.schema.json would), which matches U+00A0, and refuses the codes")
-DECIMAL_PRECISION = (
-    "decimal precision lost: bodies are parsed with orjson into binary floats (http.read_json_body) "
-    "and stored as BSON doubles, so 1.00 reads back 1.0, 1.000000000000000000E-245 as 1e-245 and "
-    "66.899999999999991 as 66.89999999999999")
-PHONE_NORMALISED = (
-    "phone numbers rewritten as French E.164 although profile enforcement is off: check_resource "
-    "always applies profiles.engine.normalise_resource, so the Dutch numbers of these examples change "
-    "(0205568263 -> +33205568263, 0648352638 -> +33648352638, 0690383372 -> +590690383372)")
 
-_EXT_PRIMITIVE_V2 = """0003 0061 0076 0078 0085 0104 0119 0126 0146 0162 0174 0175 0190 0193 0200
-    0201 0203 0207 0211 0227 0229 0241 0254 0280 0291 0292 0294 0299 0301 0335 0338 0354 0355 0356
-    0357 0367 0368 0371 0387 0396 0440 0443 0472 0485 0487 0725 0871""".split()
 KNOWN_FAILURES: dict[str, str] = {
-    **{f"CodeSystem-v2-{table}.json": EXTENSION_PRIMITIVE for table in _EXT_PRIMITIVE_V2},
     "CodeSystem-v2-0550.json": CODE_NBSP,
-    "Observation-decimal.json": DECIMAL_PRECISION,
-    "Observation-body-height.json": DECIMAL_PRECISION,
-    **{name: PHONE_NORMALISED for name in ["Patient-f001.json", *(f"Practitioner-f00{i}.json" for i in range(1, 7))]},
 }
 
 

@@ -147,3 +147,14 @@ def test_capability_statement_lists_what_is_supported(client):
                                                                         "delete", "search-type"}
     assert {"create", "update", "delete"}.isdisjoint({i["code"] for i in resources["AuditEvent"]["interaction"]})
     assert {i["code"] for i in statement["rest"][0]["interaction"]} >= {"transaction", "batch"}
+
+
+def test_decimals_keep_their_precision(client):
+    body = (b'{"resourceType": "Observation", "status": "final", "code": {"text": "IgG"},'
+            b' "valueQuantity": {"value": 1.50, "unit": "U/mL"}, "referenceRange": [{"low": {"value": 1.0E-3}}]}')
+    created = client.post("/fhir/Observation", data=body, headers={"Content-Type": "application/fhir+json"})
+    assert created.status_code == 201
+    text = client.get(f"/fhir/Observation/{created.get_json()['id']}").get_data()
+    assert b'"value":1.50' in text and b'"value":1.0E-3' in text
+    found = client.get("/fhir/Observation?_count=1").get_data()
+    assert b'"value":1.50' in found

@@ -9,6 +9,11 @@ from ..storage import UnitOfWork
 
 
 def criteria_pairs(query: str) -> list[tuple[str, str]]:
+    """Search criteria as (name, value) pairs. R4 writes ifNoneExist without the type ('identifier=x'),
+    as HAPI does many clients send 'Patient?identifier=x': accept both."""
+    head, mark, rest = query.partition("?")
+    if mark and "=" not in head:
+        query = rest
     pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
         raise FhirError.of(400, "invalid", f"Empty search criteria '{query}'",

@@ -8,7 +8,7 @@ from flask import Response, request
 from operations import OperationCall, find
 
 from ..context import store
-from ..http import fhir_response, lang
+from ..http import fhir_response, lang, loads
 from ..outcome import FhirError
 from ..resources import require_supported
 
@@ -46,8 +46,8 @@ def _body() -> dict | None:
     if request.method != "POST" or not request.get_data(cache=True):
         return None
     try:
-        body = orjson.loads(request.get_data(cache=True))
-    except orjson.JSONDecodeError as exc:
+        body = loads(request.get_data(cache=True))
+    except (ValueError, orjson.JSONDecodeError) as exc:
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
     if not isinstance(body, dict):
         raise FhirError.of(400, "structure", "The body must be a JSON object",

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import orjson
 from flask import request
 
 from ..context import settings, store
@@ -87,6 +86,10 @@ def parse_entry(index: int, raw: dict) -> Entry:
                            f"{where}.request")
     base = settings().base_url + "/"
     url = url[len(base):] if url.startswith(base) else url
+    if "$" in url.split("?")[0]:
+        raise FhirError.of(400, "not-supported", f"{where}: operations ({url}) are not supported inside a Bundle",
+                           f"{where} : les opérations ({url}) ne sont pas prises en charge dans un Bundle",
+                           f"{where}.request.url")
     entry = Entry(index, method, url, raw.get("fullUrl"), raw.get("resource"), req.get("ifNoneExist"),
                   parse_etag(req.get("ifMatch")))
     if entry.type not in SUPPORTED_TYPES:
@@ -251,8 +254,13 @@ def _located(entry: Entry, error: FhirError) -> FhirError:
     return error
 
 
-def _copy(resource: dict) -> dict:
-    return orjson.loads(orjson.dumps(resource))
+def _copy(node):
+    """A copy of a JSON tree (the unit of work may run again: it must start from the original)."""
+    if isinstance(node, dict):
+        return {key: _copy(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_copy(item) for item in node]
+    return node
 
 
 # -- reads inside a Bundle ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ Only parameters with values are written, so :missing is a test of existence.
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Iterable
 
 from .dates import DateFormatError, parse_range, period_range
@@ -143,7 +144,7 @@ def index_fields(resource_type: str, resource: dict, base_url: str | None = None
             matched = [v for v in values if isinstance(v, str)]
         elif param.type in ("number", "quantity"):
             matched = [v.get("value") if isinstance(v, dict) else v for v in values]
-            matched = [m for m in matched if isinstance(m, (int, float))]
+            matched = [float(m) for m in matched if isinstance(m, (int, float, Decimal))]
         if not matched:
             continue
         s[code] = _dedupe(matched) if param.type != "date" else matched

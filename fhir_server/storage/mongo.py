@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import threading
 
+from decimal import Decimal
+
+from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
+from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 
@@ -17,11 +21,27 @@ _lock = threading.Lock()
 _indexed: set[tuple[int, str]] = set()
 
 
+class DecimalCodec(TypeCodec):
+    """FHIR decimals keep their precision (1.50 stays 1.50): Decimal <-> BSON Decimal128."""
+    python_type = Decimal
+    bson_type = Decimal128
+
+    def transform_python(self, value: Decimal) -> Decimal128:
+        return Decimal128(value)
+
+    def transform_bson(self, value: Decimal128) -> Decimal:
+        return value.to_decimal()
+
+
+CODEC_OPTIONS = CodecOptions(tz_aware=False, type_registry=TypeRegistry([DecimalCodec()]))
+
+
 def client_for(uri: str) -> MongoClient:
     """One client (and its connection pool) per URI and process."""
     with _lock:
         if uri not in _clients:
-            _clients[uri] = MongoClient(uri, tz_aware=False, connect=False)
+            _clients[uri] = MongoClient(uri, tz_aware=False, connect=False,
+                                        type_registry=CODEC_OPTIONS.type_registry)
         return _clients[uri]
 
 
