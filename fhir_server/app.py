@@ -9,6 +9,7 @@ from flask_smorest import Api
 import operations
 
 from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
+from . import auth
 from .code_lists import store_code_lists
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                           settings.base_url, settings.create_indexes)
     if settings.store_code_lists:
         store_code_lists(app.extensions["sidep.store"])
+    auth.install(app, settings, app.extensions["sidep.store"])
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()

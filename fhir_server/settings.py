@@ -34,6 +34,11 @@ class Settings:
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
     create_indexes: bool = True
     store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
+    auth_enabled: bool = True  # OAuth2 bearer tokens on every FHIR endpoint but /metadata (issue 4)
+    token_lifetime: int = 300  # seconds an access token lives
+    token_url: str | None = None  # the token endpoint's public URL (JWT assertion audience); None: from base_url
+    audit_enabled: bool = True  # AuditEvents for accesses to patient data (when auth is enabled)
+    audit_flush_interval: float = 0.2  # seconds AuditEvents wait to be written as one batch; 0: at once
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -51,7 +56,20 @@ class Settings:
             enforce_profiles=_bool("ENFORCE_PROFILES", cls.enforce_profiles),
             create_indexes=_bool("CREATE_INDEXES", cls.create_indexes),
             store_code_lists=_bool("STORE_CODE_LISTS", cls.store_code_lists),
+            auth_enabled=_bool("AUTH_ENABLED", cls.auth_enabled),
+            token_lifetime=_int("TOKEN_LIFETIME", cls.token_lifetime),
+            token_url=os.environ.get("OAUTH_TOKEN_URL") or None,
+            audit_enabled=_bool("AUDIT_ENABLED", cls.audit_enabled),
+            audit_flush_interval=float(os.environ.get("AUDIT_FLUSH_INTERVAL", cls.audit_flush_interval)),
         )
+
+    @property
+    def token_endpoint(self) -> str:
+        """The public URL of the OAuth2 token endpoint, served at /oauth/token beside /fhir."""
+        if self.token_url:
+            return self.token_url
+        root = self.base_url[:-len("/fhir")] if self.base_url.endswith("/fhir") else self.base_url
+        return f"{root}/oauth/token"
 
     def but(self, **changes) -> "Settings":
         return replace(self, **changes)

@@ -35,7 +35,8 @@ def settings(mongo_uri, tmp_path) -> Settings:
     result); tests about indexes use `indexed_settings`."""
     return Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
                     base_url="http://testserver/fhir", var_dir=str(tmp_path / "var"),
-                    create_indexes=False, enforce_profiles=False, store_code_lists=False)
+                    create_indexes=False, enforce_profiles=False, store_code_lists=False,
+                    auth_enabled=False)
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ def live_server(mongo_uri, tmp_path):
     port = free_port()
     config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
                       base_url=f"http://127.0.0.1:{port}/fhir", var_dir=str(tmp_path / "var"),
-                      create_indexes=False, enforce_profiles=False, store_code_lists=False)
+                      create_indexes=False, enforce_profiles=False, store_code_lists=False,
+                      auth_enabled=False)
     server = make_server("127.0.0.1", port, create_app(config), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from bson import ObjectId
 from pymongo import InsertOne, ReplaceOne, UpdateOne
@@ -45,6 +45,7 @@ class Record:
     resource: dict | None
     method: str | None = None  # in history: POST, PUT, DELETE
     key: str | None = None  # the document's _id (type/id/version in history), for paging
+    owner: list[str] | None = None  # organisations (FINESS juridique) the resource belongs to
 
     @property
     def etag(self) -> str:
@@ -53,7 +54,19 @@ class Record:
     @classmethod
     def from_doc(cls, rtype: str, doc: dict) -> "Record":
         return cls(rtype, doc.get("rid", doc["_id"]), doc["v"], doc["ts"], doc.get("del", False),
-                   doc.get("res"), doc.get("method"), doc["_id"])
+                   doc.get("res"), doc.get("method"), doc["_id"], doc.get("org"))
+
+
+class Access(Protocol):
+    """Access control as the storage layer sees it (fhir_server.auth installs one as
+    `Store.access`; None: no access control). Reads by id are checked, other reads outside a unit
+    of work are filtered, and writes are stamped with the organisation they are made for (`org`)."""
+
+    def owner(self) -> str | None: ...
+
+    def where(self, rtype: str | None, perm: str) -> dict | None: ...
+
+    def check(self, record: Record) -> None: ...
 
 
 def new_id() -> str:
@@ -69,6 +82,7 @@ class Store:
         self.base_url = base_url
         self.resource_types = tuple(resource_types)
         self._collections: dict = {}
+        self.access: Access | None = None
         if create_indexes:
             ensure_indexes(self.db, self.resource_types)
 
@@ -88,6 +102,8 @@ class Store:
         if record is None:
             raise FhirError.of(404, "not-found", f"{rtype}/{rid} is not known",
                                f"{rtype}/{rid} est inconnu")
+        if self.access:
+            self.access.check(record)
         if record.deleted:
             raise FhirError.of(410, "deleted", f"{rtype}/{rid} has been deleted",
                                f"{rtype}/{rid} a été supprimé")
@@ -99,6 +115,8 @@ class Store:
             raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {version}",
                                f"{rtype}/{rid} n'a pas de version {version}")
         record = Record.from_doc(rtype, doc)
+        if self.access:
+            self.access.check(record)
         if record.deleted:
             raise FhirError.of(410, "deleted", f"Version {version} of {rtype}/{rid} is a deletion",
                                f"La version {version} de {rtype}/{rid} est une suppression")
@@ -117,12 +135,13 @@ class Store:
         if before:
             ts, last_id = before
             query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]
+        query = self._visible(rtype, query, "s")
         cursor = self.collection(HISTORY).find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
         return [Record.from_doc(doc["t"], doc) for doc in cursor]
 
     def find(self, rtype: str, query: dict, sort: list[tuple[str, int]] | None = None,
              limit: int = 0, projection: dict | None = None) -> list[dict]:
-        cursor = self.collection(rtype).find(query, projection)
+        cursor = self.collection(rtype).find(self._visible(rtype, query, "s"), projection)
         if sort:
             cursor = cursor.sort(sort)
         if limit:
@@ -130,11 +149,17 @@ class Store:
         return list(cursor)
 
     def count(self, rtype: str, query: dict) -> int:
-        return self.collection(rtype).count_documents(query)
+        return self.collection(rtype).count_documents(self._visible(rtype, query, "s"))
 
     def fetch_many(self, rtype: str, ids: list[str]) -> list[Record]:
-        docs = self.collection(rtype).find({"_id": {"$in": ids}, "del": False}, {"s": 0, "x": 0, "o": 0})
+        query = self._visible(rtype, {"_id": {"$in": ids}, "del": False}, "r")
+        docs = self.collection(rtype).find(query, {"s": 0, "x": 0, "o": 0})
         return [Record.from_doc(rtype, d) for d in docs]
+
+    def _visible(self, rtype: str | None, query: dict, perm: str) -> dict:
+        """`query` narrowed to what the caller may see (`perm`: r read by id, s search)."""
+        extra = self.access.where(rtype, perm) if self.access else None
+        return {**query, **extra} if extra else query
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)
@@ -177,6 +202,7 @@ class UnitOfWork:
         self.store = store
         self.session = session
         self.now = utc_now()
+        self.owner = store.access.owner() if store.access else None  # stamped on what is written
         self._known: dict[tuple[str, str], Record | None] = {}
         self._writes: dict[str, list] = {}
         self._replaced: dict[str, int] = {}
@@ -203,7 +229,7 @@ class UnitOfWork:
 
     def find_current(self, rtype: str, query: dict, limit: int) -> list[str]:
         """Ids matching `query`; their current versions are kept, so writing them reads nothing."""
-        docs = self.find(rtype, query, limit, {"v": 1, "ts": 1, "del": 1, "res": 1})
+        docs = self.find(rtype, query, limit, {"v": 1, "ts": 1, "del": 1, "res": 1, "org": 1})
         for doc in docs:
             self._known.setdefault((rtype, doc["_id"]), Record.from_doc(rtype, doc))
         return [doc["_id"] for doc in docs]
@@ -223,9 +249,12 @@ class UnitOfWork:
         stored = self._stamp(rtype, rid, resource, version)
         doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
                **index_fields(rtype, stored, self.store.base_url), **(fields or {})}
+        owner = self._owners(previous)
+        if owner:
+            doc["org"] = owner
         self._write(rtype, rid, previous, doc)
-        self._add_history(rtype, rid, version, stored, method)
-        record = Record(rtype, rid, version, self.now, False, stored, method)
+        self._add_history(rtype, rid, version, stored, method, owner)
+        record = Record(rtype, rid, version, self.now, False, stored, method, owner=owner)
         self._known[(rtype, rid)] = record
         return record, previous
 
@@ -235,9 +264,12 @@ class UnitOfWork:
         if previous is None or previous.deleted:
             return None
         version = previous.version + 1
-        self._write(rtype, rid, previous, {"_id": rid, "v": version, "ts": self.now, "del": True})
-        self._add_history(rtype, rid, version, None, "DELETE")
-        record = Record(rtype, rid, version, self.now, True, None, "DELETE")
+        marker = {"_id": rid, "v": version, "ts": self.now, "del": True}
+        if previous.owner:
+            marker["org"] = previous.owner  # who may see that it was deleted
+        self._write(rtype, rid, previous, marker)
+        self._add_history(rtype, rid, version, None, "DELETE", previous.owner)
+        record = Record(rtype, rid, version, self.now, True, None, "DELETE", owner=previous.owner)
         self._known[(rtype, rid)] = record
         return record
 
@@ -304,6 +336,17 @@ class UnitOfWork:
         stored.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
         return stored
 
-    def _add_history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str) -> None:
-        self._history.append({"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid, "v": version,
-                              "ts": self.now, "del": resource is None, "method": method, "res": resource})
+    def _owners(self, previous: Record | None) -> list[str] | None:
+        """The organisations a written resource belongs to: its previous ones and the writer's."""
+        owners = list(previous.owner or []) if previous else []
+        if self.owner and self.owner not in owners:
+            owners.append(self.owner)
+        return owners or None
+
+    def _add_history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str,
+                     owner: list[str] | None = None) -> None:
+        entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid, "v": version,
+                 "ts": self.now, "del": resource is None, "method": method, "res": resource}
+        if owner:
+            entry["org"] = owner
+        self._history.append(entry)

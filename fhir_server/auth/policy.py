@@ -1,0 +1,305 @@
+"""Authorisation: who may do what, decided here and applied in one place on every path.
+
+Where each rule is applied:
+- `authorize_request` (a pipeline interceptor, before every FHIR interaction): a valid bearer token
+  (401 otherwise), the scope the interaction needs on its resource type (403), and for instance
+  history and instance $operations, that the instance belongs to the principal's organisation.
+- `OrganisationAccess` (installed as `Store.access`): every read the request makes through the
+  store — read, vread, searches and their chained/_has lookups, _include/_revinclude, counts,
+  history, reads inside batch/transaction and $operations — is checked against the scopes and,
+  for patient data, narrowed to the resources of the principal's organisation (`org` field).
+  Writes are stamped with the writer's organisation (`org`, kept with the history entry).
+- `check_write` / `check_delete` (write hooks, inside the unit of work, so every write path:
+  create, update, delete, conditional ones, transaction and batch entries, operations): the
+  create/update/delete scope, that an existing resource belongs to the organisation, that results
+  name one of its sites as performer, that references to patient data point at the organisation's
+  own resources, and that Organizations written carry only its own FINESS numbers.
+- `restrict_plans` (conditional matching): a client's If-None-Exist, conditional update/delete and
+  conditional references only match its organisation's resources, except a Patient matched by INS
+  alone: the INS is the national identity, and the same person is one Patient (see submission.py).
+
+A Patient belongs to every organisation that wrote it; another organisation may update it (and so
+reach it) only with a resource carrying the same INS. Results belong to the organisation that
+wrote them. Organization, Practitioner and terminology resources are readable by every client.
+"""
+from __future__ import annotations
+
+from flask import current_app, g, has_request_context, request
+
+from profiles.validators import FINESS, FINESS_OLD, INS_SYSTEMS
+
+from ..interactions.write_hooks import on_delete, on_write
+from ..outcome import FhirError
+from ..resources import READ_ONLY_TYPES
+from ..search.extract import reference_key
+from ..storage import Record, UnitOfWork
+from ..storage.accounts import utc_now
+from .principal import Principal, current_principal
+
+# Patient data: readable only by the organisations it belongs to.
+BOUND_TYPES = frozenset({"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport",
+                         "Communication", "Binary", "AuditEvent"})
+PERFORMED_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest"})
+FINESS_SYSTEMS = frozenset({FINESS, FINESS_OLD})
+NOBODY = "-"  # an organisation no resource belongs to
+
+# the scope letters (cruds) an interaction needs on its resource type; any one of them will do
+NEEDS = {
+    "read": "r", "vread": "r", "history-instance": "r", "operation-instance": "r",
+    "search-type": "s", "search-post": "s", "history-type": "s", "operation-type": "cruds",
+    "create": "c", "update": "cu", "conditional-update": "cu", "delete": "d", "conditional-delete": "d",
+}
+WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete"})
+INSTANCE_CHECKED = frozenset({"history-instance", "operation-instance"})
+VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+# -- errors ------------------------------------------------------------------------------------
+def unauthorized(error: str | None, en: str, fr: str) -> FhirError:
+    challenge = 'Bearer realm="sidep"' + (f', error="{error}", error_description="{en}"' if error else "")
+    failure = FhirError.of(401, "login", en, fr)
+    failure.headers["WWW-Authenticate"] = challenge
+    return failure
+
+
+def forbidden(en: str, fr: str, record: Record | None = None) -> FhirError:
+    if record is not None and has_request_context():
+        g.setdefault("refused", []).append(record)  # the audit names what was refused
+    return FhirError.of(403, "forbidden", en, fr)
+
+
+def scope_refused(rtype: str | None, perms: str) -> FhirError:
+    what = " or ".join(VERBS[p] for p in perms)
+    target = rtype or "every type"
+    return forbidden(f"The token's scopes do not allow to {what} {target}",
+                     f"Les scopes du jeton ne permettent pas de {what} {target}")
+
+
+def not_yours(record: Record) -> FhirError:
+    return forbidden(f"{record.type}/{record.id} does not belong to your organisation",
+                     f"{record.type}/{record.id} n'appartient pas à votre organisation", record)
+
+
+def read_only(rtype: str) -> FhirError:
+    return FhirError.of(405, "not-supported", f"{rtype} is read-only: the server writes it",
+                        f"{rtype} est en lecture seule : le serveur l'écrit")
+
+
+# -- authentication ----------------------------------------------------------------------------
+def authenticate() -> Principal:
+    """The request's principal from its bearer token: one read by the token's hash, once per request."""
+    principal = g.get("principal")
+    if principal is not None:
+        return principal
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized(None, "A bearer access token is required (POST /oauth/token)",
+                           "Un jeton d'accès (bearer) est requis (POST /oauth/token)")
+    doc = current_app.extensions["sidep.accounts"].token(token)
+    if doc is None:
+        raise unauthorized("invalid_token", "The access token is unknown or revoked",
+                           "Le jeton d'accès est inconnu ou révoqué")
+    if doc["exp"] <= utc_now():
+        raise unauthorized("invalid_token", "The access token has expired", "Le jeton d'accès a expiré")
+    principal = Principal.from_doc(doc["principal"])
+    g.principal = principal
+    return principal
+
+
+# -- the request interceptor -------------------------------------------------------------------
+def interaction() -> str:
+    return (request.endpoint or "").rpartition(".")[2]
+
+
+def authorize_request() -> None:
+    endpoint = interaction()
+    view = request.view_args or {}
+    rtype = view.get("rtype")
+    secured = "sidep.accounts" in current_app.extensions and current_app.config["SETTINGS"].auth_enabled
+    principal = authenticate() if secured and endpoint != "capabilities" else None
+    if endpoint in WRITES and rtype in READ_ONLY_TYPES:
+        raise read_only(rtype)
+    if principal is None:
+        return
+    if endpoint == "history-system" and not principal.scopes.allows("*", "s"):
+        raise scope_refused(None, "s")
+    needs = NEEDS.get(endpoint)
+    if needs and rtype and not principal.scopes.allows_any(rtype, needs):
+        raise scope_refused(rtype, needs)
+    if endpoint in INSTANCE_CHECKED and rtype in BOUND_TYPES and not principal.unrestricted:
+        record = current_app.extensions["sidep.store"].current(rtype, view.get("rid", ""))
+        if record is not None and not principal.belongs(record.owner):
+            raise not_yours(record)
+
+
+# -- reads through the store -------------------------------------------------------------------
+class OrganisationAccess:
+    """`Store.access`: the request principal's view of the database."""
+
+    def owner(self) -> str | None:
+        principal = current_principal()
+        return principal.organisation if principal else None
+
+    def where(self, rtype: str | None, perm: str) -> dict | None:
+        principal = current_principal()
+        if principal is None:
+            return None
+        if not principal.scopes.allows(rtype, perm):
+            raise scope_refused(rtype, perm)
+        if principal.unrestricted or (rtype is not None and rtype not in BOUND_TYPES):
+            return None
+        return {"org": principal.organisation or NOBODY}
+
+    def check(self, record: Record) -> None:
+        principal = current_principal()
+        if principal is None:
+            return
+        if not principal.scopes.allows(record.type, "r"):
+            raise scope_refused(record.type, "r")
+        if record.type in BOUND_TYPES and not principal.belongs(record.owner):
+            raise not_yours(record)
+
+
+def restrict_plans(builder, matching: bool):
+    """Conditional criteria of a client match only its organisation's resources (a Patient by
+    INS alone excepted). Chained and _has lookups are built by the same builder, so narrowed too."""
+    principal = current_principal()
+    if not matching or principal is None or principal.unrestricted:
+        return builder
+    build = builder.build
+    organisation = principal.organisation or NOBODY
+
+    def restricted(rtype, pairs):
+        plan = build(rtype, pairs)
+        if rtype in BOUND_TYPES and not (rtype == "Patient" and _ins_only(pairs)):
+            plan.filter = {**plan.filter, "org": organisation}
+        return plan
+
+    builder.build = restricted
+    return builder
+
+
+def _ins_only(pairs) -> bool:
+    values = [v for name, raw in pairs for v in raw.split(",") if name == "identifier"]
+    return bool(values) and len(values) >= len(pairs) and all(
+        v.partition("|")[0] in INS_SYSTEMS and v.partition("|")[2] for v in values)
+
+
+# -- writes, inside the unit of work -----------------------------------------------------------
+def _api_request() -> bool:
+    return has_request_context() and request.blueprint == "fhir"
+
+
+@on_write
+def check_write(uow: UnitOfWork, record: Record, previous: Record | None) -> None:
+    if record.type in READ_ONLY_TYPES and _api_request():
+        raise read_only(record.type)
+    principal = current_principal()
+    if principal is None:
+        return
+    perm = "c" if previous is None or previous.deleted else "u"
+    if not principal.scopes.allows(record.type, perm):
+        raise forbidden(*_scope_text(record.type, perm), record)
+    if principal.unrestricted:
+        return
+    if record.type == "Organization":
+        _check_organization(principal, record, previous)
+    elif previous is not None and not principal.belongs(previous.owner):
+        if not (record.type == "Patient" and previous.resource and _same_ins(previous.resource, record.resource)):
+            raise not_yours(previous)
+    if record.type in PERFORMED_TYPES:
+        _check_performers(uow, principal, record)
+    _check_references(uow, principal, record)
+
+
+@on_delete
+def check_delete(uow: UnitOfWork, record: Record) -> None:
+    if record.type in READ_ONLY_TYPES and _api_request():
+        raise read_only(record.type)
+    principal = current_principal()
+    if principal is None:
+        return
+    if not principal.scopes.allows(record.type, "d"):
+        raise forbidden(*_scope_text(record.type, "d"), record)
+    if not principal.belongs(record.owner):
+        raise not_yours(record)
+
+
+def _scope_text(rtype: str, perm: str) -> tuple[str, str]:
+    return (f"The token's scopes do not allow to {VERBS[perm]} {rtype}",
+            f"Les scopes du jeton ne permettent pas de {VERBS[perm]} {rtype}")
+
+
+def finess_numbers(resource: dict | None) -> set[str]:
+    return {i.get("value") for i in (resource or {}).get("identifier", [])
+            if isinstance(i, dict) and i.get("system") in FINESS_SYSTEMS and i.get("value")}
+
+
+def _check_organization(principal: Principal, record: Record, previous: Record | None) -> None:
+    """An Organization is written only by the organisation it describes (FINESS juridique or site)."""
+    numbers = finess_numbers(record.resource) | finess_numbers(previous.resource if previous else None)
+    if numbers:
+        if not numbers <= principal.finess:
+            others = ", ".join(sorted(numbers - principal.finess))
+            raise forbidden(f"Organization/{record.id}: FINESS {others} is not your organisation or one of its sites",
+                            f"Organization/{record.id} : le FINESS {others} n'est ni votre organisation ni l'un de ses sites",
+                            record)
+    elif previous is not None and not principal.belongs(previous.owner):
+        raise not_yours(previous)
+
+
+def _performer_finess(uow: UnitOfWork, performer: dict) -> set[str] | None:
+    """The FINESS numbers of a performer that is an organisation; None for a person."""
+    identifier = performer.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") in FINESS_SYSTEMS:
+        return {identifier.get("value")}
+    key = reference_key(performer.get("reference") or "", uow.store.base_url)
+    rtype, _, rid = key.partition("/")
+    if rtype == "Organization" and rid:
+        target = uow.current("Organization", rid)
+        return finess_numbers(target.resource if target else None)
+    return None
+
+
+def _check_performers(uow: UnitOfWork, principal: Principal, record: Record) -> None:
+    """A result names one of the organisation's sites as performer, and no other organisation."""
+    organisations = [n for p in record.resource.get("performer") or [] if isinstance(p, dict)
+                     for n in [_performer_finess(uow, p)] if n is not None]
+    if not organisations or not all(numbers & principal.sites for numbers in organisations):
+        raise forbidden(f"{record.type}.performer must be one of your sites (FINESS géographique)",
+                        f"{record.type}.performer doit être l'un de vos sites (FINESS géographique)", record)
+
+
+def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> None:
+    """References to patient data point at resources of the principal's organisation."""
+    base = uow.store.base_url
+    for value in _references(record.resource):
+        key = reference_key(value, base)
+        rtype, _, rid = key.partition("/")
+        if rtype not in BOUND_TYPES or not rid or "/" in rid or (rtype, rid) == (record.type, record.id):
+            continue
+        target = uow.current(rtype, rid)
+        if target is not None and not principal.belongs(target.owner):
+            raise forbidden(f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
+                            f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre organisation",
+                            target)
+
+
+def _references(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield value
+            elif isinstance(value, (dict, list)):
+                yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+
+
+def _same_ins(before: dict, after: dict) -> bool:
+    def ins(patient):
+        return {(i.get("system"), i.get("value")) for i in patient.get("identifier", [])
+                if isinstance(i, dict) and i.get("system") in INS_SYSTEMS and i.get("value")}
+    return bool(ins(before) & ins(after))
