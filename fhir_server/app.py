@@ -10,6 +10,9 @@ import operations
 
 from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
 from . import auth
+from operations.certificates.keys import load_keyring
+from operations.certificates.trustlist import trust_list
+
 from .code_lists import store_code_lists
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
@@ -48,6 +51,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/")
     def home():
         return jsonify({"fhir": settings.base_url, "metadata": f"{settings.base_url}/metadata",
-                        "openapi": "/openapi.json"})
+                        "openapi": "/openapi.json", "trustList": "/trust-list",
+                        "token": settings.token_endpoint})
+
+    @app.get("/trust-list")
+    def published_trust_list():
+        """The DCC signing certificates (kid -> DER) verifiers need: public, no token."""
+        return jsonify(trust_list(load_keyring(settings.var_dir)))
 
     return app

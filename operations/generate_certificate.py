@@ -50,14 +50,8 @@ def var_dir() -> str:
 
 
 def read_resource(store, resource_type: str, resource_id: str) -> dict:
-    """The current resource JSON, with meta.versionId set (it keys the UVCI). The store returns a
-    Record (resource + version) or, per the registry's contract, the resource dict itself."""
-    record = store.read(resource_type, resource_id)
-    resource = getattr(record, "resource", record)
-    version = getattr(record, "version", None)
-    if version is not None and (resource.get("meta") or {}).get("versionId") != str(version):
-        resource = {**resource, "meta": {**(resource.get("meta") or {}), "versionId": str(version)}}
-    return resource
+    """The current resource JSON; its meta.versionId (set by the server) keys the UVCI."""
+    return store.read(resource_type, resource_id).resource
 
 
 def _reference_id(reference: dict | None, resource_type: str) -> str | None:

@@ -18,7 +18,7 @@ class OperationCall:
       the body's Parameters resource (valueX unwrapped; `resource` parts kept as dicts).
     - `body`: the raw parsed JSON body of a POST (or None).
     - `store`: the storage facade (fhir_server.storage.Store): `store.read(type, id)` returns the
-      current resource JSON or raises FhirError 404/410; `store.search(type, {name: [values]})`.
+      current Record (`.resource` JSON, `.version`, `.last_updated`) or raises FhirError 404/410.
     - `request`: the Flask request (headers such as Accept, Accept-Language).
     - `lang`: "fr" or "en", from Accept-Language.
     """

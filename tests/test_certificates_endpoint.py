@@ -34,6 +34,13 @@ def published(settings) -> dict:
     return trust_list(load_keyring(settings.var_dir))
 
 
+def published_over_http(client) -> dict:
+    """The trust list as an independent verifier gets it: from the public endpoint."""
+    response = client.http.get("/trust-list")
+    assert response.status_code == 200
+    return response.get_json()
+
+
 def test_pdf_by_default(client, settings):
     store(client, sampled_at=NOW - dt.timedelta(hours=4))
     response = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate",
@@ -50,7 +57,8 @@ def test_text_png_and_parameters_on_report_and_observation(client, settings):
     text = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate?format=text/plain")
     assert text.status_code == 200 and text.mimetype == "text/plain"
     test_hc1, recovery_hc1 = text.get_data(as_text=True).splitlines()  # Base45 has spaces
-    trust = published(settings)
+    trust = published_over_http(client)
+    assert trust == published(settings)
     assert "t" in verify_with_pycose(test_hc1, trust)[-260][1]
     assert "r" in verify_with_pycose(recovery_hc1, trust)[-260][1]
 
@@ -92,3 +100,12 @@ def test_serology_png_is_refused_but_pdf_is_given(client):
     assert png.status_code == 422
     pdf = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate?format=pdf")
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+
+def test_trust_list_is_published_without_a_token(client):
+    response = client.http.get("/trust-list")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["certificates"]
+    entry = next(iter(body["certificates"].values()))
+    assert entry["country"] == "FR" and entry["certificate"]
