@@ -50,7 +50,8 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
     params = load_parameters()
     plan: dict[str, list[list[tuple[str, int]]]] = {}
     for rtype in resource_types:
-        indexes = [[("ts", ASCENDING)]]
+        # org: the organisations a resource belongs to, which every request of a client narrows on
+        indexes = [[("ts", ASCENDING)], [("org", ASCENDING), ("_id", ASCENDING)]]
         for code, param in params.get(rtype, {}).items():
             fields = [f"s.{code}.lo", f"s.{code}.hi"] if param.type == "date" else [f"s.{code}"]
             indexes += [[(field, ASCENDING)] for field in fields]
