@@ -143,3 +143,24 @@ def test_enforcement_off_is_a_plain_r4_server(client):
     response = client.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final",
                                                      "code": {"coding": [{"system": "http://loinc.org", "code": "0000-0"}]}})
     assert response.status_code == 201
+
+
+def test_identity_correction_reaches_the_certificate(sidep, settings):
+    """Certificates are generated from current data: a corrected birth name appears at once."""
+    from operations.certificates.hcert import decode_and_verify
+    from operations.certificates.keys import load_keyring
+    from operations.certificates.trustlist import trust_list
+
+    client, _ = sidep
+    rng = random.Random(11)
+    first = generate_result_bundle(rng, positive_rate=0.0, kind="naat")
+    report = resources_of(post(client, first))["DiagnosticReport"]
+    corrected = resend_bundle(rng, first, "identity")
+    new_family = next(e["resource"]["name"][0]["family"] for e in corrected["entry"]
+                      if e["resource"]["resourceType"] == "Patient")
+    post(client, corrected)
+    text = client.get(f"/fhir/DiagnosticReport/{report['id']}/$generate-certificate?format=text/plain")
+    assert text.status_code == 200, text.get_data(as_text=True)
+    payload = decode_and_verify(text.get_data(as_text=True).splitlines()[0],
+                                trust_list(load_keyring(settings.var_dir))).payload
+    assert payload["nam"]["fn"] == new_family
