@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .auth.demo import first_start
 from .embedded import ensure_private_dir, start_mongo, start_redis
 
 
@@ -39,6 +40,8 @@ def run(host: str, port: int, web_workers: int) -> int:
              "--threads", "4", "--access-logfile", "-", "wsgi:app"], env=env,
             cwd=str(Path(__file__).resolve().parent.parent)))
         print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
+        if mongo:  # the embedded default: a demonstration laboratory and its client (issue 4)
+            first_start(env, var_dir, base_url)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
