@@ -43,7 +43,7 @@ def value_set_url(call, service) -> str:
             if call.store is None:
                 raise FhirError.of(404, "not-found", f"ValueSet/{call.resource_id} is not known",
                                    f"ValueSet/{call.resource_id} est inconnu")
-            return call.store.read("ValueSet", call.resource_id)["url"]
+            return call.store.read("ValueSet", call.resource_id).resource["url"]
     url = required_param(call, "url")
     url = str(url).split("|")[0]
     if not service.has_value_set(url):

@@ -110,7 +110,7 @@ def validate(call):
         return operation_outcome([Issue("information", "informational", "Delete would be accepted",
                                         "La suppression serait acceptée")], call.lang)
     if resource is None and call.level == "instance" and call.store is not None:
-        resource = call.store.read(call.resource_type, call.resource_id)  # validate what is stored
+        resource = call.store.read(call.resource_type, call.resource_id).resource  # validate what is stored
     if resource is None:
         raise FhirError.of(400, "required", "No resource to validate: send it as the 'resource' parameter",
                            "Aucune ressource à valider : l'envoyer dans le paramètre « resource »", "resource")

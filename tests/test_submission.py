@@ -164,3 +164,37 @@ def test_identity_correction_reaches_the_certificate(sidep, settings):
     payload = decode_and_verify(text.get_data(as_text=True).splitlines()[0],
                                 trust_list(load_keyring(settings.var_dir))).payload
     assert payload["nam"]["fn"] == new_family
+
+
+def test_validate_operation_returns_what_the_write_would(sidep):
+    client, _ = sidep
+    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
+               "gender": "female", "birthDate": "1985-04-12",
+               "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}]}
+    checked = client.post("/fhir/Patient/$validate", json={"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": patient}]})
+    assert checked.status_code == 200
+    issues = [i for i in checked.get_json()["issue"] if i["severity"] == "error"]
+    written = client.post("/fhir/Patient", json=patient)
+    assert written.status_code == 422
+    assert [i["expression"] for i in issues] == [i["expression"] for i in written.get_json()["issue"]]
+    assert total(client, "/fhir/Patient") == 0
+    good = client.post("/fhir/Patient", json={k: v for k, v in patient.items() if k != "identifier"}).get_json()
+    instance = client.get(f"/fhir/Patient/{good['id']}/$validate")
+    assert instance.status_code == 200
+    assert not [i for i in instance.get_json()["issue"] if i["severity"] == "error"]
+
+
+def test_expand_an_stored_value_set_by_id(sidep, settings):
+    app = create_app(settings.but(enforce_profiles=True, store_code_lists=True))
+    client = FhirClient(app.test_client())
+    value_set = client.get("/fhir/ValueSet?url=https://sidep.example.fr/fhir/ValueSet/sars-cov-2-tests").get_json()
+    assert value_set["total"] == 1, value_set
+    rid = value_set["entry"][0]["resource"]["id"]
+    expanded = client.get(f"/fhir/ValueSet/{rid}/$expand?filter=antig")
+    assert expanded.status_code == 200, expanded.get_data(as_text=True)
+    codes = expanded.get_json()["expansion"]["contains"]
+    texts = [" ".join([c["display"]] + [d["value"] for d in c.get("designation", [])]).lower() for c in codes]
+    assert texts and all("antig" in t for t in texts)
+    everything = client.get(f"/fhir/ValueSet/{rid}/$expand").get_json()["expansion"]["contains"]
+    assert len(everything) > len(codes)
