@@ -60,7 +60,7 @@ def outcome_response(error: FhirError) -> Response:
     return fhir_response(operation_outcome(error.issues, lang()), error.status, error.headers)
 
 
-def read_json_body(expression_root: str = "") -> dict:
+def read_json_body() -> dict:
     """The request body as a JSON object, or 400 with where the JSON broke."""
     data = request.get_data(cache=True)
     if not data:

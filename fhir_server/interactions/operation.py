@@ -2,13 +2,12 @@
 registered in operations/."""
 from __future__ import annotations
 
-import orjson
 from flask import Response, request
 
 from operations import OperationCall, find
 
 from ..context import store
-from ..http import fhir_response, lang, loads
+from ..http import fhir_response, lang, read_json_body
 from ..outcome import FhirError
 from ..resources import require_supported
 
@@ -45,14 +44,7 @@ def _dispatch(name: str, level: str, rtype: str | None, rid: str | None):
 def _body() -> dict | None:
     if request.method != "POST" or not request.get_data(cache=True):
         return None
-    try:
-        body = loads(request.get_data(cache=True))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
-    if not isinstance(body, dict):
-        raise FhirError.of(400, "structure", "The body must be a JSON object",
-                           "Le corps doit être un objet JSON")
-    return body
+    return read_json_body()
 
 
 def _parameters(body: dict | None) -> dict[str, list]:
