@@ -94,3 +94,96 @@ def live_server(mongo_uri, tmp_path):
     thread.start()
     yield config.base_url
     server.shutdown()
+
+
+# -- OAuth2, authorisation and audit on (issue 4) --------------------------------------------------
+class SecuredServer:
+    """An app with auth on, served on a real socket: the token endpoint is called over HTTP."""
+
+    def __init__(self, app, config: Settings):
+        self.app = app
+        self.settings = config
+        self.base_url = config.base_url
+        self.token_url = config.token_endpoint
+        self.accounts = app.extensions["sidep.accounts"]
+        self.store = app.extensions["sidep.store"]
+
+    def register(self, lab=None, scope="system/*.read system/*.write", role="laboratory", jwks=None,
+                 name="LIS"):
+        """(client_id, secret) of a new client bound to `lab` (a synthetic Laboratory)."""
+        doc, secret = self.accounts.register_client(
+            name, lab.finess if lab else None, [s.finess for s in lab.sites] if lab else [], scope, role, jwks,
+            lab.name if lab else None)
+        return doc["_id"], secret
+
+    def token_response(self, client_id, secret, scope=None, basic=False):
+        import requests
+        data = {"grant_type": "client_credentials"}
+        if scope:
+            data["scope"] = scope
+        if basic:
+            return requests.post(self.token_url, data=data, auth=(client_id, secret), timeout=30)
+        return requests.post(self.token_url, data={**data, "client_id": client_id, "client_secret": secret},
+                             timeout=30)
+
+    def token(self, client_id, secret, scope=None) -> str:
+        response = self.token_response(client_id, secret, scope)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def session(self, token: str | None):
+        """A requests session speaking FHIR JSON with this bearer token, URLs relative to /fhir."""
+        import requests
+
+        base = self.base_url
+
+        class Session(requests.Session):
+            def request(self, method, url, *args, **kwargs):
+                if not url.startswith("http"):
+                    url = base + ("" if url.startswith("/") or not url else "/") + url
+                return super().request(method, url, *args, **kwargs)
+
+        session = Session()
+        session.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def client_session(self, lab=None, scope="system/*.read system/*.write", role="laboratory"):
+        client_id, secret = self.register(lab, scope, role)
+        session = self.session(self.token(client_id, secret))
+        session.client_id = client_id
+        return session
+
+    def audit_events(self, query: dict | None = None) -> list[dict]:
+        log = self.app.extensions.get("sidep.audit")
+        if log is not None:
+            log.flush()
+        return [d["res"] for d in self.store.db["AuditEvent"].find(query or {}).sort("ts", 1)]
+
+
+@pytest.fixture
+def secured_factory(mongo_uri, tmp_path):
+    """Start secured servers with settings overrides (e.g. token_lifetime=1); all stopped at the end."""
+    servers = []
+
+    def start(**overrides) -> SecuredServer:
+        port = free_port()
+        config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+                          base_url=f"http://127.0.0.1:{port}/fhir", var_dir=str(tmp_path / "var"),
+                          create_indexes=False, enforce_profiles=False, store_code_lists=False,
+                          auth_enabled=True, audit_flush_interval=0).but(**overrides)
+        app = create_app(config)
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return SecuredServer(app, config)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def secured(secured_factory) -> SecuredServer:
+    return secured_factory()
