@@ -124,6 +124,8 @@ def authorize_request() -> None:
         return
     if endpoint == "history-system" and not principal.scopes.allows("*", "s"):
         raise scope_refused(None, "s")
+    if endpoint == "operation-system" and not principal.unrestricted and _changes_state(view.get("name")):
+        raise forbidden(f"${view.get('name')} is for platform operators", f"${view.get('name')} est réservée aux opérateurs")
     needs = NEEDS.get(endpoint)
     if needs and rtype and not principal.scopes.allows_any(rtype, needs):
         raise scope_refused(rtype, needs)
@@ -187,6 +189,12 @@ def _ins_only(pairs) -> bool:
 
 
 # -- writes, inside the unit of work -----------------------------------------------------------
+def _changes_state(name: str | None) -> bool:
+    from operations import find
+    op = find(name or "", "system", None)
+    return bool(op and op.affects_state)
+
+
 def _api_request() -> bool:
     return has_request_context() and request.blueprint == "fhir"
 
