@@ -9,7 +9,7 @@ from flask_smorest import Api
 import operations
 
 from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
-from . import auth
+from . import auth, web
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.store_code_lists:
         store_code_lists(app.extensions["sidep.store"])
     auth.install(app, settings, app.extensions["sidep.store"])
+    web.install(app, settings, app.extensions["sidep.store"])  # the professionals' web UI at /ui
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()

@@ -80,3 +80,10 @@ def first_start(env: dict, var_dir: str | Path, base_url: str) -> None:
         ensure_demo_client(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep"), var_dir, base_url, token_url)
     except Exception as exc:  # noqa: BLE001 - the platform runs without its demonstration client
         print(f"(no demonstration client: {exc})", flush=True)
+    try:  # and a pharmacist and an operator for the web UI (fhir_server/web/demo.py)
+        from ..storage.users import Users
+        from ..web.demo import ensure_demo_users
+        ensure_demo_users(Users.connect(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep")), var_dir,
+                          base_url.rsplit("/fhir", 1)[0] + "/ui/")
+    except Exception as exc:  # noqa: BLE001 - the platform runs without its demonstration users
+        print(f"(no demonstration users: {exc})", flush=True)

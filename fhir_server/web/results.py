@@ -1,0 +1,351 @@
+"""Results as the web UI handles them, through the FHIR machinery and nothing else:
+
+- a result entered in the form becomes a transaction Bundle shaped like a laboratory's (the
+  synthetic generator's: performing site Organization, Patient, ServiceRequest with the dossier
+  number, Specimen, Observation, DiagnosticReport, plus the professional as a Practitioner), run by
+  `interactions.transaction.run_transaction`: the same profiles, patient matching, authorisation
+  write hooks and notification outbox events as a laboratory submission;
+- lists are FHIR searches (`context.plan_builder` + `interactions.search.run`), reads are
+  `Store.read`: both narrowed by the same organisation policy as the API (Store.access);
+- a correction of identity or contact details is a PUT of the Patient in a transaction (If-Match on
+  the version shown): submission.py decides whether it re-notifies (contact: yes; identity: no).
+"""
+from __future__ import annotations
+
+import copy
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from profiles.validators import FINESS, INS_NIR, INS_SYSTEMS, RAT_DEVICES, RPPS
+
+from ..auth.audit import USER_SYSTEM
+from ..auth.principal import Principal
+from ..context import plan_builder, settings, store
+from ..interactions import search as search_interaction
+from ..interactions.transaction import parse_entry, run_transaction
+from ..storage import Record
+from ..synthetic import data
+from ..synthetic.generator import (DETECTED, FR_CORE_ID_TYPES, LOINC, NOT_DETECTED, OBSERVATION_CATEGORY, PARIS,
+                                   SNOMED, V2_0074)
+from . import forms
+
+ANTIGEN_TESTS = "https://sidep.example.fr/fhir/ValueSet/sars-cov-2-antigen-tests"
+RAT_DEVICE_LIST = "https://sidep.example.fr/fhir/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name"
+DOSSIER_PREFIX = "https://sidep.example.fr/dossier/"
+RESULT_CODES = {"detected": DETECTED, "not-detected": NOT_DETECTED}
+RESULT_LABELS = {DETECTED: "Positif", NOT_DETECTED: "Négatif", "419984006": "Non concluant"}
+SEX_LABELS = dict(forms.SEXES)
+PAGE = 50
+
+
+# -- code lists ------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def antigen_tests() -> dict:
+    """LOINC code -> concept: the antigen tests of the terminology service (test level only)."""
+    from terminology.service import get_service
+    return {c.code: c for c in get_service().members(ANTIGEN_TESTS) if c.properties.get("level") == "test"}
+
+
+@lru_cache(maxsize=1)
+def rat_devices() -> dict:
+    from terminology.service import get_service
+    return {c.code: c for c in sorted(get_service().members(RAT_DEVICE_LIST), key=lambda c: c.display or c.code)
+            if c.properties.get("status") != "inactive"}
+
+
+def label(concept) -> str:
+    return concept.designations.get("fr") or concept.display
+
+
+def _snomed(code: str) -> dict:
+    from terminology.service import get_service
+    concept = get_service().concept(SNOMED, code)
+    return {"system": SNOMED, "code": code, "display": concept.display if concept else code}
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(PARIS).isoformat(timespec="seconds")
+
+
+# -- who enters -------------------------------------------------------------------------------------
+def practitioner_identifier(principal: Principal) -> dict:
+    """The professional as an identifier: their RPPS, else their login on this platform."""
+    if principal.rpps:
+        return {"system": RPPS, "value": principal.rpps}
+    return {"system": USER_SYSTEM, "value": principal.id}
+
+
+def practitioner_reference(principal: Principal) -> str | None:
+    """Practitioner/<id> of the professional, once they have entered a result (None before)."""
+    ident = practitioner_identifier(principal)
+    plan = plan_builder().build("Practitioner", [("identifier", f"{ident['system']}|{ident['value']}")])
+    found = store().find("Practitioner", plan.filter, limit=1, projection={"_id": 1})
+    return f"Practitioner/{found[0]['_id']}" if found else None
+
+
+def can_enter(principal: Principal) -> str | None:
+    """Why this principal cannot enter a result through the form (None: it can)."""
+    if not principal.organisation or not principal.sites:
+        return ("La saisie d'un résultat est rattachée à une structure (FINESS juridique et site FINESS "
+                "géographique) : votre compte n'en a pas. Les professionnels identifiés par leur seul RPPS "
+                "ne peuvent pas encore saisir de résultat (prise en charge à venir).")
+    return None
+
+
+# -- the new-result Bundle -------------------------------------------------------------------------
+@dataclass
+class Built:
+    bundle: dict
+    dossier: str
+
+
+def result_bundle(principal: Principal, values: dict, site: str, now: datetime | None = None) -> Built:
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    test = antigen_tests()[values["test"]]
+    collected = forms.sampling_time(values["sampled_at"])
+    dossier = f"{collected:%y%m%d}{secrets.randbelow(10 ** 9):09d}"
+    system = DOSSIER_PREFIX + principal.organisation
+    ids = {name: f"urn:uuid:{uuid.uuid4()}"
+           for name in ("site", "practitioner", "patient", "request", "specimen", "observation", "report")}
+    org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
+    site_org = {"resourceType": "Organization",
+                "identifier": [{"use": "official", "system": FINESS, "value": site,
+                                "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
+                "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
+                "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name}}
+    ident = practitioner_identifier(principal)
+    family, _, given = principal.name.rpartition(" ")
+    practitioner = {"resourceType": "Practitioner", "identifier": [ident], "active": True,
+                    "name": [{"text": principal.name, **({"family": family, "given": [given]} if family else {})}]}
+    patient = patient_resource(values)
+    test_code = {"coding": [{"system": LOINC, "code": test.code, "display": test.display}], "text": label(test)}
+    subject = {"reference": ids["patient"]}
+    performer = [{"reference": ids["site"], "display": site_org["name"]},
+                 {"reference": ids["practitioner"], "display": principal.name}]
+    request = {"resourceType": "ServiceRequest", "identifier": [{"system": system, "value": dossier}],
+               "status": "completed", "intent": "order", "code": test_code, "subject": subject,
+               "authoredOn": _instant(collected), "requester": {"reference": ids["practitioner"],
+                                                                "display": principal.name},
+               "performer": performer[:1]}
+    specimen_code = data.SPECIMEN_FOR_CODE.get(test.code) or data.SPECIMENS_BY_KIND["antigen"][0][0]
+    specimen = {"resourceType": "Specimen", "identifier": [{"system": system, "value": f"{dossier}-P1"}],
+                "status": "available", "type": {"coding": [_snomed(specimen_code)]}, "subject": subject,
+                "request": [{"reference": ids["request"]}], "collection": {"collectedDateTime": _instant(collected)}}
+    observation = {"resourceType": "Observation", "identifier": [{"system": system, "value": f"{dossier}-{test.code}"}],
+                   "basedOn": [{"reference": ids["request"]}], "status": "final",
+                   "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+                   "code": test_code, "subject": subject, "effectiveDateTime": _instant(collected),
+                   "issued": _instant(now), "performer": performer, "specimen": {"reference": ids["specimen"]},
+                   "valueCodeableConcept": {"coding": [_snomed(RESULT_CODES[values["result"]])]}}
+    if values.get("device"):
+        device = rat_devices()[values["device"]]
+        observation["device"] = {"identifier": {"system": RAT_DEVICES, "value": device.code}, "display": device.display}
+    report = {"resourceType": "DiagnosticReport", "identifier": [{"system": system, "value": dossier}],
+              "basedOn": [{"reference": ids["request"]}], "status": "final",
+              "category": [{"coding": [{"system": V2_0074, "code": "LAB"}]}], "code": test_code, "subject": subject,
+              "effectiveDateTime": _instant(collected), "issued": _instant(now), "performer": performer,
+              "specimen": [{"reference": ids["specimen"]}], "result": [{"reference": ids["observation"]}]}
+
+    def entry(key, resource, method, url, if_none_exist=None):
+        request_part = {"method": method, "url": url}
+        if if_none_exist:
+            request_part["ifNoneExist"] = if_none_exist
+        return {"fullUrl": ids[key], "resource": resource, "request": request_part}
+
+    ins = next((i for i in patient.get("identifier", []) if i["system"] in INS_SYSTEMS), None)
+    entries = [
+        # the site and the professional are created when missing, never overwritten by the form
+        entry("site", site_org, "POST", "Organization", f"identifier={FINESS}|{site}"),
+        entry("practitioner", practitioner, "POST", "Practitioner", f"identifier={ident['system']}|{ident['value']}"),
+        entry("patient", patient, *(("PUT", f"Patient?identifier={ins['system']}|{ins['value']}") if ins
+                                    else ("POST", "Patient"))),
+        entry("request", request, "PUT", f"ServiceRequest?identifier={system}|{dossier}"),
+        entry("specimen", specimen, "PUT", f"Specimen?identifier={system}|{dossier}-P1"),
+        entry("observation", observation, "PUT", f"Observation?identifier={system}|{dossier}-{test.code}"),
+        entry("report", report, "PUT", f"DiagnosticReport?identifier={system}|{dossier}"),
+    ]
+    return Built({"resourceType": "Bundle", "type": "transaction", "entry": entries}, dossier)
+
+
+def patient_resource(values: dict, current: dict | None = None) -> dict:
+    """A Patient from the form's identity and contact fields; with `current`, that Patient
+    corrected (what the form does not show is kept)."""
+    patient = copy.deepcopy(current) if current else {"resourceType": "Patient"}
+    identifiers = [i for i in patient.get("identifier", []) if i.get("system") not in INS_SYSTEMS]
+    kept_ins = [i for i in (current or {}).get("identifier", []) if i.get("system") in INS_SYSTEMS
+                and i.get("value") == values.get("ins")]
+    if kept_ins:
+        identifiers = kept_ins + identifiers
+    elif values.get("ins"):
+        identifiers.insert(0, {"use": "official", "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "INS-NIR"}]},
+                               "system": INS_NIR, "value": values["ins"]})
+    if identifiers:
+        patient["identifier"] = identifiers
+    else:
+        patient.pop("identifier", None)
+    official = {"use": "official", "family": values["family"], "given": values["given"].split()}
+    others = [n for n in patient.get("name", []) if n.get("use") != "official"]
+    patient["name"] = [official] + others
+    telecom = [t for t in patient.get("telecom", []) if t.get("system") not in ("phone", "sms", "email")]
+    if values.get("phone"):
+        telecom.insert(0, {"system": "phone", "value": values["phone"], "use": "mobile"})
+    if values.get("email"):
+        telecom.append({"system": "email", "value": values["email"]})
+    if telecom:
+        patient["telecom"] = telecom
+    else:
+        patient.pop("telecom", None)
+    patient["gender"] = values["sex"]
+    patient["birthDate"] = values["birth_date"]
+    return patient
+
+
+def submit(bundle: dict) -> dict:
+    """Run a transaction Bundle exactly as POST [base] does; raises FhirError when refused."""
+    entries = [parse_entry(i, raw) for i, raw in enumerate(bundle["entry"])]
+    return run_transaction(entries)
+
+
+def correct_patient(record: Record, values: dict) -> tuple[dict, bool]:
+    """PUT the corrected Patient (If-Match: the version the form showed). Returns (the
+    transaction-response, whether the contact details changed: the patient is notified again)."""
+    corrected = patient_resource(values, record.resource)
+    corrected["id"] = record.id
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"{settings().base_url}/Patient/{record.id}", "resource": corrected,
+         "request": {"method": "PUT", "url": f"Patient/{record.id}", "ifMatch": f'W/"{record.version}"'}}]}
+    return submit(bundle), contact(record.resource) != contact(corrected)
+
+
+def contact(patient: dict | None) -> list:
+    return sorted((t.get("system", ""), t.get("value", "")) for t in (patient or {}).get("telecom", [])
+                  if t.get("system") in ("phone", "sms", "email"))
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
+                   performer: str | None = None) -> tuple[dict, list[dict]]:
+    """A FHIR search of DiagnosticReports (their patients and results included); returns (the
+    searchset Bundle, one row per report for the page)."""
+    pairs = [("_include", "DiagnosticReport:subject"), ("_include", "DiagnosticReport:result"),
+             ("_sort", "-date"), ("_count", str(PAGE))]
+    if name:
+        pairs.append(("patient.name", name))
+    if birth_date:
+        pairs.append(("patient.birthdate", birth_date))
+    if dossier:
+        pairs.append(("identifier", dossier))
+    if performer:
+        pairs.append(("performer", performer))
+    bundle = search_interaction.run(plan_builder().build("DiagnosticReport", pairs))
+    included = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
+                for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "include"}
+    rows = []
+    for e in bundle.get("entry", []):
+        report = e["resource"]
+        if e.get("search", {}).get("mode") != "match" or report.get("resourceType") != "DiagnosticReport":
+            continue
+        patient = included.get((report.get("subject") or {}).get("reference", ""))
+        observations = [included.get(r.get("reference", "")) for r in report.get("result", [])]
+        rows.append(row(report, patient, [o for o in observations if o]))
+    return bundle, rows
+
+
+def row(report: dict, patient: dict | None, observations: list[dict]) -> dict:
+    return {"id": report["id"], "dossier": dossier_number(report), "date": when(report.get("effectiveDateTime")),
+            "test": (report.get("code") or {}).get("text") or _code(report.get("code")),
+            "result": ", ".join(result_label(o) for o in observations) or "—",
+            "patient": patient_name(patient), "birth_date": french_date((patient or {}).get("birthDate")),
+            "status": report.get("status")}
+
+
+def read_result(report_id: str) -> dict:
+    """The report and what it refers to, each read through the store (access checked)."""
+    db = store()
+    report = db.read("DiagnosticReport", report_id)
+    found = {"report": report, "patient": None, "observations": [], "specimens": [], "requests": []}
+    subject = (report.resource.get("subject") or {}).get("reference", "")
+    if subject.startswith("Patient/"):
+        found["patient"] = db.read("Patient", subject.split("/")[1])
+    for key, element, rtype in (("observations", "result", "Observation"), ("specimens", "specimen", "Specimen"),
+                                ("requests", "basedOn", "ServiceRequest")):
+        for ref in report.resource.get(element, []):
+            target = ref.get("reference", "")
+            if target.startswith(f"{rtype}/"):
+                found[key].append(db.read(rtype, target.split("/")[1]))
+    return found
+
+
+def as_bundle(found: dict) -> dict:
+    """What a page showed, as a collection Bundle (for its AuditEvent)."""
+    records = [found["report"], found["patient"], *found["observations"], *found["specimens"], *found["requests"]]
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": r.resource} for r in records if r is not None]}
+
+
+def entered_by(report: dict, practitioner: str | None) -> bool:
+    return bool(practitioner) and practitioner in [p.get("reference") for p in report.get("performer", [])]
+
+
+# -- display helpers -------------------------------------------------------------------------------
+def dossier_number(report: dict) -> str:
+    return next((i.get("value", "") for i in report.get("identifier", [])
+                 if str(i.get("system", "")).startswith(DOSSIER_PREFIX)), "")
+
+
+def result_label(observation: dict) -> str:
+    codings = (observation.get("valueCodeableConcept") or {}).get("coding") or []
+    for coding in codings:
+        if coding.get("code") in RESULT_LABELS:
+            return RESULT_LABELS[coding["code"]]
+    quantity = observation.get("valueQuantity")
+    if quantity:
+        return f"{quantity.get('value')} {quantity.get('unit', '')}".strip()
+    return codings[0].get("display", "—") if codings else "—"
+
+
+def _code(concept: dict | None) -> str:
+    codings = (concept or {}).get("coding") or []
+    return codings[0].get("display") or codings[0].get("code", "") if codings else ""
+
+
+def official_name(patient: dict | None) -> dict:
+    names = (patient or {}).get("name") or []
+    return next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+
+
+def patient_name(patient: dict | None) -> str:
+    name = official_name(patient)
+    return f"{(name.get('family') or '').upper()} {' '.join(name.get('given') or [])}".strip() or "—"
+
+
+def french_date(value: str | None) -> str:
+    if not value or len(value) < 10:
+        return value or ""
+    return f"{value[8:10]}/{value[5:7]}/{value[:4]}"
+
+
+def when(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo:
+        moment = moment.astimezone(PARIS)
+    return moment.strftime("%d/%m/%Y %H:%M")
+
+
+def form_values(patient: dict) -> dict:
+    """The correction form's fields from a stored Patient."""
+    name = official_name(patient)
+    telecom = patient.get("telecom", [])
+    return {"family": name.get("family", ""), "given": " ".join(name.get("given") or []),
+            "birth_date": patient.get("birthDate", ""), "sex": patient.get("gender", ""),
+            "ins": next((i.get("value", "") for i in patient.get("identifier", []) if i.get("system") in INS_SYSTEMS), ""),
+            "phone": next((t.get("value", "") for t in telecom if t.get("system") in ("phone", "sms")), ""),
+            "email": next((t.get("value", "") for t in telecom if t.get("system") == "email"), "")}

@@ -1,0 +1,265 @@
+"""The pages of the web UI."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, url_for
+
+from ..auth.principal import ROLE_OPERATOR
+from ..outcome import FhirError
+from ..storage.users import LOCKOUT_DURATION, LOCKOUT_LIMIT
+from . import audit, console, forms, results, session
+from .session import PROFESSIONALS, RESULT_READERS, RESULT_WRITERS, ROLE_LABELS, login_required
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",  # pages show patient data: never cached
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'",
+}
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("web", __name__, template_folder="templates", static_folder="static")
+
+    @bp.before_request
+    def _before():
+        if not current_app.config["SETTINGS"].auth_enabled:
+            abort(404)
+        session.load_session()
+        session.check_csrf()
+
+    @bp.after_request
+    def _after(response):
+        session.set_login_csrf_cookie(response)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @bp.app_context_processor
+    def _globals():
+        if not request.blueprint == "web":
+            return {}
+        return {"csrf_token": session.csrf_token, "principal": g.get("principal") if g.get("web_session") else None,
+                "role_labels": ROLE_LABELS, "professionals": PROFESSIONALS, "result_readers": RESULT_READERS,
+                "result_writers": RESULT_WRITERS, "operator_role": ROLE_OPERATOR}
+
+    for code, title in ((400, "Requête invalide"), (403, "Accès refusé"), (404, "Page introuvable")):
+        bp.register_error_handler(code, _error_page(code, title))
+
+    bp.add_url_rule("/", "home", home)
+    bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
+    bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
+    bp.add_url_rule("/results", "results", result_list)
+    bp.add_url_rule("/results/new", "new_result", new_result, methods=["GET", "POST"])
+    bp.add_url_rule("/results/<report_id>", "result", result_page)
+    bp.add_url_rule("/results/<report_id>/patient", "correct", correct, methods=["GET", "POST"])
+    bp.add_url_rule("/operator", "operator", operator)
+    bp.add_url_rule("/operator/jobs/<job_id>/retry", "retry_job", retry_job, methods=["POST"])
+    bp.add_url_rule("/operator/events/<event_id>/retry", "retry_event", retry_event, methods=["POST"])
+    return bp
+
+
+def _error_page(code: int, title: str):
+    def handle(error):
+        return render_template("error.html", title=title, message=getattr(error, "description", "")), code
+    return handle
+
+
+# -- login -----------------------------------------------------------------------------------------
+def home():
+    principal = g.get("principal")
+    if g.get("web_session") is None:
+        return redirect(url_for("web.login"))
+    return redirect(url_for("web.operator" if principal.role == ROLE_OPERATOR else "web.results"))
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path of this UI (no open redirect)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/ui/") or target.startswith("//"):
+        return None
+    return target
+
+
+def login():
+    error = None
+    status = 200
+    if request.method == "POST":
+        login_name = request.form.get("login", "").strip()
+        outcome, user = session.users().authenticate(login_name, request.form.get("password", ""),
+                                                     request.form.get("code", ""))
+        if outcome == "ok":
+            response = make_response(redirect(_safe_next(request.form.get("next")) or url_for("web.home")))
+            session.start_session(response, user)
+            return response
+        status = 401
+        if outcome == "locked":
+            minutes = int(LOCKOUT_DURATION.total_seconds() // 60)
+            error = (f"Compte verrouillé après {LOCKOUT_LIMIT} échecs de connexion consécutifs : réessayez dans "
+                     f"{minutes} minutes ou demandez son déverrouillage à un opérateur.")
+            status = 423
+        else:
+            error = "Identifiant, mot de passe ou code de vérification incorrect."
+    elif g.get("web_session") is not None:
+        return redirect(url_for("web.home"))
+    return render_template("login.html", error=error, next=_safe_next(request.values.get("next")) or "",
+                           login=request.form.get("login", "")), status
+
+
+def logout():
+    response = make_response(redirect(url_for("web.login")))
+    session.end_session(response)
+    return response
+
+
+# -- results -------------------------------------------------------------------------------------------
+def _performer_filter() -> tuple[bool, str | None]:
+    """(restricted, Practitioner reference): professionals see the results they entered; laboratory
+    staff and public health see what the organisation policy lets them see."""
+    principal = g.principal
+    if principal.role not in PROFESSIONALS:
+        return False, None
+    return True, results.practitioner_reference(principal)
+
+
+@login_required(*RESULT_READERS)
+def result_list():
+    criteria = {"name": request.args.get("name", "").strip(),
+                "birth_date": forms._date(request.args.get("birth_date", "").strip()),
+                "dossier": request.args.get("dossier", "").strip()}
+    restricted, practitioner = _performer_filter()
+    rows, error = [], None
+    if not (restricted and practitioner is None):
+        try:
+            bundle, rows = results.search_reports(**criteria, performer=practitioner)
+            audit.record("search-type", "DiagnosticReport", bundle)
+        except FhirError as exc:
+            audit.refused("search-type", "DiagnosticReport", exc)
+            error = "; ".join(i.fr or i.en for i in exc.issues)
+    return render_template("results.html", rows=rows, criteria=criteria, error=error,
+                           searched=any(criteria.values()))
+
+
+def _site_choices() -> list[str]:
+    return sorted(g.principal.sites)
+
+
+@login_required(*PROFESSIONALS)
+def new_result():
+    principal = g.principal
+    blocked = results.can_enter(principal)
+    tests, devices = results.antigen_tests(), results.rat_devices()
+    checked = forms.Checked({"sampled_at": forms.now_local(), "result": "", "sex": ""})
+    failure = None
+    status = 200
+    if request.method == "POST" and not blocked:
+        checked = forms.result(request.form, tests, devices)
+        site = request.form.get("site") or (_site_choices()[0] if _site_choices() else "")
+        if site not in principal.sites:
+            checked.errors.setdefault("site", []).append("Site : choisissez l'un de vos sites")
+        if checked.ok:
+            built = results.result_bundle(principal, checked.values, site)
+            try:
+                response = results.submit(built.bundle)
+            except FhirError as exc:
+                audit.refused("transaction", None, exc)
+                failure = [i.fr or i.en for i in exc.issues]
+                status = exc.status
+            else:
+                audit.record("transaction", None, response)
+                report = response["entry"][-1]["response"]["location"].split("/")[1]
+                return redirect(url_for("web.result", report_id=report, saved=built.dossier))
+        else:
+            status = 422
+    return render_template("result_form.html", checked=checked, tests=tests, devices=devices,
+                           sexes=forms.SEXES, result_choices=forms.RESULTS, sites=_site_choices(),
+                           blocked=blocked, failure=failure, label=results.label,
+                           max_date=forms.today().isoformat()), status
+
+
+def _read(report_id: str, interaction: str = "read"):
+    """The result and its resources, or the error page (refusals audited)."""
+    try:
+        found = results.read_result(report_id)
+    except FhirError as exc:
+        audit.refused(interaction, "DiagnosticReport", exc)
+        abort(403 if exc.status == 403 else 404)
+    restricted, practitioner = _performer_filter()
+    if restricted and not results.entered_by(found["report"].resource, practitioner):
+        audit.record(interaction, "DiagnosticReport", results.as_bundle({**found, "observations": [],
+                                                                         "specimens": [], "requests": []}), 403)
+        abort(403, description="Ce résultat n'a pas été saisi par vous.")
+    return found
+
+
+@login_required(*RESULT_READERS)
+def result_page(report_id: str):
+    found = _read(report_id)
+    audit.record("read", "DiagnosticReport", results.as_bundle(found))
+    patient = found["patient"].resource if found["patient"] else {}
+    return render_template("result.html", found=found, patient=patient, r=results,
+                           values=results.form_values(patient) if patient else {})
+
+
+@login_required(*RESULT_WRITERS)
+def correct(report_id: str):
+    found = _read(report_id)
+    record = found["patient"]
+    if record is None:
+        abort(404)
+    failure = None
+    status = 200
+    if request.method == "POST":
+        checked = forms.identity(request.form)
+        if str(record.version) != request.form.get("version"):
+            failure = ["Le patient a été modifié entre-temps par quelqu'un d'autre : vérifiez ses données "
+                       "ci-dessous puis enregistrez à nouveau."]
+            checked = forms.Checked(results.form_values(record.resource))
+            status = 409
+        elif checked.ok:
+            try:
+                response, renotified = results.correct_patient(record, checked.values)
+            except FhirError as exc:
+                audit.refused("transaction", None, exc)
+                failure = [i.fr or i.en for i in exc.issues]
+                status = exc.status
+            else:
+                audit.record("transaction", None, response)
+                return redirect(url_for("web.result", report_id=report_id,
+                                        corrected="contact" if renotified else "identity"))
+        else:
+            status = 422
+    else:
+        audit.record("read", "Patient", record.resource)
+        checked = forms.Checked(results.form_values(record.resource))
+    return render_template("patient_form.html", checked=checked, record=record, report_id=report_id,
+                           sexes=forms.SEXES, failure=failure, max_date=forms.today().isoformat()), status
+
+
+# -- operators -------------------------------------------------------------------------------------------
+@login_required(ROLE_OPERATOR)
+def operator():
+    try:
+        queue = console.queue_state()
+        queue_error = None
+    except Exception as exc:  # noqa: BLE001 - the console shows that Redis cannot be reached
+        queue, queue_error = None, str(exc)
+    outbox = console.outbox()
+    return render_template("operator.html", queue=queue, queue_error=queue_error, counts=outbox.counts(),
+                           failed_events=outbox.failed())
+
+
+@login_required(ROLE_OPERATOR)
+def retry_job(job_id: str):
+    done = console.requeue(job_id)
+    return redirect(url_for("web.operator", job=job_id, requeued="1" if done else "0"))
+
+
+@login_required(ROLE_OPERATOR)
+def retry_event(event_id: str):
+    done = console.outbox().retry(event_id)
+    return redirect(url_for("web.operator", event=event_id, requeued="1" if done else "0"))
