@@ -217,7 +217,9 @@ def correct_patient(record: Record, values: dict) -> tuple[dict, bool]:
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": f"{settings().base_url}/Patient/{record.id}", "resource": corrected,
          "request": {"method": "PUT", "url": f"Patient/{record.id}", "ifMatch": f'W/"{record.version}"'}}]}
-    return submit(bundle), contact(record.resource) != contact(corrected)
+    response = submit(bundle)
+    stored = response["entry"][0].get("resource") or corrected  # the stored form (phones in E.164)
+    return response, contact(record.resource) != contact(stored)
 
 
 def contact(patient: dict | None) -> list:

@@ -70,7 +70,7 @@ def start_session(response, user: dict) -> None:
     token, _ = users().create_session(user["_id"], principal_for(user).to_doc(), idle(), ABSOLUTE)
     response.set_cookie(COOKIE, token, max_age=int(ABSOLUTE.total_seconds()), path=PATH, httponly=True,
                         samesite="Lax", secure=secure_cookies())
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path=PATH)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=PATH, httponly=True, samesite="Lax", secure=secure_cookies())
 
 
 def end_session(response) -> None:
