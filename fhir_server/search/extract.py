@@ -13,6 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable
 
+from profiles.engine import normalise_resource
+
 from .dates import DateFormatError, parse_range, period_range
 from .normalize import fold
 from .registry import PathStep, SearchParameter, parameters_for
@@ -75,6 +77,11 @@ def _tokens(value: Any) -> tuple[list[str], list[str]]:
             texts.append(value["display"])
     elif "value" in value:  # Identifier, ContactPoint
         tokens += _coding_tokens(value.get("system"), value["value"])
+        normalised = normalise_resource({"system": value.get("system"), "value": value["value"]})
+        if normalised["value"] != value["value"] or normalised["system"] != value.get("system"):
+            # also findable in the form the SI-DEP write path stores (E.164, current FINESS system),
+            # whatever the server's mode: searches are normalised the same way (query.stored_forms)
+            tokens += _coding_tokens(normalised["system"], normalised["value"])
         type_text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
         if type_text:
             texts.append(type_text)
