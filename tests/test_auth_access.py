@@ -285,6 +285,12 @@ def test_scopes_limit_each_interaction(world):
     writer = secured.client_session(LAB_A, "system/Observation.cruds system/Patient.c")
     refused(writer.get("Patient"))
     assert writer.put(f"Observation/{mine['Observation']}", json=current).status_code == 200
+    # SMART v2 letters: r (read by id) without s (search)
+    by_id = secured.client_session(LAB_A, "system/Observation.r")
+    assert by_id.get(f"Observation/{mine['Observation']}").status_code == 200
+    assert by_id.get(f"Observation/{mine['Observation']}/_history").status_code == 200
+    refused(by_id.get("Observation"))
+    refused(by_id.get("Observation/_history"))
     # the wildcard never covers the audit log
     refused(a.get("AuditEvent"))
     assert operator.get("AuditEvent").status_code == 200

@@ -135,7 +135,7 @@ class Store:
         if before:
             ts, last_id = before
             query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]
-        query = self._visible(rtype, query, "s")
+        query = self._visible(rtype, query, "r" if rid else "s")
         cursor = self.collection(HISTORY).find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
         return [Record.from_doc(doc["t"], doc) for doc in cursor]
 
