@@ -28,7 +28,8 @@ from ..search.extract import index_fields
 from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_indexes
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 16  # a unit of work that still conflicts after this many tries gets 409
+MAX_BACKOFF = 0.25  # seconds between two tries at most (jittered exponential backoff below it)
 
 
 class Conflict(Exception):
@@ -184,7 +185,7 @@ class Store:
                     if not (exc.has_error_label("TransientTransactionError")
                             or exc.has_error_label("UnknownTransactionCommitResult")):
                         raise
-            time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+            time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2 ** attempt)))
         raise FhirError.of(409, "conflict", "Too many concurrent writes to the same resources; retry",
                            "Trop d'écritures simultanées sur les mêmes ressources ; réessayez")
 
