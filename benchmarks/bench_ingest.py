@@ -4,8 +4,8 @@
 
 1. App-layer cost: CPU time of the web process alone (this process; the database runs in its own
    process) per ingested result — a transaction Bundle of Patient, ServiceRequest, Specimen,
-   Observation, DiagnosticReport and the performing Organization — and the results/s per core
-   that implies.
+   Observation, DiagnosticReport and the performing Organization, posted by a laboratory's OAuth2
+   client (token check, SI-DEP profiles, audit included) — and the results/s per core it implies.
 2. End to end on the embedded default: results/s through HTTP (gunicorn, 2 workers) beside the raw
    pymongo insert rate of the same documents into the same engine, and their ratio.
 3. Read and search latency (p50/p95) with --results stored results: a patient's results, a dossier
@@ -36,11 +36,15 @@ from fhir_server.embedded import free_port, start_mongo  # noqa: E402
 from fhir_server.search.extract import index_fields  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 from fhir_server.storage import new_id  # noqa: E402
+from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
 from fhir_server.storage.mongo import HISTORY  # noqa: E402
-from fhir_server.synthetic.generator import generate_result_bundle  # noqa: E402
+
+RESOURCE_COLLECTIONS = set(SUPPORTED_TYPES) - {"AuditEvent", "CodeSystem", "ValueSet"}
+from fhir_server.synthetic.generator import default_laboratories, generate_result_bundle  # noqa: E402
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
            "Prefer": "return=minimal"}
+LAB = default_laboratories()[0]
 
 
 def percentile(values, p):
@@ -49,20 +53,37 @@ def percentile(values, p):
 
 
 def bundles(count, seed):
+    """Results of one laboratory (its client may only write for its own sites)."""
     rng = random.Random(seed)
-    return [generate_result_bundle(rng) for _ in range(count)]
+    return [generate_result_bundle(rng, LAB) for _ in range(count)]
+
+
+def register_lab_client(app) -> tuple[str, str]:
+    """(client_id, secret) of an OAuth2 client of LAB, in the app's database."""
+    doc, secret = app.extensions["sidep.accounts"].register_client(
+        "bench LIS", LAB.finess, [site.finess for site in LAB.sites], "system/*.read system/*.write",
+        organisation_name=LAB.name)
+    return doc["_id"], secret
+
+
+def bearer(post_token, client_id, secret) -> dict:
+    response = post_token({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
+    return {**HEADERS, "Authorization": f"Bearer {response['access_token']}"}
 
 
 def app_layer_cpu(uri, count):
-    settings = Settings(mongodb_uri=uri, mongodb_db="bench_cpu", base_url="http://bench/fhir")
+    settings = Settings(mongodb_uri=uri, mongodb_db="bench_cpu", base_url="http://bench/fhir",
+                        token_lifetime=3600)
     app = create_app(settings)
     client = app.test_client()
+    headers = bearer(lambda form: client.post("/oauth/token", data=form).get_json(), *register_lab_client(app))
     data = [orjson.dumps(b) for b in bundles(count + 20, 1)]
     for body in data[:20]:  # warm-up: imports, caches, connection pool
-        assert client.post("/fhir", data=body, headers=HEADERS).status_code == 200
+        response = client.post("/fhir", data=body, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)[:500]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for body in data[20:]:
-        response = client.post("/fhir", data=body, headers=HEADERS)
+        response = client.post("/fhir", data=body, headers=headers)
         assert response.status_code == 200, response.get_data(as_text=True)[:500]
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     per_result_ms = cpu / count * 1000
@@ -78,14 +99,16 @@ def stored_documents(uri, db_name):
     db = MongoClient(uri)[db_name]
     docs = {}
     for name in db.list_collection_names():
-        if not name.startswith("_") or name == HISTORY:
+        if name in RESOURCE_COLLECTIONS or name == HISTORY:
             docs[name] = list(db[name].find())
     return docs
 
 
 def http_end_to_end(uri, count):
     port = free_port()
-    env = dict(os.environ, MONGODB_URI=uri, MONGODB_DB="bench_http",
+    settings = Settings(mongodb_uri=uri, mongodb_db="bench_http", base_url=f"http://127.0.0.1:{port}/fhir")
+    credentials = register_lab_client(create_app(settings))  # also creates the indexes
+    env = dict(os.environ, MONGODB_URI=uri, MONGODB_DB="bench_http", TOKEN_LIFETIME="3600",
                FHIR_BASE_URL=f"http://127.0.0.1:{port}/fhir")
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                "--threads", "4", "wsgi:app"], cwd=ROOT, env=env,
@@ -100,9 +123,11 @@ def http_end_to_end(uri, count):
                 time.sleep(0.2)
         data = [orjson.dumps(b) for b in bundles(count, 2)]
         session = requests.Session()
+        token_url = f"http://127.0.0.1:{port}/oauth/token"
+        headers = bearer(lambda form: session.post(token_url, data=form).json(), *credentials)
 
         def post(body):
-            response = session.post(base, data=body, headers=HEADERS)
+            response = session.post(base, data=body, headers=headers)
             assert response.status_code == 200, response.text[:300]
 
         start = time.perf_counter()
@@ -130,7 +155,8 @@ def http_end_to_end(uri, count):
 def bulk_load(uri, results):
     """Stores `results` Observations with their Patient and ServiceRequest, written as the server
     writes them (same index fields), straight through pymongo."""
-    settings = Settings(mongodb_uri=uri, mongodb_db="bench_search", base_url="http://bench/fhir")
+    settings = Settings(mongodb_uri=uri, mongodb_db="bench_search", base_url="http://bench/fhir",
+                        token_lifetime=3600)
     app = create_app(settings)  # creates the indexes
     db = app.extensions["sidep.store"].db
     rng = random.Random(3)
@@ -140,7 +166,7 @@ def bulk_load(uri, results):
     start = time.perf_counter()
     sample = {}
     for i in range(results):
-        bundle = generate_result_bundle(rng, now=now, include_legal_entity=False)
+        bundle = generate_result_bundle(rng, LAB, now=now, include_legal_entity=False)
         resources = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
         ids = {e["fullUrl"]: f"{e['resource']['resourceType']}/{new_id()}" for e in bundle["entry"]}
         # a fifth of the patients come back for another test
@@ -180,11 +206,17 @@ def _doc(rtype, key, resource, ids):
     rid = key.split("/")[1]
     resource.update(id=rid, meta={"versionId": "1", "lastUpdated": "2026-11-01T00:00:00.000Z"})
     return {"_id": rid, "v": 1, "ts": datetime(2026, 11, 1), "del": False, "res": resource,
-            **index_fields(rtype, resource, "http://bench/fhir")}
+            "org": [LAB.finess], **index_fields(rtype, resource, "http://bench/fhir")}
 
 
 def search_latency(app, sample, repeat):
-    client = app.test_client()
+    """As the laboratory's client would search (its organisation filter applies)."""
+    test_client = app.test_client()
+    headers = bearer(lambda form: test_client.post("/oauth/token", data=form).get_json(), *register_lab_client(app))
+
+    class client:  # noqa: N801  (the test client with the bearer token)
+        get = staticmethod(lambda url: test_client.get(url, headers=headers))
+
     dossier = sample["dossier"]
     code = sample["code"]
     since = (datetime.now(timezone.utc) - timedelta(days=20)).strftime("%Y-%m-%d")

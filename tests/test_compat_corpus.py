@@ -297,8 +297,10 @@ def test_bundle_transaction_example_supported_part(fresh):
     example = bundle("Bundle-bundle-transaction.json")
     del example["entry"][7]
     patient = {"resourceType": "Patient", "name": [{"family": "Chalmers", "given": ["Peter"]}]}
-    for rid in ("123a", "123a", "234", "12334"):
-        assert fresh.put(f"/fhir/Patient/{rid}", json={**patient, "id": rid}).status_code in (200, 201)
+    # two different contents for 123a: an unchanged PUT would make no new version (no-op update)
+    for rid, gender in (("123a", "male"), ("123a", "unknown"), ("234", "male"), ("12334", "male")):
+        response = fresh.put(f"/fhir/Patient/{rid}", json={**patient, "id": rid, "gender": gender})
+        assert response.status_code in (200, 201)
     to_delete = fresh.create({**patient, "identifier": [{"system": "urn:oid:1.2.3", "value": "123456"}]})
 
     result = post_bundle(fresh, example)

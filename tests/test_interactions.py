@@ -158,3 +158,13 @@ def test_decimals_keep_their_precision(client):
     assert b'"value":1.50' in text and b'"value":0.0010' in text  # same value and precision
     found = client.get("/fhir/Observation?_count=1").get_data()
     assert b'"value":1.50' in found
+
+
+def test_unchanged_update_makes_no_new_version(client):
+    created = client.create(PATIENT)
+    rid = created["id"]
+    same = client.put(f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid})
+    assert same.status_code == 200 and same.get_json()["meta"] == created["meta"]
+    assert len(client.get(f"/fhir/Patient/{rid}/_history").get_json()["entry"]) == 1
+    changed = client.put(f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "gender": "other"})
+    assert changed.get_json()["meta"]["versionId"] == "2"

@@ -47,17 +47,25 @@ def test_new_result_is_stored_and_notified_once(sidep):
         ("notify-result", report["id"], ["new-result"])]
 
 
-@pytest.mark.parametrize("change,reason", [("none", None), ("identity", None),
-                                           ("contact", "contact-changed"), ("result", "result-changed")])
-def test_resend_updates_and_renotifies_only_on_contact_or_result(sidep, change, reason):
+RESULT_TYPES = ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")
+
+
+@pytest.mark.parametrize("change,reason,changed", [
+    ("none", None, ()),
+    ("identity", None, RESULT_TYPES),  # the XMAJ tag marks every resource of the dossier
+    ("contact", "contact-changed", RESULT_TYPES),
+    ("result", "result-changed", ("Observation", "DiagnosticReport")),
+])
+def test_resend_updates_and_renotifies_only_on_contact_or_result(sidep, change, reason, changed):
     client, store = sidep
     rng = random.Random(7)
     first = generate_result_bundle(rng, positive_rate=0.0)
     created = resources_of(post(client, first))
     again = resources_of(post(client, resend_bundle(rng, first, change)))
-    for rtype in ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport"):
+    for rtype in RESULT_TYPES:
         assert again[rtype]["id"] == created[rtype]["id"], rtype
-        assert again[rtype]["meta"]["versionId"] == "2", rtype
+        # a changed resource gets a new version; an unchanged one is a no-op update
+        assert again[rtype]["meta"]["versionId"] == ("2" if rtype in changed else "1"), rtype
         assert total(client, f"/fhir/{rtype}") == 1, rtype
     notified = [e["payload"]["reasons"] for e in events(store)][1:]
     assert notified == ([] if reason is None else [[reason]])

@@ -70,6 +70,16 @@ class Access(Protocol):
     def check(self, record: Record) -> None: ...
 
 
+def same_content(before: dict | None, after: dict) -> bool:
+    """Equal but for the server's version stamps."""
+    if before is None:
+        return False
+    stamps = ("versionId", "lastUpdated")
+    return ({k: v for k, v in before.items() if k != "meta"} == {k: v for k, v in after.items() if k != "meta"}
+            and {k: v for k, v in (before.get("meta") or {}).items() if k not in stamps}
+            == {k: v for k, v in (after.get("meta") or {}).items() if k not in stamps})
+
+
 def new_id() -> str:
     """Time-ordered ids, so that new resources land at the end of the default order."""
     return str(ObjectId())
@@ -248,9 +258,13 @@ class UnitOfWork:
                                f"La version If-Match {if_match} ne correspond pas à la version actuelle {found}")
         version = previous.version + 1 if previous else 1
         stored = self._stamp(rtype, rid, resource, version)
+        owner = self._owners(previous)
+        if previous and not previous.deleted and owner == previous.owner and same_content(previous.resource, stored):
+            # a no-op update (as HAPI does): an unchanged resend makes no version, and concurrent
+            # results sharing a resource (their laboratory's Organization) do not contend on it
+            return previous, previous
         doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
                **index_fields(rtype, stored, self.store.base_url), **(fields or {})}
-        owner = self._owners(previous)
         if owner:
             doc["org"] = owner
         self._write(rtype, rid, previous, doc)
