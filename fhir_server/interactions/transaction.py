@@ -173,7 +173,7 @@ def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:
             uow.claim(claim_key(entry.type, criteria_pairs(entry.if_none_exist)), rid)
         record, status = create_resource(uow, entry.type, resource, rid=rid)
         return _response(record, status)
-    if entry.criteria:
+    if entry.criteria and action == "create":  # an existing match needs no claim (nor contends for it)
         uow.claim(claim_key(entry.type, criteria_pairs(entry.criteria)), rid)
     resource["id"] = rid
     record, status = update_resource(uow, entry.type, rid, resource, entry.if_match)
