@@ -108,15 +108,13 @@ def parse_entry(index: int, raw: dict) -> Entry:
 # -- transaction -------------------------------------------------------------------------------
 def run_transaction(entries: list[Entry]) -> dict:
     def work(uow: UnitOfWork) -> list[dict]:
-        resources = {e.index: _copy(e.resource) for e in entries if e.resource is not None}
         ids = _assign_ids(uow, entries)
         references = {e.full_url: f"{e.type}/{ids[e.index][0]}" for e in entries
                       if e.full_url and e.index in ids}
         in_bundle = {f"{e.type}/{ids[e.index][0]}" for e in entries if e.index in ids}
-        for entry in entries:
-            if entry.index in resources:
-                _rewrite_references(uow, resources[entry.index], f"{entry.where}.resource",
-                                    references, in_bundle)
+        # new copies: the unit of work may run again and must start from the resources as sent
+        resources = {e.index: _with_references_resolved(uow, e, references, in_bundle)
+                     for e in entries if e.resource is not None}
         results: dict[int, dict] = {}
         for entry in sorted(entries, key=lambda e: ORDER[e.method]):
             if entry.method != "GET":
@@ -194,45 +192,77 @@ def _response(record: Record, status: int) -> dict:
     return result
 
 
-def _rewrite_references(uow: UnitOfWork, node, path: str, references: dict[str, str],
-                        in_bundle: set[str]) -> None:
-    """Replace urn:uuid: and conditional references in place, and check local references exist."""
+class UnresolvedReference(Exception):
+    def __init__(self, value: str, status: int, code: str, en: str, fr: str):
+        super().__init__(en)
+        self.value, self.status, self.code, self.en, self.fr = value, status, code, en, fr
+
+
+def _with_references_resolved(uow: UnitOfWork, entry: Entry, references: dict[str, str],
+                              in_bundle: set[str]) -> dict:
+    """A copy of the entry's resource with urn:uuid: and conditional references resolved, and local
+    references checked; a failure names the element (found again only then: paths cost)."""
+    try:
+        return _resolved(uow, entry.resource, references, in_bundle)
+    except UnresolvedReference as failure:
+        where = _reference_path(entry.resource, failure.value, f"{entry.where}.resource") or entry.where
+        raise FhirError.of(failure.status, failure.code, f"{where}: {failure.en}", f"{where} : {failure.fr}",
+                           where) from None
+
+
+def _resolved(uow: UnitOfWork, node, references: dict[str, str], in_bundle: set[str]):
+    if isinstance(node, dict):
+        return {key: _resolve_reference(uow, value, references, in_bundle)
+                if key == "reference" and isinstance(value, str)
+                else _resolved(uow, value, references, in_bundle) if isinstance(value, (dict, list)) else value
+                for key, value in node.items()}
     if isinstance(node, list):
+        return [_resolved(uow, item, references, in_bundle) if isinstance(item, (dict, list)) else item
+                for item in node]
+    return node
+
+
+def _reference_path(node, value: str, path: str) -> str | None:
+    """The FHIRPath of the first `reference` element holding `value`."""
+    if isinstance(node, dict):
+        for key, item in node.items():
+            if key == "reference" and item == value:
+                return f"{path}.reference"
+            found = _reference_path(item, value, f"{path}.{key}") if isinstance(item, (dict, list)) else None
+            if found:
+                return found
+    elif isinstance(node, list):
         for i, item in enumerate(node):
-            _rewrite_references(uow, item, f"{path}[{i}]", references, in_bundle)
-        return
-    if not isinstance(node, dict):
-        return
-    for key, value in node.items():
-        if key == "reference" and isinstance(value, str):
-            node[key] = _resolve_reference(uow, value, f"{path}.reference", references, in_bundle)
-        elif isinstance(value, (dict, list)):
-            _rewrite_references(uow, value, f"{path}.{key}", references, in_bundle)
+            found = _reference_path(item, value, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
-def _resolve_reference(uow: UnitOfWork, value: str, where: str, references: dict[str, str],
-                       in_bundle: set[str]) -> str:
+def _resolve_reference(uow: UnitOfWork, value: str, references: dict[str, str], in_bundle: set[str]) -> str:
     if value in references:
         return references[value]
     if value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
-        raise FhirError.of(400, "not-found", f"{where}: '{value}' is not the fullUrl of any entry of the Bundle",
-                           f"{where} : '{value}' n'est le fullUrl d'aucune entrée du Bundle", where)
+        raise UnresolvedReference(value, 400, "not-found", f"'{value}' is not the fullUrl of any entry of the Bundle",
+                                  f"'{value}' n'est le fullUrl d'aucune entrée du Bundle")
     target_type, _, rest = value.partition("?")
     if rest and target_type in SUPPORTED_TYPES:
         found = matches(uow, target_type, criteria_pairs(rest))
-        if len(found) != 1:
-            count = "no" if not found else "more than one"
-            raise FhirError.of(412 if found else 404, "not-found" if not found else "multiple-matches",
-                               f"{where}: the conditional reference '{value}' matches {count} resource",
-                               f"{where} : la référence conditionnelle '{value}' correspond à {'aucune' if not found else 'plusieurs'} ressource(s)",
-                               where)
+        if not found:
+            raise UnresolvedReference(value, 404, "not-found",
+                                      f"the conditional reference '{value}' matches no resource",
+                                      f"la référence conditionnelle '{value}' ne correspond à aucune ressource")
+        if len(found) > 1:
+            raise UnresolvedReference(value, 412, "multiple-matches",
+                                      f"the conditional reference '{value}' matches more than one resource",
+                                      f"la référence conditionnelle '{value}' correspond à plusieurs ressources")
         return f"{target_type}/{found[0]}"
     parts = value.split("/")
     if len(parts) == 2 and parts[0] in SUPPORTED_TYPES and value not in in_bundle:
         target = uow.current(parts[0], parts[1])
         if target is None or target.deleted:
-            raise FhirError.of(404, "not-found", f"{where}: the referenced resource '{value}' does not exist",
-                               f"{where} : la ressource référencée '{value}' n'existe pas", where)
+            raise UnresolvedReference(value, 404, "not-found", f"the referenced resource '{value}' does not exist",
+                                      f"la ressource référencée '{value}' n'existe pas")
     return value
 
 
@@ -252,15 +282,6 @@ def _located(entry: Entry, error: FhirError) -> FhirError:
         if not any(e.startswith(entry.where) for e in issue.expression):
             issue.expression = [entry.where] + issue.expression
     return error
-
-
-def _copy(node):
-    """A copy of a JSON tree (the unit of work may run again: it must start from the original)."""
-    if isinstance(node, dict):
-        return {key: _copy(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_copy(item) for item in node]
-    return node
 
 
 # -- reads inside a Bundle ----------------------------------------------------------------------
