@@ -8,7 +8,7 @@ from decimal import Decimal
 from email.utils import format_datetime
 
 import orjson
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from .outcome import FhirError, Issue, operation_outcome
 from .storage import Record
@@ -99,17 +99,18 @@ def version_headers(record: Record, with_location: bool = False) -> dict:
     return headers
 
 
-def written(record: Record, status: int, issues: list[Issue] | None = None) -> Response:
-    """The response to a create or update, honouring Prefer: return=..."""
+def written(record: Record, status: int) -> Response:
+    """The response to a create or update, honouring Prefer: return=... With OperationOutcome, the
+    warnings the profiles raised (the write was accepted) come with it."""
     headers = version_headers(record, with_location=True)
     mode = prefer("return") or "representation"
     if mode == "minimal":
         return fhir_response(None, status, headers)
     if mode == "OperationOutcome":
-        outcome = operation_outcome(issues or [Issue("information", "informational",
-                                                      f"{record.type}/{record.id} stored as version {record.version}",
-                                                      f"{record.type}/{record.id} enregistré en version {record.version}")], lang())
-        return fhir_response(outcome, status, headers)
+        stored = Issue("information", "informational",
+                       f"{record.type}/{record.id} stored as version {record.version}",
+                       f"{record.type}/{record.id} enregistré en version {record.version}")
+        return fhir_response(operation_outcome([stored] + g.get("warnings", []), lang()), status, headers)
     return fhir_response(record.resource, status, headers)
 
 

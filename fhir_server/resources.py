@@ -4,6 +4,8 @@ for these types; 400), then the SI-DEP profiles when enforcement is on (422), th
 (phones in E.164, the current FINESS system; with the profiles off, the resource as sent)."""
 from __future__ import annotations
 
+from flask import g
+
 from profiles.base_validation import parse_errors
 from profiles.engine import has_errors, normalise_resource, validate_resource
 
@@ -60,4 +62,6 @@ def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: 
     issues = validate_resource(resource)
     if has_errors(issues):
         raise FhirError(422, _relocated([i for i in issues if i.severity in ("error", "fatal")], rtype, root))
+    if issues:  # warnings (e.g. a phone number that passes the rule but looks implausible)
+        g.setdefault("warnings", []).extend(_relocated(issues, rtype, root))
     return normalise_resource(resource)

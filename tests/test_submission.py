@@ -206,3 +206,14 @@ def test_expand_an_stored_value_set_by_id(sidep, settings):
     assert texts and all("antig" in t for t in texts)
     everything = client.get(f"/fhir/ValueSet/{rid}/$expand").get_json()["expansion"]["contains"]
     assert len(everything) > len(codes)
+
+
+def test_an_accepted_write_reports_its_warnings(sidep):
+    """A value that passes the rule but looks implausible is a warning: stored, and reported."""
+    client, _ = sidep
+    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Martin", "given": ["Lou"]}],
+               "gender": "female", "birthDate": "1880-02-02"}
+    response = client.post("/fhir/Patient", json=patient, headers={"Prefer": "return=OperationOutcome"})
+    assert response.status_code == 201
+    warnings = [i for i in response.get_json()["issue"] if i["severity"] == "warning"]
+    assert warnings and warnings[0]["expression"] == ["Patient.birthDate"]
