@@ -31,7 +31,8 @@ def plan_builder(strict: bool = False, uow: UnitOfWork | None = None) -> PlanBui
     return restrict(builder, uow is not None) if restrict else builder
 
 
-def principal_organisation() -> str | None:
-    """The FINESS juridique of the authenticated client or user, when there is one."""
+def principal_owner() -> str | None:
+    """What the authenticated client or user owns resources as: its FINESS juridique, or
+    "rpps:<RPPS>" for a professional without organisation (auth/principal.py)."""
     principal = g.get("principal") if g else None
-    return getattr(principal, "organisation", None) if principal else None
+    return getattr(principal, "owner_key", None) if principal else None

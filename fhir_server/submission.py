@@ -2,7 +2,8 @@
 
 - The same patient is the same Patient: a POSTed Patient carrying an INS (NIR, NIA) already known
   updates that Patient; without INS, the identity traits (birth family name, first given name,
-  birth date, sex) matched exactly within the same laboratory; never on a partial match.
+  birth date, sex) matched exactly within the same laboratory (or the same professional, for one
+  without organisation); never on a partial match.
 - Each new version records what changed (contact, identity, result) in its history entry.
 - Only a change of contact details (phone, e-mail) or of the result marks a result for
   re-notification ("seul un changement ultérieur des coordonnées (courriel, téléphone) ou du
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from profiles.validators import INS_SYSTEMS
 
-from .context import principal_organisation
+from .context import principal_owner
 from .interactions.write_hooks import match_existing, on_write, stored_fields
 from .search.normalize import fold
 from .storage import Record, UnitOfWork
@@ -55,7 +56,7 @@ def match_patient(uow: UnitOfWork, patient: dict) -> str | None:
     if tokens:
         found = uow.find_current("Patient", {"s.identifier": {"$in": tokens}, "del": False}, 1)
         return found[0] if found else None
-    key = traits_key(patient, principal_organisation())
+    key = traits_key(patient, principal_owner())
     if key is None:
         return None
     found = uow.find_current("Patient", {"m": key, "del": False}, 2)
@@ -65,7 +66,7 @@ def match_patient(uow: UnitOfWork, patient: dict) -> str | None:
 @stored_fields("Patient")
 def patient_fields(patient: dict) -> dict:
     """Stored beside a Patient: its identity-traits key (matching without INS)."""
-    key = traits_key(patient, principal_organisation())
+    key = traits_key(patient, principal_owner())
     return {"m": key} if key else {}
 
 

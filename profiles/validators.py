@@ -36,7 +36,7 @@ FINESS_SYSTEMS = frozenset({FINESS, FINESS_OLD})
 RPPS = "https://rpps.esante.gouv.fr"
 IDNAT_PS = "urn:oid:1.2.250.1.71.4.2.1"  # value = "8" + RPPS for RPPS-registered professionals
 IDNAT_STRUCT = "urn:oid:1.2.250.1.71.4.2.2"  # value = "1" + FINESS for FINESS-registered structures
-DOSSIER_SYSTEM_PREFIX = "https://sidep.example.fr/dossier/"  # + FINESS juridique of the laboratory
+DOSSIER_SYSTEM_PREFIX = "https://sidep.example.fr/dossier/"  # + its scope: see DOSSIER_SCOPES
 RAT_DEVICES = "https://covid-19-diagnostics.jrc.ec.europa.eu/devices"
 BIRTH_PLACE_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 
@@ -500,10 +500,19 @@ def validate_organization_finess(org, path, resource):
 
 _DOSSIER_VALUE = re.compile(r"^\S{1,64}\Z")
 
+# Whom a dossier system is scoped to, by what follows DOSSIER_SYSTEM_PREFIX: (its prefix there, the
+# check of the number after it, how to write it in English, in French). The first prefix that
+# matches wins ("" last). Adding a kind of scope is one line here.
+DOSSIER_SCOPES: tuple[tuple[str, Callable[[object, str], list], str, str], ...] = (
+    ("rpps-", check_rpps, "rpps-<RPPS>", "rpps-<RPPS>"),  # a nurse or doctor without organisation
+    ("", check_finess, "<FINESS juridique>", "<FINESS juridique>"),  # a laboratory, a pharmacy ...
+)
+
 
 @validator("sidep-dossier-identifier")
 def validate_dossier_identifier(request, path, resource):
-    """The laboratory dossier number, in a system scoped to the laboratory's FINESS juridique."""
+    """The dossier number, in a system scoped to whoever keeps the dossier: a laboratory's FINESS
+    juridique, or the RPPS number of a professional without organisation (DOSSIER_SCOPES)."""
     identifiers = request.get("identifier") if isinstance(request, dict) else None
     issues, found = [], False
     for i, ident in enumerate(identifiers or []):
@@ -511,16 +520,19 @@ def validate_dossier_identifier(request, path, resource):
         if not isinstance(system, str) or not system.startswith(DOSSIER_SYSTEM_PREFIX):
             continue
         found = True
-        issues += check_finess(system[len(DOSSIER_SYSTEM_PREFIX):], f"{path}.identifier[{i}].system")
+        scope = system[len(DOSSIER_SYSTEM_PREFIX):]
+        prefix, check, _, _ = next(s for s in DOSSIER_SCOPES if scope.startswith(s[0]))
+        issues += check(scope[len(prefix):], f"{path}.identifier[{i}].system")
         if not isinstance(ident.get("value"), str) or not _DOSSIER_VALUE.match(ident["value"]):
             issues.append(_error("value", "The dossier number must be 1 to 64 characters without spaces",
                                  "Le numéro de dossier doit comporter 1 à 64 caractères sans espace",
                                  f"{path}.identifier[{i}].value"))
     if not found:
-        issues.append(_error("required", f"The laboratory dossier number is missing: an identifier with system "
-                                         f"{DOSSIER_SYSTEM_PREFIX}<FINESS juridique>",
-                             f"Le numéro de dossier du laboratoire est manquant : un identifiant de système "
-                             f"{DOSSIER_SYSTEM_PREFIX}<FINESS juridique>", f"{path}.identifier"))
+        en = " or ".join(DOSSIER_SYSTEM_PREFIX + s[2] for s in DOSSIER_SCOPES)
+        fr = " ou ".join(DOSSIER_SYSTEM_PREFIX + s[3] for s in DOSSIER_SCOPES)
+        issues.append(_error("required", f"The dossier number is missing: an identifier with system {en}",
+                             f"Le numéro de dossier est manquant : un identifiant de système {fr}",
+                             f"{path}.identifier"))
     return issues
 
 

@@ -181,6 +181,28 @@ def test_service_request_dossier_identifier():
     assert ("value", "ServiceRequest.identifier[0].value") in errors(engine.validate_resource(spaces))
 
 
+def test_a_dossier_system_is_scoped_to_a_finess_or_to_an_rpps():
+    """A nurse or doctor without organisation numbers their dossiers in .../dossier/rpps-<RPPS>."""
+    rpps = "10000000009"  # 11 digits, valid Luhn key
+    request = {"resourceType": "ServiceRequest", "status": "completed", "intent": "order",
+               "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Practitioner/pr1"}],
+               "identifier": [{"system": f"https://sidep.example.fr/dossier/rpps-{rpps}", "value": "240502000123"}]}
+    assert engine.validate_resource(request) == []
+    short = copy.deepcopy(request)
+    short["identifier"][0]["system"] = "https://sidep.example.fr/dossier/rpps-1234"
+    issues = engine.validate_resource(short)
+    assert ("value", "ServiceRequest.identifier[0].system") in errors(issues)
+    assert any("11 digits" in i.en and "11 chiffres" in i.fr for i in issues)
+    bad_key = copy.deepcopy(request)
+    bad_key["identifier"][0]["system"] = "https://sidep.example.fr/dossier/rpps-10000000008"
+    assert [(i.severity, i.code) for i in engine.validate_resource(bad_key)] == [("warning", "value")]
+    missing = copy.deepcopy(request)
+    missing["identifier"][0]["system"] = "https://lis.example.org/dossiers"
+    issue = next(i for i in engine.validate_resource(missing) if i.code == "required")
+    assert "dossier/<FINESS juridique>" in issue.en and "dossier/rpps-<RPPS> or " in issue.en
+    assert "Le numéro de dossier est manquant" in issue.fr and "dossier/rpps-<RPPS> ou " in issue.fr
+
+
 def test_diagnostic_report_rules():
     report = {"resourceType": "DiagnosticReport", "status": "final",
               "code": {"coding": [{"system": LOINC, "code": "94500-6"}]}, "subject": {"reference": "Patient/p1"},

@@ -12,13 +12,17 @@ import uuid
 
 import pyotp
 import pytest
+from flask import g
 
 from fhir_server import create_app
 from fhir_server.embedded import start_redis
+from fhir_server.outcome import FhirError
 from fhir_server.settings import Settings
 from fhir_server.storage.users import LOCKOUT_LIMIT
-from fhir_server.synthetic.generator import make_laboratories, make_rpps
+from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_rpps, resend_bundle
+from fhir_server.web import forms, results
 from fhir_server.web.__main__ import main as users_command
+from fhir_server.web.session import principal_for
 
 import random
 
@@ -283,12 +287,188 @@ def test_invalid_fields_show_the_guide_s_error_next_to_them_and_store_nothing(we
     assert outbox(store) == []
 
 
-def test_nurse_or_doctor_with_an_rpps_only_is_told_why_they_cannot_enter(web_app, users):
-    add_user(users, "henri", role="nurse", lab=None, rpps=make_rpps(random.Random(2)))
-    web = Web(web_app).signed_in("henri")
-    page = web.get("/ui/results/new")
-    assert page.status_code == 200 and "seul RPPS" in text(page) and "<form method=\"post\" action=\"/ui/results/new\"" \
-        not in page.get_data(as_text=True)
+def test_a_nurse_with_an_rpps_only_enters_results_in_her_own_name(web_app, users, store):
+    henri_rpps, iris_rpps = make_rpps(random.Random(2)), make_rpps(random.Random(3))
+    add_user(users, "henri", role="nurse", lab=None, rpps=henri_rpps)
+    add_user(users, "iris", role="nurse", lab=None, rpps=iris_rpps)  # another nurse
+    add_user(users, "alice")  # a pharmacist of PHARMACY_A
+    henri = Web(web_app).signed_in("henri")
+    page = henri.get("/ui/results/new")
+    assert page.status_code == 200 and '<form method="post" action="/ui/results/new"' in page.get_data(as_text=True)
+    assert 'name="site"' not in page.get_data(as_text=True)  # no structure, no site to choose
+    response = henri.post("/ui/results/new", {k: v for k, v in result_form(family="Nightingale").items() if k != "site"})
+    assert response.status_code == 302, text(response)
+    location = response.headers["Location"]
+    report_id = location.split("/")[3].split("?")[0]
+    report = store.current("DiagnosticReport", report_id)
+    dossier_system = f"https://sidep.example.fr/dossier/rpps-{henri_rpps}"
+    assert report.resource["status"] == "final" and report.resource["identifier"][0]["system"] == dossier_system
+    # the performer is her Practitioner (her RPPS), alone: no organisation written, none named
+    practitioners = store.find("Practitioner", {})
+    assert [p["res"]["identifier"] for p in practitioners] == [[{"system": "https://rpps.esante.gouv.fr",
+                                                                 "value": henri_rpps}]]
+    mine = f"Practitioner/{practitioners[0]['_id']}"
+    assert [p["reference"] for p in report.resource["performer"]] == [mine]
+    assert store.db["Organization"].count_documents({}) == 0
+    # the same resources as a laboratory's submission, each owned by her alone
+    for rtype in ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport"):
+        docs = list(store.db[rtype].find({}))
+        assert len(docs) == 1 and docs[0]["org"] == [f"rpps:{henri_rpps}"], rtype
+    request = store.db["ServiceRequest"].find_one({})["res"]
+    assert request["identifier"][0]["system"] == dossier_system and request["performer"][0]["reference"] == mine
+    observation = store.db["Observation"].find_one({})["res"]
+    assert [p["reference"] for p in observation["performer"]] == [mine]
+    assert observation["valueCodeableConcept"]["coding"][0]["code"] == "260373001"
+    events = outbox(store)
+    assert [(e["kind"], e["payload"]["reasons"], e["payload"]["report"]) for e in events] == [
+        ("notify-result", ["new-result"], report_id)]
+    # she sees it, and corrects it; the same patient again is matched within her own results
+    assert "NIGHTINGALE" in text(henri.get("/ui/results")) and henri.get(location).status_code == 200
+    assert henri.get(f"/ui/results/{report_id}/patient").status_code == 200
+    assert henri.enter(result_form(family="Nightingale", sampled_at="2021-07-10T09:15")).status_code == 302
+    assert store.db["Patient"].count_documents({}) == 1 and store.db["DiagnosticReport"].count_documents({}) == 2
+    # another nurse, and a pharmacist of an organisation, neither see it nor reach it
+    for login in ("iris", "alice"):
+        other = Web(web_app).signed_in(login)
+        assert "NIGHTINGALE" not in text(other.get("/ui/results")), login
+        assert other.get(location).status_code == 403, login
+        assert other.get(f"/ui/results/{report_id}/patient").status_code == 403, login
+    # audited with her as the agent (no organisation)
+    web_app.extensions["sidep.audit"].flush()
+    event = store.db["AuditEvent"].find_one({"res.subtype.code": "transaction", "res.agent.altId": "henri"})
+    assert event["org"] == [f"rpps:{henri_rpps}"] and len(event["res"]["agent"]) == 1
+    assert event["res"]["agent"][0]["who"]["identifier"] == {"system": "https://rpps.esante.gouv.fr",
+                                                            "value": henri_rpps}
+
+
+def test_a_professional_without_organisation_cannot_name_another_performer(web_app, users, store):
+    """The policy, not only the form: a result of a professional without organisation names them."""
+    add_user(users, "jade", role="doctor", lab=None, rpps=make_rpps(random.Random(4)))
+    principal = principal_for(users.user("jade"))
+    values = {**result_form(), "sampled_at": "2021-07-09T09:15"}
+    with web_app.test_request_context("/ui/results/new"):
+        checked = forms.result(values, results.antigen_tests(), results.rat_devices())
+        assert checked.ok, checked.errors
+        g.principal = principal
+        as_laboratory = results.result_bundle(principal, checked.values, None)
+        site = {"fullUrl": "urn:uuid:0b0e7f54-7a6e-4d8e-9d3c-1f0f6a3b2c01",
+                "resource": {"resourceType": "Organization", "name": "Laboratoire",
+                             "identifier": [{"system": "https://finess.esante.gouv.fr", "value": PHARMACY_A.sites[0].finess}]},
+                "request": {"method": "POST", "url": "Organization"}}
+        for entry in as_laboratory.bundle["entry"]:
+            if entry["resource"]["resourceType"] in ("Observation", "DiagnosticReport"):
+                entry["resource"]["performer"] = [{"reference": site["fullUrl"]}]
+        as_laboratory.bundle["entry"].insert(0, site)
+        with pytest.raises(FhirError) as refused:
+            results.submit(as_laboratory.bundle)
+        assert refused.value.status == 403
+        other = results.result_bundle(principal, checked.values, None)
+        for entry in other.bundle["entry"]:
+            if entry["resource"]["resourceType"] == "Practitioner":
+                entry["resource"]["identifier"][0]["value"] = make_rpps(random.Random(5))
+        with pytest.raises(FhirError) as refused:
+            results.submit(other.bundle)
+        assert refused.value.status == 403 and "RPPS" in refused.value.issues[0].en
+    for rtype in ("Patient", "ServiceRequest", "Observation", "DiagnosticReport", "Organization"):
+        assert store.db[rtype].count_documents({}) == 0, rtype
+    assert outbox(store) == []
+
+
+def lab_post(app, lab, bundle: dict) -> dict:
+    """POST a transaction Bundle as the laboratory's LIS (an OAuth2 client of `lab`)."""
+    accounts = app.extensions["sidep.accounts"]
+    client, secret = accounts.register_client("LIS", lab.finess, [s.finess for s in lab.sites],
+                                              "system/*.read system/*.write", organisation_name=lab.name)
+    http = app.test_client()
+    token = http.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": client["_id"],
+                                            "client_secret": secret}).get_json()["access_token"]
+    response = http.post("/fhir", json=bundle, headers={"Authorization": f"Bearer {token}",
+                                                        "Content-Type": "application/fhir+json"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
+            for e in response.get_json()["entry"]}
+
+
+def lab_bundle(seed: int, family: str, requester: dict | None) -> dict:
+    bundle = generate_result_bundle(random.Random(seed), PHARMACY_B, include_legal_entity=False)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["name"][0]["family"] = family
+        if resource["resourceType"] == "ServiceRequest":
+            resource.pop("requester", None)
+            if requester:
+                resource["requester"] = requester
+    return bundle
+
+
+def test_a_doctor_sees_the_results_of_tests_they_requested_and_cannot_correct_them(web_app, users, store):
+    x_rpps, y_rpps = make_rpps(random.Random(21)), make_rpps(random.Random(22))
+    add_user(users, "xavier", role="doctor", lab=None, rpps=x_rpps)
+    add_user(users, "yann", role="doctor", lab=None, rpps=y_rpps)
+    add_user(users, "lab", role="laboratory", lab=PHARMACY_B)
+    # requested by identifier; requested by a Practitioner reference; requested on a resend only
+    by_identifier = lab_post(web_app, PHARMACY_B, lab_bundle(31, "Pasteur", {
+        "identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}, "display": "Dr Xavier"}))
+    by_reference = lab_bundle(32, "Curie", {"reference": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f"})
+    by_reference["entry"].insert(0, {"fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+                                     "resource": {"resourceType": "Practitioner", "name": [{"family": "Xavier"}],
+                                                  "identifier": [{"system": "https://rpps.esante.gouv.fr",
+                                                                  "value": x_rpps}]},
+                                     "request": {"method": "POST", "url": "Practitioner",
+                                                 "ifNoneExist": f"identifier=https://rpps.esante.gouv.fr|{x_rpps}"}})
+    by_reference = lab_post(web_app, PHARMACY_B, by_reference)
+    first = lab_bundle(33, "Laveran", None)
+    later = lab_post(web_app, PHARMACY_B, first)
+    assert "requester:rpps:" not in str(store.db["DiagnosticReport"].find_one({"_id": later["DiagnosticReport"]}))
+    resent = resend_bundle(random.Random(34), first, "none")
+    next(e for e in resent["entry"] if e["resource"]["resourceType"] == "ServiceRequest")["resource"]["requester"] = {
+        "identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}}
+    assert lab_post(web_app, PHARMACY_B, resent)["DiagnosticReport"] == later["DiagnosticReport"]
+    # the doctor named may read them, the laboratory still owns them
+    for posted in (by_identifier, by_reference, later):
+        for rtype in ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport"):
+            owner = store.db[rtype].find_one({"_id": posted[rtype]})["org"]
+            assert owner == [PHARMACY_B.finess, f"requester:rpps:{x_rpps}"], (rtype, owner)
+
+    xavier = Web(web_app).signed_in("xavier")
+    listing = text(xavier.get("/ui/results"))
+    assert "PASTEUR" in listing and "CURIE" in listing and "LAVERAN" in listing
+    assert "CURIE" in text(xavier.get("/ui/results?name=curie")) and "PASTEUR" not in text(
+        xavier.get("/ui/results?name=curie"))
+    for posted, family in ((by_identifier, "Pasteur"), (by_reference, "Curie"), (later, "Laveran")):
+        page = xavier.get(f"/ui/results/{posted['DiagnosticReport']}")
+        assert page.status_code == 200 and family in text(page)
+        assert f"/ui/results/{posted['DiagnosticReport']}/patient" not in page.get_data(as_text=True)  # no link
+    # read only: no correction, neither through the page nor through the policy
+    report = by_identifier["DiagnosticReport"]
+    assert xavier.get(f"/ui/results/{report}/patient").status_code == 403
+    xavier.get("/ui/results")
+    fields = {k: v for k, v in result_form().items() if k in ("family", "given", "birth_date", "sex", "ins", "phone",
+                                                                "email")}
+    assert xavier.post(f"/ui/results/{report}/patient", {**fields, "version": "1"}).status_code == 403
+    before = {rtype: store.current(rtype, by_identifier[rtype]) for rtype in ("Observation", "DiagnosticReport")}
+    with web_app.test_request_context("/ui/results"):
+        g.principal = principal_for(users.user("xavier"))
+        for rtype, record in before.items():
+            assert store.read(rtype, record.id).id == record.id  # readable ...
+            changed = {**record.resource, "status": "amended"}
+            with pytest.raises(FhirError) as refused:  # ... not writable
+                results.submit({"resourceType": "Bundle", "type": "transaction", "entry": [
+                    {"resource": changed, "request": {"method": "PUT", "url": f"{rtype}/{record.id}"}}]})
+            assert refused.value.status == 403 and "does not belong" in refused.value.issues[0].en
+    for rtype, record in before.items():
+        assert store.current(rtype, record.id).version == record.version
+
+    # another doctor sees none of them
+    yann = Web(web_app).signed_in("yann")
+    listing = text(yann.get("/ui/results"))
+    assert "PASTEUR" not in listing and "CURIE" not in listing and "LAVERAN" not in listing
+    assert yann.get(f"/ui/results/{report}").status_code == 403
+    assert yann.get(f"/ui/results/{report}/patient").status_code == 403
+    # and the laboratory's staff still see and correct their results
+    lab = Web(web_app).signed_in("lab")
+    assert "PASTEUR" in text(lab.get("/ui/results")) and lab.get(f"/ui/results/{report}/patient").status_code == 200
 
 
 # -- who sees what --------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def after_request(response: Response) -> Response:
     try:
         principal: Principal | None = g.get("principal")
         event = build_event(endpoint, rtype, response, principal)
-        audit_log.record(event, [principal.organisation] if principal and principal.organisation else None)
+        audit_log.record(event, [principal.owner_key] if principal and principal.owner_key else None)
     except Exception:  # noqa: BLE001 - the response is made; a failure to audit is logged, loudly
         log.exception("could not audit %s %s", request.method, request.path)
     return response

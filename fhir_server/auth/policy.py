@@ -7,8 +7,10 @@ Where each rule is applied:
 - `OrganisationAccess` (installed as `Store.access`): every read the request makes through the
   store — read, vread, searches and their chained/_has lookups, _include/_revinclude, counts,
   history, reads inside batch/transaction and $operations — is checked against the scopes and,
-  for patient data, narrowed to the resources of the principal's organisation (`org` field).
-  Writes are stamped with the writer's organisation (`org`, kept with the history entry).
+  for patient data, narrowed to the resources the principal may read (`org` field: see below).
+  Writes are stamped with the writer's owner key (`org`, kept with the history entry).
+- `OrganisationAccess.seal` (once per unit of work, before its writes are sent): the results of a
+  test whose ServiceRequest names a requester by RPPS become readable by that professional.
 - `check_write` / `check_delete` (write hooks, inside the unit of work, so every write path:
   create, update, delete, conditional ones, transaction and batch entries, operations): the
   create/update/delete scope, that an existing resource belongs to the organisation, that results
@@ -21,12 +23,21 @@ Where each rule is applied:
 A Patient belongs to every organisation that wrote it; another organisation may update it (and so
 reach it) only with a resource carrying the same INS. Results belong to the organisation that
 wrote them. Organization, Practitioner and terminology resources are readable by every client.
+
+Owners are not only organisations (principal.py): a nurse or doctor known by their RPPS alone
+enters results as "rpps:<RPPS>", which then plays the organisation's part everywhere above (their
+results name themselves, a Practitioner with their RPPS, as performer: no organisation). The
+professional a ServiceRequest names as requester (requester.identifier with an RPPS, or a
+Practitioner carrying one) is added as "requester:rpps:<RPPS>" to the owners of that request, of
+the Specimens, Observations and DiagnosticReports based on it and of its Patient: enough to read
+them (the same `org` filter), never to write them (writing needs an owner key). Such grants are
+only ever added: a resend naming another requester does not take the first one's access away.
 """
 from __future__ import annotations
 
 from flask import current_app, g, has_request_context, request
 
-from profiles.validators import FINESS, FINESS_OLD, INS_SYSTEMS
+from profiles.validators import FINESS, FINESS_OLD, IDNAT_PS, INS_SYSTEMS, RPPS
 
 from ..interactions.write_hooks import on_delete, on_write
 from ..outcome import FhirError
@@ -34,12 +45,15 @@ from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
 from ..storage.accounts import utc_now
-from .principal import Principal, current_principal
+from .principal import Principal, current_principal, requester_key
 
 # Patient data: readable only by the organisations it belongs to.
 BOUND_TYPES = frozenset({"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport",
                          "Communication", "Binary", "AuditEvent"})
 PERFORMED_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest"})
+# where a resource names the ServiceRequest it carries out (its requester may read it)
+REQUEST_ELEMENTS = {"ServiceRequest": (), "Specimen": ("request",), "Observation": ("basedOn",),
+                    "DiagnosticReport": ("basedOn",)}
 FINESS_SYSTEMS = frozenset({FINESS, FINESS_OLD})
 NOBODY = "-"  # an organisation no resource belongs to
 
@@ -131,7 +145,7 @@ def authorize_request() -> None:
         raise scope_refused(rtype, needs)
     if endpoint in INSTANCE_CHECKED and rtype in BOUND_TYPES and not principal.unrestricted:
         record = current_app.extensions["sidep.store"].current(rtype, view.get("rid", ""))
-        if record is not None and not principal.belongs(record.owner):
+        if record is not None and not principal.may_read(record.owner):
             raise not_yours(record)
 
 
@@ -141,7 +155,7 @@ class OrganisationAccess:
 
     def owner(self) -> str | None:
         principal = current_principal()
-        return principal.organisation if principal else None
+        return principal.owner_key if principal else None
 
     def where(self, rtype: str | None, perm: str) -> dict | None:
         principal = current_principal()
@@ -151,7 +165,10 @@ class OrganisationAccess:
             raise scope_refused(rtype, perm)
         if principal.unrestricted or (rtype is not None and rtype not in BOUND_TYPES):
             return None
-        return {"org": principal.organisation or NOBODY}
+        keys = sorted(principal.read_keys)
+        if len(keys) > 1:
+            return {"org": {"$in": keys}}
+        return {"org": keys[0] if keys else NOBODY}
 
     def check(self, record: Record) -> None:
         principal = current_principal()
@@ -159,8 +176,11 @@ class OrganisationAccess:
             return
         if not principal.scopes.allows(record.type, "r"):
             raise scope_refused(record.type, "r")
-        if record.type in BOUND_TYPES and not principal.belongs(record.owner):
+        if record.type in BOUND_TYPES and not principal.may_read(record.owner):
             raise not_yours(record)
+
+    def seal(self, uow: UnitOfWork) -> None:
+        grant_requesters(uow)
 
 
 def restrict_plans(builder, matching: bool):
@@ -170,7 +190,7 @@ def restrict_plans(builder, matching: bool):
     if not matching or principal is None or principal.unrestricted:
         return builder
     build = builder.build
-    organisation = principal.organisation or NOBODY
+    organisation = principal.owner_key or NOBODY
 
     def restricted(rtype, pairs):
         plan = build(rtype, pairs)
@@ -270,13 +290,94 @@ def _performer_finess(uow: UnitOfWork, performer: dict) -> set[str] | None:
     return None
 
 
+def rpps_numbers(resource: dict | None) -> set[str]:
+    """The RPPS numbers among a person's identifiers (RPPS, or idNat_PS "8" + RPPS)."""
+    numbers = set()
+    for i in (resource or {}).get("identifier") or []:
+        if not isinstance(i, dict) or not isinstance(i.get("value"), str):
+            continue
+        if i.get("system") == RPPS:
+            numbers.add(i["value"])
+        elif i.get("system") == IDNAT_PS and i["value"].startswith("8"):
+            numbers.add(i["value"][1:])
+    return numbers
+
+
+def person_rpps(uow: UnitOfWork, actor: dict) -> set[str]:
+    """The RPPS numbers of a reference to a person: its identifier, or the Practitioner it points at."""
+    identifier = actor.get("identifier")
+    numbers = rpps_numbers({"identifier": [identifier]}) if isinstance(identifier, dict) else set()
+    rtype, _, rid = reference_key(actor.get("reference") or "", uow.store.base_url).partition("/")
+    if rtype == "Practitioner" and rid and "/" not in rid:
+        target = uow.current("Practitioner", rid)
+        numbers |= rpps_numbers(target.resource if target and not target.deleted else None)
+    return numbers
+
+
 def _check_performers(uow: UnitOfWork, principal: Principal, record: Record) -> None:
-    """A result names one of the organisation's sites as performer, and no other organisation."""
-    organisations = [n for p in record.resource.get("performer") or [] if isinstance(p, dict)
-                     for n in [_performer_finess(uow, p)] if n is not None]
+    """A result names one of the organisation's sites as performer, and no other organisation; a
+    professional without organisation names themselves (a Practitioner with their RPPS), and no
+    organisation nor other professional."""
+    performers = [p for p in record.resource.get("performer") or [] if isinstance(p, dict)]
+    organisations = [n for p in performers for n in [_performer_finess(uow, p)] if n is not None]
+    if principal.organisation is None:
+        people = [person_rpps(uow, p) for p in performers if _performer_finess(uow, p) is None]
+        if organisations or not people or not all(numbers == {principal.rpps} for numbers in people):
+            raise forbidden(f"{record.type}.performer must be you (a Practitioner with your RPPS number "
+                            f"{principal.rpps}), and no organisation",
+                            f"{record.type}.performer doit être vous-même (un Practitioner portant votre numéro "
+                            f"RPPS {principal.rpps}), et aucune organisation", record)
+        return
     if not organisations or not all(numbers & principal.sites for numbers in organisations):
         raise forbidden(f"{record.type}.performer must be one of your sites (FINESS géographique)",
                         f"{record.type}.performer doit être l'un de vos sites (FINESS géographique)", record)
+
+
+# -- read access for requesters, once per unit of work ----------------------------------------------
+def grant_requesters(uow: UnitOfWork) -> None:
+    """The professional a ServiceRequest names as requester (by RPPS) may read it, the Specimens,
+    Observations and DiagnosticReports based on it, what a report lists as results and specimens,
+    and its Patient. Looked at: what this unit wrote or read (a resent dossier whose request now
+    names a requester reaches its unchanged results too); a grant already there writes nothing."""
+    base = uow.store.base_url
+    writer = current_principal()
+    own = requester_key(writer.rpps) if writer and writer.rpps else None  # who enters needs no grant
+    for rtype, elements in REQUEST_ELEMENTS.items():
+        for record in uow.known(rtype):
+            if record.deleted or not record.resource:
+                continue
+            requests = [record] if rtype == "ServiceRequest" else [
+                target for key in _targets(record.resource, elements, "ServiceRequest", base)
+                for target in [uow.current("ServiceRequest", key)] if target and not target.deleted]
+            keys = sorted({requester_key(n) for request in requests
+                           for n in person_rpps(uow, request.resource.get("requester") or {})} - {own})
+            if not keys:
+                continue
+            uow.grant(rtype, record.id, keys)
+            for patient in _targets(record.resource, ("subject",), "Patient", base):
+                uow.grant("Patient", patient, keys)
+            if rtype == "DiagnosticReport":
+                for target_type, element in (("Observation", "result"), ("Specimen", "specimen")):
+                    for rid in _targets(record.resource, (element,), target_type, base):
+                        uow.grant(target_type, rid, keys)
+
+
+def requested(principal: Principal) -> dict | None:
+    """The storage condition for the resources of tests this professional requested (None: none)."""
+    return {"org": requester_key(principal.rpps)} if principal.rpps else None
+
+
+def _targets(resource: dict, elements, rtype: str, base: str) -> list[str]:
+    """Ids of the `rtype` resources that `elements` (a Reference or a list of them) point at."""
+    ids = []
+    for element in elements:
+        value = resource.get(element)
+        for ref in value if isinstance(value, list) else [value]:
+            if isinstance(ref, dict):
+                target_type, _, rid = reference_key(ref.get("reference") or "", base).partition("/")
+                if target_type == rtype and rid and "/" not in rid:
+                    ids.append(rid)
+    return ids
 
 
 def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> None:

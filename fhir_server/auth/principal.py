@@ -19,6 +19,21 @@ ROLE_PUBLIC_HEALTH = "public-health"  # public health agencies: every organisati
 UNRESTRICTED_ROLES = frozenset({ROLE_OPERATOR, ROLE_PUBLIC_HEALTH})
 ROLES = (ROLE_LABORATORY, ROLE_OPERATOR, ROLE_PUBLIC_HEALTH)
 
+# Access keys, the values of a stored resource's owner list (`org`):
+# - "<FINESS juridique>": owned by an organisation (read and write);
+# - "rpps:<RPPS>": owned by a health professional acting without an organisation (read and write);
+# - "requester:rpps:<RPPS>": readable by the professional who requested the test (read only).
+OWNER_RPPS = "rpps:"
+REQUESTER_RPPS = "requester:rpps:"
+
+
+def rpps_owner(rpps: str) -> str:
+    return OWNER_RPPS + rpps
+
+
+def requester_key(rpps: str) -> str:
+    return REQUESTER_RPPS + rpps
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -42,9 +57,32 @@ class Principal:
         """Every FINESS number the principal acts for: its legal entity and its sites."""
         return self.sites | ({self.organisation} if self.organisation else set())
 
+    @property
+    def owner_key(self) -> str | None:
+        """What the principal's writes are stamped with and what it owns: its organisation, else,
+        for a professional known by their RPPS alone, "rpps:<RPPS>"."""
+        if self.organisation:
+            return self.organisation
+        return rpps_owner(self.rpps) if self.rpps else None
+
+    @property
+    def read_keys(self) -> frozenset[str]:
+        """The owner-list values that make a resource readable: what it owns, and the results of
+        tests a professional requested (read only)."""
+        keys = {self.owner_key} if self.owner_key else set()
+        if self.rpps:
+            keys.add(requester_key(self.rpps))
+        return frozenset(keys)
+
     def belongs(self, owner: list[str] | None) -> bool:
-        """Does a resource owned by `owner` belong to this principal's organisation?"""
-        return self.unrestricted or bool(self.organisation and owner and self.organisation in owner)
+        """Does a resource owned by `owner` belong to this principal (its organisation, or the
+        professional themselves)? Writing needs this."""
+        return self.unrestricted or bool(self.owner_key and owner and self.owner_key in owner)
+
+    def may_read(self, owner: list[str] | None) -> bool:
+        """May the principal read a resource owned by `owner`? Its own, and the results of tests
+        it requested."""
+        return self.unrestricted or bool(owner and self.read_keys.intersection(owner))
 
     def to_doc(self) -> dict:
         return {"kind": self.kind, "id": self.id, "name": self.name, "role": self.role,

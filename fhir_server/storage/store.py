@@ -61,9 +61,13 @@ class Record:
 class Access(Protocol):
     """Access control as the storage layer sees it (fhir_server.auth installs one as
     `Store.access`; None: no access control). Reads by id are checked, other reads outside a unit
-    of work are filtered, and writes are stamped with the organisation they are made for (`org`)."""
+    of work are filtered, and writes are stamped with the organisation they are made for (`org`);
+    `seal` runs once before a unit's writes are sent, and may give others read access to what it
+    wrote (`UnitOfWork.grant`)."""
 
     def owner(self) -> str | None: ...
+
+    def seal(self, uow: "UnitOfWork") -> None: ...
 
     def where(self, rtype: str | None, perm: str) -> dict | None: ...
 
@@ -218,6 +222,7 @@ class UnitOfWork:
         self._writes: dict[str, list] = {}
         self._replaced: dict[str, int] = {}
         self._history: list[dict] = []
+        self._docs: dict[tuple[str, str], list[dict]] = {}  # documents (current, history) written, by key
         self._claims: list[UpdateOne] = []
         self._events: list[dict] = []
 
@@ -269,6 +274,7 @@ class UnitOfWork:
             doc["org"] = owner
         self._write(rtype, rid, previous, doc)
         self._add_history(rtype, rid, version, stored, method, owner)
+        self._docs.setdefault((rtype, rid), []).extend([doc, self._history[-1]])
         record = Record(rtype, rid, version, self.now, False, stored, method, owner=owner)
         self._known[(rtype, rid)] = record
         return record, previous
@@ -288,6 +294,28 @@ class UnitOfWork:
         self._known[(rtype, rid)] = record
         return record
 
+    def grant(self, rtype: str, rid: str, keys: Iterable[str]) -> None:
+        """Add `keys` to the owner list of a resource, without a new version (who may read it is
+        not its content): on the documents this unit writes, else on the stored current version
+        (guarded by its version, so a concurrent writer makes the unit retry)."""
+        record = self.current(rtype, rid)
+        if record is None or record.deleted:
+            return
+        missing = [k for k in dict.fromkeys(keys) if k not in (record.owner or [])]
+        if not missing:
+            return
+        owner = list(record.owner or []) + missing
+        written = self._docs.get((rtype, rid))
+        if written:
+            for doc in written:
+                doc["org"] = owner
+        else:
+            self._writes.setdefault(rtype, []).append(
+                UpdateOne({"_id": rid, "v": record.version}, {"$addToSet": {"org": {"$each": missing}}}))
+            self._replaced[rtype] = self._replaced.get(rtype, 0) + 1
+        self._known[(rtype, rid)] = Record(record.type, record.id, record.version, record.last_updated, record.deleted,
+                                           record.resource, record.method, record.key, owner)
+
     def claim(self, key: str, rid: str) -> None:
         """Take the conditional key `key` for `rid`. Two transactions taking the same key conflict
         in the database, so only one of them commits; the other is retried and finds the first."""
@@ -296,6 +324,10 @@ class UnitOfWork:
     def written(self, rtype: str) -> list[Record]:
         """The records of `rtype` this unit has written so far."""
         return [r for (t, _), r in self._known.items() if t == rtype and r is not None and r.method]
+
+    def known(self, rtype: str) -> list[Record]:
+        """The records of `rtype` this unit has read or written (their current versions)."""
+        return [r for (t, _), r in self._known.items() if t == rtype and r is not None]
 
     def annotate_history(self, record: Record, changes: list[str]) -> None:
         """Record on the history entry of `record` what this version changed."""
@@ -319,6 +351,8 @@ class UnitOfWork:
     def flush(self) -> None:
         """Send the buffered writes. A replace that finds its version gone means a concurrent
         writer committed first: Conflict, and the whole unit is retried."""
+        if self.store.access is not None:
+            self.store.access.seal(self)
         try:
             for rtype, operations in self._writes.items():
                 result = self.store.collection(rtype).bulk_write(operations, ordered=True, session=self.session)

@@ -27,7 +27,7 @@ def record(interaction: str, rtype: str | None, body: dict | None, status: int =
     try:
         event = api_audit.build_event(interaction, rtype, response, principal)
         event["source"]["site"] = "SI-DEP web"
-        audit_log.record(event, [principal.organisation] if principal and principal.organisation else None)
+        audit_log.record(event, [principal.owner_key] if principal and principal.owner_key else None)
     except Exception:  # noqa: BLE001 - as the API does: a failure to audit is logged, loudly
         log.exception("could not audit the web page %s", interaction)
 

@@ -2,11 +2,14 @@
 
 - a result entered in the form becomes a transaction Bundle shaped like a laboratory's (the
   synthetic generator's: performing site Organization, Patient, ServiceRequest with the dossier
-  number, Specimen, Observation, DiagnosticReport, plus the professional as a Practitioner), run by
+  number, Specimen, Observation, DiagnosticReport, plus the professional as a Practitioner; a nurse
+  or doctor without organisation is the sole performer, with a dossier system scoped to their
+  RPPS, `https://sidep.example.fr/dossier/rpps-<RPPS>`), run by
   `interactions.transaction.run_transaction`: the same profiles, patient matching, authorisation
   write hooks and notification outbox events as a laboratory submission;
 - lists are FHIR searches (`context.plan_builder` + `interactions.search.run`), reads are
-  `Store.read`: both narrowed by the same organisation policy as the API (Store.access);
+  `Store.read`: both narrowed by the same policy as the API (Store.access: the organisation's or
+  the professional's own results, and those of tests a professional requested);
 - a correction of identity or contact details is a PUT of the Patient in a transaction (If-Match on
   the version shown): submission.py decides whether it re-notifies (contact: yes; identity: no).
 """
@@ -21,8 +24,9 @@ from functools import lru_cache
 
 from profiles.validators import FINESS, INS_NIR, INS_SYSTEMS, RAT_DEVICES, RPPS
 
+from ..auth import policy
 from ..auth.audit import USER_SYSTEM
-from ..auth.principal import Principal
+from ..auth.principal import Principal, requester_key
 from ..context import plan_builder, settings, store
 from ..interactions import search as search_interaction
 from ..interactions.transaction import parse_entry, run_transaction
@@ -35,6 +39,7 @@ from . import forms
 ANTIGEN_TESTS = "https://sidep.example.fr/fhir/ValueSet/sars-cov-2-antigen-tests"
 RAT_DEVICE_LIST = "https://sidep.example.fr/fhir/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name"
 DOSSIER_PREFIX = "https://sidep.example.fr/dossier/"
+RPPS_DOSSIER_SCOPE = "rpps-"  # DOSSIER_PREFIX + "rpps-" + RPPS: the dossiers of a professional without organisation
 RESULT_CODES = {"detected": DETECTED, "not-detected": NOT_DETECTED}
 RESULT_LABELS = {DETECTED: "Positif", NOT_DETECTED: "Négatif", "419984006": "Non concluant"}
 SEX_LABELS = dict(forms.SEXES)
@@ -87,12 +92,27 @@ def practitioner_reference(principal: Principal) -> str | None:
 
 
 def can_enter(principal: Principal) -> str | None:
-    """Why this principal cannot enter a result through the form (None: it can)."""
-    if not principal.organisation or not principal.sites:
+    """Why this principal cannot enter a result through the form (None: it can): a professional
+    enters for a structure (FINESS juridique and a site), or in their own name (RPPS)."""
+    if principal.organisation and not principal.sites:
+        return ("La saisie d'un résultat au nom d'une structure nécessite l'un de ses sites (FINESS "
+                "géographique) : votre compte n'en a pas. Demandez-en le rattachement à un opérateur.")
+    if not principal.organisation and not principal.rpps:
         return ("La saisie d'un résultat est rattachée à une structure (FINESS juridique et site FINESS "
-                "géographique) : votre compte n'en a pas. Les professionnels identifiés par leur seul RPPS "
-                "ne peuvent pas encore saisir de résultat (prise en charge à venir).")
+                "géographique) ou à votre numéro RPPS : votre compte n'a ni l'un ni l'autre.")
     return None
+
+
+def dossier_system(principal: Principal) -> str:
+    """Where the dossiers entered by this principal are numbered: its organisation, else its RPPS."""
+    if principal.organisation:
+        return DOSSIER_PREFIX + principal.organisation
+    return DOSSIER_PREFIX + RPPS_DOSSIER_SCOPE + principal.rpps
+
+
+def requested_by(record: Record, principal: Principal) -> bool:
+    """Did this professional request the test (the policy made its results readable to them)?"""
+    return bool(principal.rpps) and requester_key(principal.rpps) in (record.owner or [])
 
 
 # -- the new-result Bundle -------------------------------------------------------------------------
@@ -102,20 +122,25 @@ class Built:
     dossier: str
 
 
-def result_bundle(principal: Principal, values: dict, site: str, now: datetime | None = None) -> Built:
+def result_bundle(principal: Principal, values: dict, site: str | None, now: datetime | None = None) -> Built:
+    """`site`: the FINESS géographique where the test was done; None for a professional without
+    organisation, who is then the only performer."""
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     test = antigen_tests()[values["test"]]
     collected = forms.sampling_time(values["sampled_at"])
     dossier = f"{collected:%y%m%d}{secrets.randbelow(10 ** 9):09d}"
-    system = DOSSIER_PREFIX + principal.organisation
+    system = dossier_system(principal)
     ids = {name: f"urn:uuid:{uuid.uuid4()}"
            for name in ("site", "practitioner", "patient", "request", "specimen", "observation", "report")}
-    org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
-    site_org = {"resourceType": "Organization",
-                "identifier": [{"use": "official", "system": FINESS, "value": site,
-                                "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
-                "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
-                "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name}}
+    site_org = None
+    if principal.organisation:
+        org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
+        site_org = {"resourceType": "Organization",
+                    "identifier": [{"use": "official", "system": FINESS, "value": site,
+                                    "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
+                    "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
+                    "partOf": {"identifier": {"system": FINESS, "value": principal.organisation},
+                               "display": org_name}}
     ident = practitioner_identifier(principal)
     family, _, given = principal.name.rpartition(" ")
     practitioner = {"resourceType": "Practitioner", "identifier": [ident], "active": True,
@@ -123,8 +148,8 @@ def result_bundle(principal: Principal, values: dict, site: str, now: datetime |
     patient = patient_resource(values)
     test_code = {"coding": [{"system": LOINC, "code": test.code, "display": test.display}], "text": label(test)}
     subject = {"reference": ids["patient"]}
-    performer = [{"reference": ids["site"], "display": site_org["name"]},
-                 {"reference": ids["practitioner"], "display": principal.name}]
+    performer = ([{"reference": ids["site"], "display": site_org["name"]}] if site_org else []) + [
+        {"reference": ids["practitioner"], "display": principal.name}]
     request = {"resourceType": "ServiceRequest", "identifier": [{"system": system, "value": dossier}],
                "status": "completed", "intent": "order", "code": test_code, "subject": subject,
                "authoredOn": _instant(collected), "requester": {"reference": ids["practitioner"],
@@ -158,7 +183,7 @@ def result_bundle(principal: Principal, values: dict, site: str, now: datetime |
     ins = next((i for i in patient.get("identifier", []) if i["system"] in INS_SYSTEMS), None)
     entries = [
         # the site and the professional are created when missing, never overwritten by the form
-        entry("site", site_org, "POST", "Organization", f"identifier={FINESS}|{site}"),
+        *([entry("site", site_org, "POST", "Organization", f"identifier={FINESS}|{site}")] if site_org else []),
         entry("practitioner", practitioner, "POST", "Practitioner", f"identifier={ident['system']}|{ident['value']}"),
         entry("patient", patient, *(("PUT", f"Patient?identifier={ins['system']}|{ins['value']}") if ins
                                     else ("POST", "Patient"))),
@@ -229,9 +254,10 @@ def contact(patient: dict | None) -> list:
 
 # -- reading ---------------------------------------------------------------------------------------
 def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
-                   performer: str | None = None) -> tuple[dict, list[dict]]:
+                   mine: Principal | None = None) -> tuple[dict, list[dict]]:
     """A FHIR search of DiagnosticReports (their patients and results included); returns (the
-    searchset Bundle, one row per report for the page)."""
+    searchset Bundle, one row per report for the page). `mine`: only the reports this professional
+    entered (performer) or requested."""
     pairs = [("_include", "DiagnosticReport:subject"), ("_include", "DiagnosticReport:result"),
              ("_sort", "-date"), ("_count", str(PAGE))]
     if name:
@@ -240,9 +266,10 @@ def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
         pairs.append(("patient.birthdate", birth_date))
     if dossier:
         pairs.append(("identifier", dossier))
-    if performer:
-        pairs.append(("performer", performer))
-    bundle = search_interaction.run(plan_builder().build("DiagnosticReport", pairs))
+    plan = plan_builder().build("DiagnosticReport", pairs)
+    if mine is not None:
+        plan.filter = {"$and": [plan.filter, mine_condition(mine)]}
+    bundle = search_interaction.run(plan)
     included = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
                 for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "include"}
     rows = []
@@ -254,6 +281,16 @@ def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
         observations = [included.get(r.get("reference", "")) for r in report.get("result", [])]
         rows.append(row(report, patient, [o for o in observations if o]))
     return bundle, rows
+
+
+def mine_condition(principal: Principal) -> dict:
+    """Reports this professional entered (performer: their Practitioner) or requested (policy)."""
+    practitioner = practitioner_reference(principal)
+    either = [plan_builder().build("DiagnosticReport", [("performer", practitioner)]).filter] if practitioner else []
+    condition = policy.requested(principal)
+    if condition:
+        either.append(condition)
+    return {"$or": either} if either else {"_id": {"$in": []}}
 
 
 def row(report: dict, patient: dict | None, observations: list[dict]) -> dict:

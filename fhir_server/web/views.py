@@ -117,13 +117,10 @@ def logout():
 
 
 # -- results -------------------------------------------------------------------------------------------
-def _performer_filter() -> tuple[bool, str | None]:
-    """(restricted, Practitioner reference): professionals see the results they entered; laboratory
-    staff and public health see what the organisation policy lets them see."""
-    principal = g.principal
-    if principal.role not in PROFESSIONALS:
-        return False, None
-    return True, results.practitioner_reference(principal)
+def _restricted() -> bool:
+    """Professionals see the results they entered or requested; laboratory staff and public health
+    see what the policy lets them see (their organisation's, everyone's)."""
+    return g.principal.role in PROFESSIONALS
 
 
 @login_required(*RESULT_READERS)
@@ -131,15 +128,13 @@ def result_list():
     criteria = {"name": request.args.get("name", "").strip(),
                 "birth_date": forms._date(request.args.get("birth_date", "").strip()),
                 "dossier": request.args.get("dossier", "").strip()}
-    restricted, practitioner = _performer_filter()
     rows, error = [], None
-    if not (restricted and practitioner is None):
-        try:
-            bundle, rows = results.search_reports(**criteria, performer=practitioner)
-            audit.record("search-type", "DiagnosticReport", bundle)
-        except FhirError as exc:
-            audit.refused("search-type", "DiagnosticReport", exc)
-            error = "; ".join(i.fr or i.en for i in exc.issues)
+    try:
+        bundle, rows = results.search_reports(**criteria, mine=g.principal if _restricted() else None)
+        audit.record("search-type", "DiagnosticReport", bundle)
+    except FhirError as exc:
+        audit.refused("search-type", "DiagnosticReport", exc)
+        error = "; ".join(i.fr or i.en for i in exc.issues)
     return render_template("results.html", rows=rows, criteria=criteria, error=error,
                            searched=any(criteria.values()))
 
@@ -158,9 +153,11 @@ def new_result():
     status = 200
     if request.method == "POST" and not blocked:
         checked = forms.result(request.form, tests, devices)
-        site = request.form.get("site") or (_site_choices()[0] if _site_choices() else "")
-        if site not in principal.sites:
-            checked.errors.setdefault("site", []).append("Site : choisissez l'un de vos sites")
+        site = None  # a professional without organisation enters in their own name
+        if principal.organisation:
+            site = request.form.get("site") or (_site_choices()[0] if _site_choices() else "")
+            if site not in principal.sites:
+                checked.errors.setdefault("site", []).append("Site : choisissez l'un de vos sites")
         if checked.ok:
             built = results.result_bundle(principal, checked.values, site)
             try:
@@ -181,18 +178,26 @@ def new_result():
                            max_date=forms.today().isoformat()), status
 
 
-def _read(report_id: str, interaction: str = "read"):
-    """The result and its resources, or the error page (refusals audited)."""
+def _read(report_id: str, interaction: str = "read", correcting: bool = False):
+    """The result and its resources, or the error page (refusals audited). A professional reads the
+    results they entered or requested, and corrects only those they entered."""
     try:
         found = results.read_result(report_id)
     except FhirError as exc:
         audit.refused(interaction, "DiagnosticReport", exc)
         abort(403 if exc.status == 403 else 404)
-    restricted, practitioner = _performer_filter()
-    if restricted and not results.entered_by(found["report"].resource, practitioner):
-        audit.record(interaction, "DiagnosticReport", results.as_bundle({**found, "observations": [],
-                                                                         "specimens": [], "requests": []}), 403)
-        abort(403, description="Ce résultat n'a pas été saisi par vous.")
+    found["correctable"] = g.principal.role in RESULT_WRITERS
+    if _restricted():
+        entered = (g.principal.belongs(found["report"].owner)  # theirs (their organisation's), and by them
+                   and results.entered_by(found["report"].resource, results.practitioner_reference(g.principal)))
+        found["correctable"] = entered
+        requested = not entered and results.requested_by(found["report"], g.principal)
+        if not entered and (correcting or not requested):
+            audit.record(interaction, "DiagnosticReport", results.as_bundle({**found, "observations": [],
+                                                                             "specimens": [], "requests": []}), 403)
+            abort(403, description="Vous avez prescrit ce test sans le réaliser : seul le professionnel qui l'a "
+                                   "réalisé peut corriger le patient." if requested
+                  else "Ce résultat n'a pas été saisi par vous.")
     return found
 
 
@@ -207,7 +212,7 @@ def result_page(report_id: str):
 
 @login_required(*RESULT_WRITERS)
 def correct(report_id: str):
-    found = _read(report_id)
+    found = _read(report_id, correcting=True)
     record = found["patient"]
     if record is None:
         abort(404)
