@@ -261,6 +261,7 @@ def main():
             if "search" not in args.skip:
                 app, sample = bulk_load(mongo.uri, args.results)
                 search_latency(app, sample, args.repeat)
+                app.extensions["sidep.audit"].flush()  # before the database stops
         finally:
             mongo.stop()
 
