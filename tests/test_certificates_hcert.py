@@ -155,6 +155,47 @@ def test_fast_and_reference_validators_agree_on_mutations():
     validate_payload(valid)
 
 
+def test_fast_validator_names_the_failing_field():
+    payload = copy.deepcopy(vector("FR_DCC_Test_0011")["JSON"])
+    payload["t"][0]["tc"] = "x" * 81
+    with pytest.raises(DccPayloadError) as error:
+        validate_payload(payload)
+    assert error.value.problems[0][0] == "t[0].tc"
+    payload = copy.deepcopy(vector("FR_DCC_Test_0011")["JSON"])
+    payload["t"][0]["tt"] = "LP0000-0"
+    with pytest.raises(DccPayloadError) as error:
+        validate_payload(payload)
+    assert error.value.problems == [("t[0].tt", "'LP0000-0' is not in the DCC value set")]
+
+
+def test_fast_and_reference_validators_agree_on_recovery_mutations(keyring):
+    now = dt.datetime.now(dt.timezone.utc)
+    facts = facts_from_resources(**example_resources(result="detected",
+                                                     sampled_at=now - dt.timedelta(days=20)))
+    valid = issue_certificates(facts, keyring, now).dcc("recovery").payload
+    mutations = {
+        "bad df": lambda p: p["r"][0].update(df="2021-02-30"),
+        "du as date-time": lambda p: p["r"][0].update(du="2021-06-01T00:00:00Z"),
+        "unknown tg": lambda p: p["r"][0].update(tg="123"),
+        "unknown co": lambda p: p["r"][0].update(co="XX"),
+        "long is": lambda p: p["r"][0].update(**{"is": "x" * 81}),
+        "missing fr": lambda p: p["r"][0].pop("fr"),
+        "two entries": lambda p: p["r"].append(dict(p["r"][0])),
+        "lowercase gnt": lambda p: p["nam"].update(gnt="x"),
+    }
+    for label, mutate in mutations.items():
+        payload = copy.deepcopy(valid)
+        mutate(payload)
+        reference_ok = not list(reference_validator().iter_errors(payload))
+        try:
+            validate_payload(payload)
+            fast_ok = True
+        except DccPayloadError:
+            fast_ok = False
+        assert fast_ok == reference_ok is False, label
+    validate_payload(valid)
+
+
 def test_generated_payloads_pass_the_reference_validator(keyring):
     now = dt.datetime.now(dt.timezone.utc)
     for kind, result, days in [("naat", "not-detected", 1), ("antigen", "not-detected", 1),
@@ -173,6 +214,55 @@ def test_base45_encoder_matches_the_reference_package():
     for length in list(range(0, 40)) + [329, 330, 1001]:
         data = os.urandom(length)
         assert hcert.b45encode(data) == base45.b45encode(data).decode()
+    # Every 2-byte value (the lane arithmetic's whole domain) and the extreme single bytes.
+    every_pair = bytes(b for n in range(1 << 16) for b in n.to_bytes(2, "big"))
+    assert hcert.b45encode(every_pair) == base45.b45encode(every_pair).decode()
+    for data in (b"\xff" * 431, b"\x00" * 431, b"\xff", b"\x00"):
+        assert hcert.b45encode(data) == base45.b45encode(data).decode()
+
+
+def test_raw_signature_reads_der_like_cryptography():
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    for index in range(2000):  # short r/s (leading zero bytes dropped) come up about 1 in 128
+        der = key.sign(b"%d" % index, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        assert hcert._raw_signature(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_cose_message_is_the_plain_cbor_encoding_of_its_parts(keyring):
+    """The precomputed framing gives byte for byte what cbor2 encodes for the whole structure."""
+    now = dt.datetime.now(dt.timezone.utc)
+    facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
+    payload = issue_certificates(facts, keyring, now).dccs[0].payload
+    claims = hcert.cwt_claims(payload, now, now + dt.timedelta(hours=72))
+    cose = hcert.sign_cose(claims, keyring.current_signer())
+    message = cbor2.loads(cose)
+    assert message.tag == 18 and message.value[1] == {} and message.value[2] == claims
+    assert cbor2.dumps(message) == cose
+
+
+def test_zlib_step_equals_zlib_level_9(keyring):
+    """Same bytes as zlib.compress(data, 9) (header 0x78 0xDA included) for DCC-sized messages,
+    and a valid zlib stream for any size."""
+    now = dt.datetime.now(dt.timezone.utc)
+    signer = keyring.current_signer()
+    for result, days in (("not-detected", 1), ("detected", 20)):
+        facts = facts_from_resources(**example_resources(
+            result=result, family="MARTIN", given=("MARTIN",),  # repeats: LZ77 matches
+            sampled_at=now - dt.timedelta(days=days)))
+        for dcc in issue_certificates(facts, keyring, now).dccs:
+            cose = hcert.sign_cose(hcert.cwt_claims(dcc.payload, now, dcc.expires_at), signer)
+            assert hcert.zlib_compress(cose) == zlib.compress(cose, 9)
+    text = b"URN:UVCI:01:FR:LABORATOIRE SYNTHETIQUE " * 60
+    for length in (0, 1, 100, 700, 1786, 1787, 2400):
+        data = text[:length // 2] + os.urandom(length - length // 2)
+        assert zlib.decompress(hcert.zlib_compress(data)) == data
+        if length <= 1786:
+            assert hcert.zlib_compress(data) == zlib.compress(data, 9)
 
 
 def test_signed_certificate_verifies_with_pycose_and_published_trust_list(keyring):

@@ -144,3 +144,18 @@ def test_fast_codewords_and_matrix_equal_qrcode_reference(length):
     code.add_data(text, optimize=0)
     code.make(fit=False)
     assert qr_matrix(text) == code.get_matrix()
+
+
+def test_pdf_wraps_long_names_and_laboratory_without_losing_text(keyring, tmp_path):
+    family = "de la Fontaine-Saint-Exupéry Montmorency-Laval d'Aubigné-Villeneuve"
+    given = ("Marie-Françoise Anne-Sophie Geneviève",)
+    lab = "Laboratoire de Biologie Médicale Multi-Sites du Grand Hôpital & Associés"
+    certificates = issue(keyring, family=family, given=given, lab_name=lab, result="detected",
+                         sampled_at=NOW - dt.timedelta(days=20))
+    pdf = render_pdf(certificates)
+    words = " ".join(pdf_text(pdf).split())  # wrapped lines joined
+    for expected in (family, given[0], lab, certificates.dccs[1].uvci):
+        assert expected in words, expected
+    images = pdf_pages_as_images(pdf, tmp_path)
+    assert len(images) == 3
+    assert [t for image in images[1:] for t in qr_texts(image)] == [d.hc1 for d in certificates.dccs]

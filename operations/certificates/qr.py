@@ -112,8 +112,10 @@ def _interleave(blocks: list[list[int]]) -> list[int]:
     return [b[i] for i in range(longest) for b in blocks if i < len(b)]
 
 
-def qr_matrix(text: str) -> list[list[bool]]:
-    """Modules (True = dark), quiet zone included."""
+@lru_cache(maxsize=4)
+def qr_rows(text: str) -> tuple[tuple[bool, ...], ...]:
+    """Modules (True = dark), quiet zone included; cached, as the PNG and the PDF of one
+    certificate are made from the same matrix (the matrix is most of the QR cost)."""
     alphanumeric = _ALPHANUMERIC.fullmatch(text) is not None
     code = qrcode.QRCode(version=_alphanumeric_version(len(text)) if alphanumeric else None,
                          error_correction=ERROR_CORRECT_Q, border=QUIET_ZONE,
@@ -122,7 +124,12 @@ def qr_matrix(text: str) -> list[list[bool]]:
     if alphanumeric:
         code.data_cache = codewords(text, code.version)  # qrcode then only places the modules
     code.make(fit=not alphanumeric)
-    return code.get_matrix()
+    return tuple(tuple(row) for row in code.get_matrix())
+
+
+def qr_matrix(text: str) -> list[list[bool]]:
+    """Modules (True = dark), quiet zone included."""
+    return [list(row) for row in qr_rows(text)]
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -130,14 +137,14 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
-def _scanline(row: list[bool], scale: int) -> bytes:
+def _scanline(row, scale: int) -> bytes:
     """One 1-bit grey row (0 = black), preceded by the PNG filter byte 0 (none)."""
     bits = "".join(("0" if dark else "1") * scale for dark in row)
     bits += "1" * (-len(bits) % 8)
     return b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def png_of_matrix(matrix: list[list[bool]], scale: int = DEFAULT_SCALE) -> bytes:
+def png_of_matrix(matrix, scale: int = DEFAULT_SCALE) -> bytes:
     size = len(matrix) * scale
     raw = b"".join(_scanline(row, scale) * scale for row in matrix)
     header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)  # 1-bit greyscale
@@ -146,4 +153,4 @@ def png_of_matrix(matrix: list[list[bool]], scale: int = DEFAULT_SCALE) -> bytes
 
 
 def qr_png(text: str, scale: int = DEFAULT_SCALE) -> bytes:
-    return png_of_matrix(qr_matrix(text), scale)
+    return png_of_matrix(qr_rows(text), scale)
