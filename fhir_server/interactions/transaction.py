@@ -9,14 +9,12 @@ A batch runs each entry on its own: one failing entry does not stop the others.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from flask import request
 
 from ..context import settings, store
 from ..http import fhir_response, lang, parse_etag, prefer, read_json_body
 from ..outcome import FhirError, Issue, operation_outcome
-from ..resources import SUPPORTED_TYPES, check_resource, require_supported
+from ..resources import SUPPORTED_TYPES, check_resource
 from ..search.dates import instant
 from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
