@@ -308,3 +308,13 @@ def test_audit_events_are_read_only(world):
     refused(operator.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": body, "request": {"method": "POST", "url": "AuditEvent"}}]}), 405)
     assert operator.get(f"AuditEvent/{event['id']}").json() == event
+
+
+def test_a_result_may_list_its_performing_site_after_itself(secured):
+    session = secured.client_session(LAB_A)
+    bundle = generate_result_bundle(random.Random(21), LAB_A, include_legal_entity=False)
+    bundle["entry"].sort(key=lambda e: e["resource"]["resourceType"] == "Organization")  # site last
+    assert bundle["entry"][-1]["resource"]["resourceType"] == "Organization"
+    response = session.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    assert {e["response"]["status"] for e in response.json()["entry"]} == {"201 Created"}

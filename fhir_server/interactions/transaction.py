@@ -24,7 +24,14 @@ from .update import update_resource
 from .write_hooks import existing_match
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
+# Within one method the specification sets no order: who performs a result is written before the
+# results that name it, wherever the client put it in the Bundle (the performer checks read it).
+WRITTEN_FIRST = ("Organization", "Practitioner", "PractitionerRole")
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+def processing_order(entry: "Entry") -> tuple[int, bool, int]:
+    return ORDER[entry.method], entry.type not in WRITTEN_FIRST, entry.index
 
 
 @dataclass
@@ -114,7 +121,7 @@ def run_transaction(entries: list[Entry]) -> dict:
         resources = {e.index: _with_references_resolved(uow, e, references, in_bundle)
                      for e in entries if e.resource is not None}
         results: dict[int, dict] = {}
-        for entry in sorted(entries, key=lambda e: ORDER[e.method]):
+        for entry in sorted(entries, key=processing_order):
             if entry.method != "GET":
                 results[entry.index] = _in_entry(entry, lambda: _write(uow, entry, ids, resources))
         return [results.get(e.index) for e in entries]
