@@ -209,3 +209,13 @@ def test_register_refuses_bad_input(secured, command):
     out = command("clients", "register", "--name", "Santé publique", "--role", "public-health",
                   "--scope", "system/*.read system/AuditEvent.read")
     assert _field(out, "client_id")
+
+
+def test_capability_statement_says_where_tokens_come_from(secured):
+    import requests
+    statement = requests.get(f"{secured.base_url}/metadata", timeout=30).json()
+    security = statement["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    token_url = security["extension"][0]["extension"][0]["valueUri"]
+    assert token_url == secured.token_url
+    assert requests.post(token_url, data={"grant_type": "client_credentials"}, timeout=30).status_code in (400, 401)

@@ -22,12 +22,13 @@ RESULT_PARAMETERS = ["_count", "_sort", "_include", "_revinclude", "_summary", "
 
 
 def capabilities():
-    return fhir_response(capability_statement(settings().base_url))
+    config = settings()
+    return fhir_response(capability_statement(config.base_url, config.token_endpoint if config.auth_enabled else None))
 
 
 @lru_cache(maxsize=4)
-def capability_statement(base_url: str) -> dict:
-    return {
+def capability_statement(base_url: str, token_url: str | None = None) -> dict:
+    statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-22",
@@ -44,6 +45,21 @@ def capability_statement(base_url: str) -> dict:
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [_operation(op) for op in OPERATIONS.values() if op.system],
         }],
+    }
+    if token_url:
+        statement["rest"][0]["security"] = _security(token_url)
+    return statement
+
+
+def _security(token_url: str) -> dict:
+    """OAuth2 (SMART Backend Services): where clients get their bearer tokens."""
+    return {
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}]}],
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": token_url}]}],
+        "description": "OAuth2 client credentials (client secret or private_key_jwt), SMART scopes; "
+                       "every endpoint but /metadata needs a bearer token.",
     }
 
 
