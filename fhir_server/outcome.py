@@ -47,6 +47,3 @@ class FhirError(Exception):
 def operation_outcome(issues: list[Issue], lang: str = "en") -> dict:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir(lang) for i in issues]}
 
-
-def information(en: str, fr: str | None = None) -> dict:
-    return operation_outcome([Issue("information", "informational", en, fr)])
