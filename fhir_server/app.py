@@ -8,8 +8,9 @@ from flask_smorest import Api
 
 import operations
 
-from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
-from . import auth, web
+from . import auth, identity, pipeline, submission, web
+from .auth import policy
+from .interactions.write_hooks import WriteHooks
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
@@ -36,16 +37,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
     )
     logging.basicConfig(level=logging.INFO)
-    app.extensions["sidep.store"] = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES,
-                                          settings.base_url, settings.create_indexes)
+    store = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES, settings.base_url,
+                  settings.create_indexes, keyed_types=submission.UNIQUE_IDENTIFIERS)
+    app.extensions["sidep.store"] = store
+    install_write_hooks(app, store)
     if settings.store_code_lists:
-        store_code_lists(app.extensions["sidep.store"])
-    auth.install(app, settings, app.extensions["sidep.store"])
-    web.install(app, settings, app.extensions["sidep.store"])  # the professionals' web UI at /ui
+        with app.app_context():  # written through the write hooks, like any other write
+            store_code_lists(store)
+    auth.install(app, settings, store)
+    web.install(app, settings, store)  # the professionals' web UI at /ui
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()
-    pipeline.install(blueprint, settings.max_body_bytes)
+    pipeline.install(blueprint, settings.max_body_bytes, before=auth.BEFORE_INTERACTION, after=auth.AFTER_INTERACTION)
     api.register_blueprint(blueprint)
     pipeline.install_app_handlers(app, "/fhir")
 
@@ -61,3 +65,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(trust_list(load_keyring(settings.var_dir)))
 
     return app
+
+
+def install_write_hooks(app: Flask, store: Store) -> None:
+    """What else happens in the transaction of every write, in this order: authorisation first
+    (nothing else runs for a refused write), then the submission contract (matching, change
+    records, notifications), then the person links across laboratories."""
+    hooks = WriteHooks()
+    policy.register(hooks)
+    submission.register(hooks)
+    identity.register(hooks)
+    app.extensions["sidep.write_hooks"] = hooks
+    store.commit_check = hooks.commit_check

@@ -35,6 +35,8 @@ class FhirError(Exception):
         self.status = status
         self.issues = issues if isinstance(issues, list) else [issues]
         self.headers = headers or {}
+        self.about: tuple[str, str] | None = None  # the (type, id) written that the error is about
+        self.reference: str | None = None  # the reference value at fault, if one is
         super().__init__("; ".join(i.en for i in self.issues))
 
     @classmethod
@@ -42,6 +44,10 @@ class FhirError(Exception):
            expression: str | list[str] | None = None) -> "FhirError":
         expr = [expression] if isinstance(expression, str) else (expression or [])
         return cls(status, Issue("error" if status < 500 else "fatal", code, en, fr, expr))
+
+
+def not_known(rtype: str, rid: str) -> FhirError:
+    return FhirError.of(404, "not-found", f"{rtype}/{rid} is not known", f"{rtype}/{rid} est inconnu")
 
 
 def operation_outcome(issues: list[Issue], lang: str = "en") -> dict:

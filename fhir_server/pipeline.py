@@ -1,14 +1,15 @@
 """The request pipeline of the FHIR API: cross-cutting concerns applied in one place, in order,
-before any interaction runs (format negotiation, body limits, then the registered interceptors:
-authentication, authorisation, audit), and every error turned into an OperationOutcome.
+before any interaction runs (format negotiation, body limits, then the interceptors the
+application factory installs: authentication and authorisation), after it (audit), and every
+error turned into an OperationOutcome.
 
-An interceptor is a function `fn()` run before the handler (it may raise FhirError), registered
-with `before_interaction(fn)`; `after_interaction(fn)` functions get `(response)` and return it.
+A before-interceptor is a function `fn()` run before the handler (it may raise FhirError); an
+after-interceptor gets `(response)` and returns it.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -18,22 +19,9 @@ from .outcome import FhirError
 
 log = logging.getLogger(__name__)
 
-_before: list[Callable[[], None]] = []
-_after: list[Callable[[Response], Response]] = []
-
 ACCEPTABLE_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 FORM = "application/x-www-form-urlencoded"
-
-
-def before_interaction(fn):
-    _before.append(fn)
-    return fn
-
-
-def after_interaction(fn):
-    _after.append(fn)
-    return fn
 
 
 def install_app_handlers(app, prefix: str) -> None:
@@ -49,17 +37,18 @@ def install_app_handlers(app, prefix: str) -> None:
     app.register_error_handler(HTTPException, handle)
 
 
-def install(blueprint: Blueprint, max_body_bytes: int) -> None:
+def install(blueprint: Blueprint, max_body_bytes: int, before: Sequence[Callable[[], None]] = (),
+            after: Sequence[Callable[[Response], Response]] = ()) -> None:
     @blueprint.before_request
     def _run_before():
         negotiate_format()
         check_body(max_body_bytes)
-        for fn in _before:
+        for fn in before:
             fn()
 
     @blueprint.after_request
     def _run_after(response: Response) -> Response:
-        for fn in _after:
+        for fn in after:
             response = fn(response)
         return response
 

@@ -1,9 +1,14 @@
 """The laboratory submission contract (SI-DEP laboratory guide, "retransmission du dossier").
 
-- The same patient is the same Patient: a POSTed Patient carrying an INS (NIR, NIA) already known
-  updates that Patient; without INS, the identity traits (birth family name, first given name,
-  birth date, sex) matched exactly within the same laboratory (or the same professional, for one
-  without organisation); never on a partial match.
+- The same patient is the same Patient within one laboratory: a POSTed Patient carrying an INS
+  (NIR, NIA) that laboratory already sent updates its Patient; without INS, the identity traits
+  (birth family name, first given name, birth date, sex) matched exactly within the same
+  laboratory (or the same professional, for one without organisation); never on a partial match.
+  Another laboratory's Patient is never matched nor changed: each laboratory's certificates carry
+  the identity it sent. The same person across laboratories is linked by INS in a person record
+  (identity.py).
+- Business identifiers are unique where the domain says so (UNIQUE_IDENTIFIERS, enforced by a
+  unique index on the stored keys): a plain create of one already held updates the holder.
 - Each new version records what changed (contact, identity, result) in its history entry.
 - Only a change of contact details (phone, e-mail) or of the result marks a result for
   re-notification ("seul un changement ultérieur des coordonnées (courriel, téléphone) ou du
@@ -15,10 +20,10 @@ number (ServiceRequest.identifier scoped to the laboratory): see interactions/co
 """
 from __future__ import annotations
 
-from profiles.validators import INS_SYSTEMS
+from profiles.validators import DOSSIER_SYSTEM_PREFIX, FINESS, FINESS_SYSTEMS, INS_SYSTEMS
 
 from .context import principal_owner
-from .interactions.write_hooks import match_existing, on_write, stored_fields
+from .interactions.write_hooks import WriteHooks
 from .search.normalize import fold
 from .storage import Record, UnitOfWork
 
@@ -29,11 +34,50 @@ REPORT_RESULT_ELEMENTS = ("status", "conclusion", "conclusionCode", "result", "c
 IDENTITY_ELEMENTS = ("name", "birthDate", "gender", "identifier", "extension")
 FINAL_STATUSES = ("final", "amended", "corrected", "appended")
 
+# Identifiers one resource at most may hold: type -> (whether a system is one, whether it is
+# unique within the writing organisation rather than nationally).
+UNIQUE_IDENTIFIERS = {
+    "Patient": (lambda system: system in INS_SYSTEMS, True),  # the INS, within a laboratory
+    "ServiceRequest": (lambda system: system.startswith(DOSSIER_SYSTEM_PREFIX), True),  # the dossier number
+    "Organization": (lambda system: system in FINESS_SYSTEMS, False),  # a FINESS number, nationally
+}
+# The older FINESS spelling names the same number.
+SAME_SYSTEM = {system: FINESS for system in FINESS_SYSTEMS}
 
-# -- patient matching ---------------------------------------------------------------------------
-def ins_tokens(patient: dict) -> list[str]:
-    return [f"{i['system']}|{i['value']}" for i in patient.get("identifier", [])
-            if i.get("system") in INS_SYSTEMS and i.get("value")]
+
+def register(hooks: WriteHooks) -> None:
+    for rtype in UNIQUE_IDENTIFIERS:
+        hooks.matchers[rtype] = match_by_identifier
+        hooks.stored_fields[rtype] = identifier_fields
+    hooks.matchers["Patient"] = match_patient
+    hooks.stored_fields["Patient"] = patient_fields
+    hooks.on_write.append(record_and_notify)
+
+
+# -- business identifiers and patient matching -------------------------------------------------
+def business_keys(resource: dict, owner: str | None) -> list[str]:
+    """The stored unique keys of a resource's business identifiers: `Type|system|value`, and
+    `@owner` for those unique within an organisation."""
+    rtype = resource.get("resourceType", "")
+    is_unique, per_owner = UNIQUE_IDENTIFIERS.get(rtype, (None, False))
+    if is_unique is None:
+        return []
+    scope = f"@{owner or '-'}" if per_owner else ""
+    keys = [f"{rtype}|{SAME_SYSTEM.get(i['system'], i['system'])}|{i['value']}{scope}"
+            for i in resource.get("identifier") or []
+            if isinstance(i, dict) and isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
+            and is_unique(i["system"])]
+    return sorted(set(keys))
+
+
+def identifier_fields(resource: dict) -> dict:
+    keys = business_keys(resource, principal_owner())
+    return {"k": keys} if keys else {}
+
+
+def match_by_identifier(uow: UnitOfWork, resource: dict) -> str | None:
+    keys = business_keys(resource, principal_owner())
+    return uow.holder(resource["resourceType"], keys) if keys else None
 
 
 def traits_key(patient: dict, laboratory: str | None) -> str | None:
@@ -50,24 +94,19 @@ def traits_key(patient: dict, laboratory: str | None) -> str | None:
     return "|".join([laboratory] + [fold(t) for t in traits])
 
 
-@match_existing("Patient")
 def match_patient(uow: UnitOfWork, patient: dict) -> str | None:
-    tokens = ins_tokens(patient)
-    if tokens:
-        found = uow.find_current("Patient", {"s.identifier": {"$in": tokens}, "del": False}, 1)
-        return found[0] if found else None
+    """The laboratory's own Patient with this INS, else with exactly these identity traits."""
+    known = match_by_identifier(uow, patient)
+    if known or business_keys(patient, None):
+        return known
     key = traits_key(patient, principal_owner())
-    if key is None:
-        return None
-    found = uow.find_current("Patient", {"m": key, "del": False}, 2)
-    return found[0] if len(found) == 1 else None
+    return uow.single_with_traits(key) if key else None
 
 
-@stored_fields("Patient")
 def patient_fields(patient: dict) -> dict:
-    """Stored beside a Patient: its identity-traits key (matching without INS)."""
+    """Stored beside a Patient: its INS keys and its identity-traits key (matching without INS)."""
     key = traits_key(patient, principal_owner())
-    return {"m": key} if key else {}
+    return {**identifier_fields(patient), **({"m": key} if key else {})}
 
 
 # -- what changed, and who must be told ---------------------------------------------------------
@@ -96,28 +135,28 @@ def changes(record: Record, previous: Record | None) -> list[str]:
     return found
 
 
-@on_write
 def record_and_notify(uow: UnitOfWork, record: Record, previous: Record | None) -> None:
     found = changes(record, previous)
     if not found:
         return
     uow.annotate_history(record, found)
     if record.type == "Patient" and "contact" in found:
-        for report in final_reports(uow, {"s.patient": f"Patient/{record.id}"},
+        for report in final_reports(uow, "patient", f"Patient/{record.id}",
                                     lambda r: _reference(r, "subject") == f"Patient/{record.id}"):
             notify(uow, report, "contact-changed")
     elif record.type == "Observation":
         key = f"Observation/{record.id}"
-        for report in final_reports(uow, {"s.result": key},
+        for report in final_reports(uow, "result", key,
                                     lambda r: key in [x.get("reference") for x in r.get("result", [])]):
             notify(uow, report, "result-changed")
     elif record.type == "DiagnosticReport" and record.resource.get("status") in FINAL_STATUSES:
         notify(uow, record, "new-result" if "new" in found or previous is None else "result-changed")
 
 
-def final_reports(uow: UnitOfWork, query: dict, written_matches) -> list[Record]:
-    """Final DiagnosticReports matching `query` in the database, and those this unit wrote."""
-    stored = uow.find_current("DiagnosticReport", {**query, "del": False}, 0)
+def final_reports(uow: UnitOfWork, parameter: str, reference: str, written_matches) -> list[Record]:
+    """Final DiagnosticReports whose reference `parameter` is `reference`, in the database and
+    among those this unit wrote."""
+    stored = uow.referring("DiagnosticReport", parameter, reference)
     reports = {rid: uow.current("DiagnosticReport", rid) for rid in stored}
     for report in uow.written("DiagnosticReport"):
         if written_matches(report.resource):

@@ -56,6 +56,12 @@ def refused(response, status: int = 403) -> None:
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def not_there(response, rtype: str, rid: str) -> None:
+    """Answered exactly as a resource that does not exist: 404, with the same words."""
+    refused(response, 404)
+    assert response.json()["issue"][0]["diagnostics"] == f"{rtype}/{rid} is not known"
+
+
 def without_ins(patient: dict) -> dict:
     return {**patient, "identifier": [i for i in patient.get("identifier", [])
                                       if not i.get("system", "").startswith("urn:oid:1.2.250.1.213.1.4.")]}
@@ -70,9 +76,13 @@ def test_reads_of_another_laboratory_are_refused(world):
     for rtype in RESULT_TYPES:
         rid = mine[rtype]
         assert a.get(f"{rtype}/{rid}").status_code == 200
-        refused(b.get(f"{rtype}/{rid}"))
-        refused(b.get(f"{rtype}/{rid}/_history/1"))
-        refused(b.get(f"{rtype}/{rid}/_history"))
+        not_there(b.get(f"{rtype}/{rid}"), rtype, rid)
+        not_there(b.get(f"{rtype}/{rid}/_history/1"), rtype, rid)
+        not_there(b.get(f"{rtype}/{rid}/_history/99"), rtype, rid)
+        not_there(b.get(f"{rtype}/{rid}/_history"), rtype, rid)
+        missing = rid[:-4] + "ffff"
+        for path in (missing, f"{missing}/_history/1", f"{missing}/_history"):
+            not_there(b.get(f"{rtype}/{path}"), rtype, missing)
         assert operator.get(f"{rtype}/{rid}").status_code == 200
     # what is not patient data is shared: the performing site's Organization
     assert b.get(f"Organization/{mine['Organization']}").status_code == 200
@@ -153,16 +163,23 @@ def test_writes_for_another_laboratory_are_refused(world):
     # update and delete of A's resources, by id
     for rtype in RESULT_TYPES:
         current = a.get(f"{rtype}/{mine[rtype]}").json()
-        body = without_ins(current) if rtype == "Patient" else current  # same INS: see test_the_same_patient
-        refused(b.put(f"{rtype}/{mine[rtype]}", json=body))
-        refused(b.delete(f"{rtype}/{mine[rtype]}"))
+        not_there(b.put(f"{rtype}/{mine[rtype]}", json=current), rtype, mine[rtype])
+        # and a free id answers alike: patient data gets server-assigned ids
+        free = mine[rtype][:-4] + "ffff"
+        not_there(b.put(f"{rtype}/{free}", json={**current, "id": free}), rtype, free)
+        assert b.delete(f"{rtype}/{mine[rtype]}").status_code == 204  # deletes nothing, as for a missing one
         assert a.get(f"{rtype}/{mine[rtype]}").json()["meta"]["versionId"] == current["meta"]["versionId"]
     # create with A's site as performer, or about A's patient
     new = {k: v for k, v in observation.items() if k not in ("id", "meta")}
     refused(b.post("Observation", json=new))
     b_site = b.get(f"Organization/{result_b['Organization']}").json()
     mine_for_b = {**new, "performer": [{"reference": f"Organization/{b_site['id']}"}]}
-    refused(b.post("Observation", json=mine_for_b))  # still about A's patient
+    about_a = b.post("Observation", json=mine_for_b)  # still about A's patient: to B, no such patient
+    refused(about_a, 404)
+    gone = {**mine_for_b, "subject": {"reference": f"Patient/{mine['Patient'][:-4]}ffff"}}
+    assert b.post("Observation", json=gone).json()["issue"][0]["diagnostics"].replace(
+        gone["subject"]["reference"], "X") == about_a.json()["issue"][0]["diagnostics"].replace(
+        f"Patient/{mine['Patient']}", "X")
     about_b = {**mine_for_b, "subject": {"reference": f"Patient/{result_b['Patient']}"},
                "basedOn": [{"reference": f"ServiceRequest/{result_b['ServiceRequest']}"}],
                "specimen": {"reference": f"Specimen/{result_b['Specimen']}"}}
@@ -213,58 +230,63 @@ def test_transactions_and_batches_are_checked_entry_by_entry(world):
     bundle = generate_result_bundle(random.Random(11), LAB_A, include_legal_entity=False)
     refused(b.post("", json=bundle))
     assert secured.store.db["_history"].count_documents({}) == before
-    # B's own bundle with a GET of A's observation: the read entry is refused
+    # B's own bundle with a GET of A's observation: the read entry finds nothing
     own = generate_result_bundle(random.Random(12), LAB_B, include_legal_entity=False)
     own["entry"].append({"request": {"method": "GET", "url": f"Observation/{mine['Observation']}"}})
     own["entry"].append({"request": {"method": "GET", "url": f"Observation?_id={mine['Observation']}"}})
     response = b.post("", json=own)
     assert response.status_code == 200, response.text
     entries = response.json()["entry"]
-    assert entries[-2]["response"]["status"].startswith("403")
+    assert entries[-2]["response"]["status"].startswith("404")
     assert entries[-1]["resource"].get("total", 0) == 0
-    # a transaction deleting or updating A's resource: refused as a whole
-    refused(b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "DELETE", "url": f"Observation/{mine['Observation']}"}}]}))
+    # a transaction deleting A's resource deletes nothing; updating it: not there
+    deleting = b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": f"Observation/{mine['Observation']}"}}]})
+    assert deleting.status_code == 200 and a.get(f"Observation/{mine['Observation']}").status_code == 200
     patient = a.get(f"Patient/{mine['Patient']}").json()
-    patient = without_ins({**patient, "name": [{"family": "Intrus", "given": ["Jean"]}]})
+    patient = {**patient, "name": [{"family": "Intrus", "given": ["Jean"]}]}
     refused(b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient, "request": {"method": "PUT", "url": f"Patient/{mine['Patient']}"}}]}))
+        {"resource": patient, "request": {"method": "PUT", "url": f"Patient/{mine['Patient']}"}}]}), 404)
     # a batch: each entry refused on its own
     batch = b.post("", json={"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": f"Patient/{mine['Patient']}"}},
         {"request": {"method": "DELETE", "url": f"Specimen/{mine['Specimen']}"}},
         {"request": {"method": "GET", "url": f"Patient/{result_b['Patient']}"}}]})
     statuses = [e["response"]["status"] for e in batch.json()["entry"]]
-    assert statuses[0].startswith("403") and statuses[1].startswith("403") and statuses[2].startswith("200")
+    assert statuses[0].startswith("404") and statuses[1].startswith("204") and statuses[2].startswith("200")
     assert a.get(f"Specimen/{mine['Specimen']}").status_code == 200
 
 
 def test_operations_on_instances_are_checked(world):
     _, a, b, operator, results_a, result_b = world
     mine = results_a[0]
-    refused(b.get(f"DiagnosticReport/{mine['DiagnosticReport']}/$generate-certificate"))
-    refused(b.post(f"Observation/{mine['Observation']}/$validate", json={"resourceType": "Parameters"}))
+    not_there(b.get(f"DiagnosticReport/{mine['DiagnosticReport']}/$generate-certificate"),
+              "DiagnosticReport", mine["DiagnosticReport"])
+    not_there(b.post(f"Observation/{mine['Observation']}/$validate", json={"resourceType": "Parameters"}),
+              "Observation", mine["Observation"])
     own = b.post(f"Observation/{result_b['Observation']}/$validate", json={"resourceType": "Parameters"})
     assert own.status_code == 200, own.text
     refused(b.post("$reload-terminology", json={"resourceType": "Parameters"}))
 
 
-def test_the_same_patient_by_ins_is_shared(world):
-    """A Patient is national: another laboratory sending the same INS updates it (and so reaches
-    it); without the INS it cannot."""
-    _, a, b, operator, results_a, result_b = world
+def test_another_laboratory_sending_the_same_ins_gets_its_own_patient(world):
+    """The same INS sent by B is B's own Patient: A's is neither matched nor changed, and the
+    person record links both."""
+    secured, a, b, operator, results_a, result_b = world
     patient = a.get(f"Patient/{results_a[0]['Patient']}").json()
     ins = [i for i in patient["identifier"] if "1.2.250.1.213.1.4" in i["system"]]
     if not ins:
         pytest.skip("this synthetic patient has no INS")
     body = {k: v for k, v in patient.items() if k not in ("id", "meta")}
+    body["name"] = [{"use": "official", "family": "Autre", "given": ["Nom"]}]
     response = b.put("Patient", params={"identifier": f"{ins[0]['system']}|{ins[0]['value']}"}, json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["id"] == patient["id"]
-    assert b.get(f"Patient/{patient['id']}").status_code == 200
-    assert a.get(f"Patient/{patient['id']}").status_code == 200
-    # A's results about that patient stay A's
-    refused(b.get(f"Observation/{results_a[0]['Observation']}"))
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] != patient["id"]
+    assert a.get(f"Patient/{patient['id']}").json() == patient
+    not_there(b.get(f"Patient/{patient['id']}"), "Patient", patient["id"])
+    from fhir_server.storage.persons import Persons
+    person = Persons(secured.store.db).of_patient(f"Patient/{patient['id']}")
+    assert sorted(person.matched()) == sorted([f"Patient/{patient['id']}", f"Patient/{response.json()['id']}"])
 
 
 def test_scopes_limit_each_interaction(world):

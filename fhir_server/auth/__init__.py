@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-from .. import pipeline
 from ..settings import Settings
 from ..storage import Store
 from ..storage.accounts import Accounts, ensure_owner_indexes
@@ -21,8 +20,11 @@ from . import audit, policy
 from .principal import Principal, current_principal  # noqa: F401
 from .server import blueprint, create_authorization_server
 
-pipeline.before_interaction(policy.authorize_request)
-pipeline.after_interaction(audit.after_request)
+# The request interceptors of the FHIR API, in the order they run (the application factory
+# installs them on the pipeline): authentication and authorisation before every interaction,
+# audit after it.
+BEFORE_INTERACTION = (policy.authorize_request,)
+AFTER_INTERACTION = (audit.after_request,)
 
 
 def install(app, settings: Settings, store: Store) -> None:

@@ -7,7 +7,8 @@ Coding (FHIR R4 AuditEvent, DICOM audit conventions): type `rest`; subtype the F
 interaction (read, vread, history-instance, search-type, create, update, delete, transaction,
 batch, operation ...); action C R U D or E (searches, transactions, operations); outcome 0
 (success), 4 (minor failure: the request was wrong or found nothing), 8 (serious failure: access
-refused — 401, 403 — or a server error).
+refused — 401, 403, or patient data of another organisation, which the client is told is not
+known — or a server error).
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ ACTION = {"read": "R", "vread": "R", "history-instance": "R", "history-type": "R
           "delete": "D", "conditional-delete": "D", "transaction": "E", "batch": "E",
           "operation-instance": "E", "operation-type": "E"}
 MAX_ENTITIES = 100
+# What the client was told is "not known" (what it may not see answers as what does not exist);
+# the audit log says what happened.
+REFUSED = "Access refused: the resource does not belong to the client's organisation"
 
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
               "display": "RESTful Operation"}
@@ -90,14 +94,14 @@ def build_event(endpoint: str, rtype: str | None, response: Response, principal:
         "subtype": [{"system": INTERACTION_SYSTEM, "code": subtype}],
         "action": ACTION.get(subtype if endpoint == "transaction" else endpoint, "E"),
         "recorded": instant(utc_now()),
-        "outcome": outcome_code(response.status_code),
+        "outcome": "8" if g.get("refused") else outcome_code(response.status_code),
         "agent": _agents(principal),
         "source": {"site": "SI-DEP", "observer": {"display": "SI-DEP FHIR server",
                                                   "identifier": {"value": current_app.config["SETTINGS"].base_url}},
                    "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
     }
-    if response.status_code >= 400:
-        description = _diagnostics(body)
+    if response.status_code >= 400 or g.get("refused"):
+        description = REFUSED if g.get("refused") else _diagnostics(body)
         if description:
             event["outcomeDesc"] = description[:1000]
     entities = _entities(endpoint, rtype, response, body)

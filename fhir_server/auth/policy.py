@@ -9,20 +9,28 @@ Where each rule is applied:
   history, reads inside batch/transaction and $operations — is checked against the scopes and,
   for patient data, narrowed to the resources the principal may read (`org` field: see below).
   Writes are stamped with the writer's owner key (`org`, kept with the history entry).
-- `OrganisationAccess.seal` (once per unit of work, before its writes are sent): the results of a
-  test whose ServiceRequest names a requester by RPPS become readable by that professional.
 - `check_write` / `check_delete` (write hooks, inside the unit of work, so every write path:
-  create, update, delete, conditional ones, transaction and batch entries, operations): the
-  create/update/delete scope, that an existing resource belongs to the organisation, that results
-  name one of its sites as performer, that references to patient data point at the organisation's
-  own resources, and that Organizations written carry only its own FINESS numbers.
+  create, update, patch, delete, conditional ones, transaction and batch entries, operations):
+  the create/update/delete scope, that an existing resource belongs to the organisation, that
+  Organizations written carry only its own FINESS numbers.
+- `check_final_state` (once per unit of work, after its last write, before anything is sent), on
+  the state the whole unit produces — a transaction Bundle is judged as a whole, whatever order
+  its entries are processed in: that results name one of the organisation's sites as performer,
+  and that references to patient data point at the organisation's own resources. Then
+  `grant_requesters`: the results of a test whose ServiceRequest names a requester by RPPS become
+  readable by that professional.
 - `restrict_plans` (conditional matching): a client's If-None-Exist, conditional update/delete and
-  conditional references only match its organisation's resources, except a Patient matched by INS
-  alone: the INS is the national identity, and the same person is one Patient (see submission.py).
+  conditional references only match its organisation's resources.
 
-A Patient belongs to every organisation that wrote it; another organisation may update it (and so
-reach it) only with a resource carrying the same INS. Results belong to the organisation that
-wrote them. Organization, Practitioner and terminology resources are readable by every client.
+Patient data the principal may not read answers exactly as what does not exist, on every
+interaction and operation: 404 by id (and no create-on-update with a client-chosen id, which
+would otherwise tell a taken id from a free one), no match for conditions and conditional
+references, a delete that deletes nothing. Only the audit log records that access was refused.
+
+Each organisation's Patient belongs to it alone: another laboratory sending the same INS gets its
+own Patient (the person record links them: fhir_server/identity.py). Results belong to the
+organisation that wrote them. Organization, Practitioner and terminology resources are readable
+by every client, and written only by the organisation they describe or that wrote them.
 
 Owners are not only organisations (principal.py): a nurse or doctor known by their RPPS alone
 enters results as "rpps:<RPPS>", which then plays the organisation's part everywhere above (their
@@ -37,10 +45,10 @@ from __future__ import annotations
 
 from flask import current_app, g, has_request_context, request
 
-from profiles.validators import FINESS, FINESS_OLD, IDNAT_PS, INS_SYSTEMS, RPPS
+from profiles.validators import FINESS, FINESS_OLD, IDNAT_PS, RPPS
 
-from ..interactions.write_hooks import on_delete, on_write
-from ..outcome import FhirError
+from ..interactions.write_hooks import WriteHooks
+from ..outcome import FhirError, not_known
 from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
@@ -77,9 +85,11 @@ def unauthorized(error: str | None, en: str, fr: str) -> FhirError:
 
 
 def forbidden(en: str, fr: str, record: Record | None = None) -> FhirError:
-    if record is not None and has_request_context():
-        g.setdefault("refused", []).append(record)  # the audit names what was refused
-    return FhirError.of(403, "forbidden", en, fr)
+    error = FhirError.of(403, "forbidden", en, fr)
+    if record is not None:
+        _refused(record)
+        error.about = (record.type, record.id)
+    return error
 
 
 def scope_refused(rtype: str | None, perms: str) -> FhirError:
@@ -90,8 +100,24 @@ def scope_refused(rtype: str | None, perms: str) -> FhirError:
 
 
 def not_yours(record: Record) -> FhirError:
+    """For what every client may read (Organization, Practitioner): saying it is not theirs tells nothing."""
     return forbidden(f"{record.type}/{record.id} does not belong to your organisation",
                      f"{record.type}/{record.id} n'appartient pas à votre organisation", record)
+
+
+def hidden(rtype: str, rid: str, record: Record | None = None) -> FhirError:
+    """Patient data the principal may not see: the very answer a missing resource gets (the audit
+    log alone records the refusal)."""
+    if record is not None:
+        _refused(record)
+    error = not_known(rtype, rid)
+    error.about = (rtype, rid)
+    return error
+
+
+def _refused(record: Record) -> None:
+    if has_request_context():
+        g.setdefault("refused", []).append(record)  # the audit names what was refused
 
 
 def read_only(rtype: str) -> FhirError:
@@ -146,7 +172,7 @@ def authorize_request() -> None:
     if endpoint in INSTANCE_CHECKED and rtype in BOUND_TYPES and not principal.unrestricted:
         record = current_app.extensions["sidep.store"].current(rtype, view.get("rid", ""))
         if record is not None and not principal.may_read(record.owner):
-            raise not_yours(record)
+            raise hidden(rtype, record.id, record)
 
 
 # -- reads through the store -------------------------------------------------------------------
@@ -177,15 +203,22 @@ class OrganisationAccess:
         if not principal.scopes.allows(record.type, "r"):
             raise scope_refused(record.type, "r")
         if record.type in BOUND_TYPES and not principal.may_read(record.owner):
-            raise not_yours(record)
+            raise hidden(record.type, record.id, record)
 
-    def seal(self, uow: UnitOfWork) -> None:
-        grant_requesters(uow)
+    def may_change(self, record: Record) -> bool:
+        """Is this record there for the principal to delete? What it may not see is not."""
+        principal = current_principal()
+        if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
+            return True
+        if principal.may_read(record.owner):
+            return True  # check_delete says whether it may
+        _refused(record)
+        return False
 
 
 def restrict_plans(builder, matching: bool):
-    """Conditional criteria of a client match only its organisation's resources (a Patient by
-    INS alone excepted). Chained and _has lookups are built by the same builder, so narrowed too."""
+    """Conditional criteria of a client match only its organisation's resources. Chained and _has
+    lookups are built by the same builder, so narrowed too."""
     principal = current_principal()
     if not matching or principal is None or principal.unrestricted:
         return builder
@@ -194,18 +227,12 @@ def restrict_plans(builder, matching: bool):
 
     def restricted(rtype, pairs):
         plan = build(rtype, pairs)
-        if rtype in BOUND_TYPES and not (rtype == "Patient" and _ins_only(pairs)):
+        if rtype in BOUND_TYPES:
             plan.filter = {**plan.filter, "org": organisation}
         return plan
 
     builder.build = restricted
     return builder
-
-
-def _ins_only(pairs) -> bool:
-    values = [v for name, raw in pairs for v in raw.split(",") if name == "identifier"]
-    return bool(values) and len(values) >= len(pairs) and all(
-        v.partition("|")[0] in INS_SYSTEMS and v.partition("|")[2] for v in values)
 
 
 # -- writes, inside the unit of work -----------------------------------------------------------
@@ -219,7 +246,13 @@ def _api_request() -> bool:
     return has_request_context() and request.blueprint == "fhir"
 
 
-@on_write
+def register(hooks: WriteHooks) -> None:
+    """Authorisation's write rules, registered first: nothing else runs for a refused write."""
+    hooks.on_write.append(check_write)
+    hooks.on_delete.append(check_delete)
+    hooks.before_commit.extend([check_final_state, grant_requesters])
+
+
 def check_write(uow: UnitOfWork, record: Record, previous: Record | None) -> None:
     if record.type in READ_ONLY_TYPES and _api_request():
         raise read_only(record.type)
@@ -234,14 +267,25 @@ def check_write(uow: UnitOfWork, record: Record, previous: Record | None) -> Non
     if record.type == "Organization":
         _check_organization(principal, record, previous)
     elif previous is not None and not principal.belongs(previous.owner):
-        if not (record.type == "Patient" and previous.resource and _same_ins(previous.resource, record.resource)):
-            raise not_yours(previous)
-    if record.type in PERFORMED_TYPES:
-        _check_performers(uow, principal, record)
-    _check_references(uow, principal, record)
+        visible = record.type not in BOUND_TYPES or principal.may_read(previous.owner)
+        raise not_yours(previous) if visible else hidden(record.type, record.id, previous)
+    elif previous is None and record.type in BOUND_TYPES and not uow.assigned(record.type, record.id):
+        raise hidden(record.type, record.id)  # a free id and a taken one answer alike
 
 
-@on_delete
+def check_final_state(uow: UnitOfWork) -> None:
+    """The rules judged on what the whole unit of work wrote, once it has written everything."""
+    principal = current_principal()
+    if principal is None or principal.unrestricted:
+        return
+    for record in uow.written():
+        if record.deleted:
+            continue
+        if record.type in PERFORMED_TYPES:
+            _check_performers(uow, principal, record)
+        _check_references(uow, principal, record)
+
+
 def check_delete(uow: UnitOfWork, record: Record) -> None:
     if record.type in READ_ONLY_TYPES and _api_request():
         raise read_only(record.type)
@@ -251,7 +295,7 @@ def check_delete(uow: UnitOfWork, record: Record) -> None:
     if not principal.scopes.allows(record.type, "d"):
         raise forbidden(*_scope_text(record.type, "d"), record)
     if not principal.belongs(record.owner):
-        raise not_yours(record)
+        raise not_yours(record)  # patient data gets here only when the principal may read it
 
 
 def _scope_text(rtype: str, perm: str) -> tuple[str, str]:
@@ -381,7 +425,8 @@ def _targets(resource: dict, elements, rtype: str, base: str) -> list[str]:
 
 
 def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> None:
-    """References to patient data point at resources of the principal's organisation."""
+    """References to patient data point at existing resources of the principal's organisation;
+    another's is answered as a missing one."""
     base = uow.store.base_url
     for value in _references(record.resource):
         key = reference_key(value, base)
@@ -389,10 +434,14 @@ def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> 
         if rtype not in BOUND_TYPES or not rid or "/" in rid or (rtype, rid) == (record.type, record.id):
             continue
         target = uow.current(rtype, rid)
-        if target is not None and not principal.belongs(target.owner):
-            raise forbidden(f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
-                            f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre organisation",
-                            target)
+        if target is None or target.deleted or not principal.belongs(target.owner):
+            if target is not None and not target.deleted:
+                _refused(target)
+            error = FhirError.of(404, "not-found", f"the referenced resource '{key}' does not exist",
+                                 f"la ressource référencée '{key}' n'existe pas")
+            error.about = (record.type, record.id)
+            error.reference = value
+            raise error
 
 
 def _references(node):
@@ -405,10 +454,3 @@ def _references(node):
     elif isinstance(node, list):
         for item in node:
             yield from _references(item)
-
-
-def _same_ins(before: dict, after: dict) -> bool:
-    def ins(patient):
-        return {(i.get("system"), i.get("value")) for i in patient.get("identifier", [])
-                if isinstance(i, dict) and i.get("system") in INS_SYSTEMS and i.get("value")}
-    return bool(ins(before) & ins(after))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from ..context import plan_builder
+from ..context import plan_builder, principal_owner
 from ..outcome import FhirError
 from ..storage import UnitOfWork
 
@@ -22,8 +22,9 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
 
 
 def claim_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
-    """One canonical key for the same criteria written in any order."""
-    return f"{rtype}?{urlencode(sorted(pairs))}"
+    """One canonical key for the same criteria written in any order, by the same owner (criteria
+    only ever match the writer's own resources: two laboratories never contend on a key)."""
+    return f"{principal_owner() or '-'} {rtype}?{urlencode(sorted(pairs))}"
 
 
 def matches(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[str]:

@@ -124,6 +124,7 @@ def run_transaction(entries: list[Entry]) -> dict:
         for entry in sorted(entries, key=processing_order):
             if entry.method != "GET":
                 results[entry.index] = _in_entry(entry, lambda: _write(uow, entry, ids, resources))
+        _judge_whole_bundle(uow, entries, ids, resources)
         return [results.get(e.index) for e in entries]
 
     results = store().run(work)
@@ -131,6 +132,24 @@ def run_transaction(entries: list[Entry]) -> dict:
         if entry.method in ("GET", "HEAD"):
             results[entry.index] = _read_entry(entry)
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": results}
+
+
+def _judge_whole_bundle(uow: UnitOfWork, entries: list[Entry], ids: dict[int, tuple[str, str]],
+                        resources: dict[int, dict]) -> None:
+    """The rules on the state the whole Bundle produces (performers, references), a failure
+    located in the entry that wrote the resource at fault."""
+    try:
+        uow.seal()
+    except FhirError as error:
+        entry = next((e for e in entries if error.about and e.index in ids
+                      and (e.type, ids[e.index][0]) == error.about), None)
+        if entry is None:
+            raise
+        if error.reference and entry.index in resources:
+            where = _reference_path(resources[entry.index], error.reference, f"{entry.where}.resource")
+            for issue in error.issues:
+                issue.expression = [where] if where else issue.expression
+        raise _located(entry, error) from None
 
 
 def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, str]]:

@@ -1,64 +1,63 @@
 """What else happens, in the same transaction, when a resource is written or deleted.
 
-Capabilities register functions here (e.g. the submission contract: patient matching, outbox
-events) instead of growing each interaction:
-- `on_write(fn)`: fn(uow, record, previous) after each create or update;
-- `on_delete(fn)`: fn(uow, record) after each delete;
-- `match_existing(rtype)(fn)`: fn(uow, resource) -> id of the resource a plain create should update
-  instead (e.g. the same patient sent again), or None;
-- `stored_fields(rtype)(fn)`: fn(resource) -> extra fields stored beside the resource.
+Capabilities (authorisation, the submission contract, identity linking) register functions on the
+application's `WriteHooks` in the application factory, in the order they run, instead of growing
+each interaction:
+- `on_write`: fn(uow, record, previous) after each create or update (a no-op update included:
+  then record is previous);
+- `on_delete`: fn(uow, record) after each delete;
+- `before_commit`: fn(uow) once per unit of work, after all its writes and before they are sent,
+  so a rule can judge the state a whole transaction Bundle produces;
+- `matchers[rtype]`: fn(uow, resource) -> id of the resource a plain create should update instead
+  (e.g. the same patient sent again), or None;
+- `stored_fields[rtype]`: fn(resource) -> extra fields stored beside the resource.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
+
+from flask import current_app
 
 from ..storage import Record, UnitOfWork
 
-_on_write: list[Callable[[UnitOfWork, Record, Record | None], None]] = []
-_on_delete: list[Callable[[UnitOfWork, Record], None]] = []
-_matchers: dict[str, Callable[[UnitOfWork, dict], str | None]] = {}
-_field_makers: dict[str, Callable[[dict], dict]] = {}
+WriteHook = Callable[[UnitOfWork, Record, "Record | None"], None]
+DeleteHook = Callable[[UnitOfWork, Record], None]
+CommitHook = Callable[[UnitOfWork], None]
 
 
-def on_write(fn):
-    _on_write.append(fn)
-    return fn
+@dataclass
+class WriteHooks:
+    on_write: list[WriteHook] = field(default_factory=list)
+    on_delete: list[DeleteHook] = field(default_factory=list)
+    before_commit: list[CommitHook] = field(default_factory=list)
+    matchers: dict[str, Callable[[UnitOfWork, dict], str | None]] = field(default_factory=dict)
+    stored_fields: dict[str, Callable[[dict], dict]] = field(default_factory=dict)
+
+    def commit_check(self, uow: UnitOfWork) -> None:
+        for fn in self.before_commit:
+            fn(uow)
 
 
-def on_delete(fn):
-    _on_delete.append(fn)
-    return fn
+def hooks() -> WriteHooks:
+    return current_app.extensions["sidep.write_hooks"]
 
 
 def after_write(uow: UnitOfWork, record: Record, previous: Record | None) -> None:
-    for fn in _on_write:
+    for fn in hooks().on_write:
         fn(uow, record, previous)
 
 
 def after_delete(uow: UnitOfWork, record: Record) -> None:
-    for fn in _on_delete:
+    for fn in hooks().on_delete:
         fn(uow, record)
 
 
-def match_existing(rtype: str):
-    def register(fn):
-        _matchers[rtype] = fn
-        return fn
-    return register
-
-
-def stored_fields(rtype: str):
-    def register(fn):
-        _field_makers[rtype] = fn
-        return fn
-    return register
-
-
 def existing_match(uow: UnitOfWork, rtype: str, resource: dict) -> str | None:
-    matcher = _matchers.get(rtype)
+    matcher = hooks().matchers.get(rtype)
     return matcher(uow, resource) if matcher else None
 
 
 def extra_fields(rtype: str, resource: dict) -> dict | None:
-    maker = _field_makers.get(rtype)
+    maker = hooks().stored_fields.get(rtype)
     return maker(resource) if maker else None

@@ -15,10 +15,12 @@ from ..search.registry import compound_indexes, load as load_parameters
 HISTORY = "_history"  # every version of every resource
 CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
 OUTBOX = "_outbox"  # events committed with the writes, dispatched to the queue
+PERSONS = "_persons"  # the platform's person records, linking each laboratory's own Patient by INS
 
 _clients: dict[str, MongoClient] = {}
 _lock = threading.Lock()
 _indexed: set[tuple[int, str]] = set()
+_constrained: set[tuple[int, str]] = set()
 
 
 class DecimalCodec(TypeCodec):
@@ -63,7 +65,21 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
     plan[HISTORY] = [[("t", ASCENDING), ("rid", ASCENDING), ("v", DESCENDING)],
                      [("t", ASCENDING), ("ts", ASCENDING)], [("ts", ASCENDING)]]
     plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
+    plan[PERSONS] = [[("links.patient", ASCENDING)], [("links.state", ASCENDING)]]
     return plan
+
+
+def ensure_constraints(db: Database, keyed_types) -> None:
+    """The unique indexes correctness depends on, created whatever CREATE_INDEXES says: a business
+    identifier (`k`: an INS or dossier number within a laboratory, a FINESS number) is held by
+    one resource at most, and an INS by one person record."""
+    key = (id(db.client), db.name)
+    if key in _constrained:
+        return
+    for rtype in keyed_types:
+        db[rtype].create_index("k", unique=True, sparse=True)
+    db[PERSONS].create_index("ins", unique=True)
+    _constrained.add(key)
 
 
 def ensure_indexes(db: Database, resource_types) -> None:

@@ -22,10 +22,10 @@ from bson import ObjectId
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from ..outcome import FhirError
+from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
-from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_indexes
+from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 16  # a unit of work that still conflicts after this many tries gets 409
@@ -34,6 +34,24 @@ MAX_BACKOFF = 0.25  # seconds between two tries at most (jittered exponential ba
 
 class Conflict(Exception):
     """A concurrent writer got there first: the unit of work is retried from the start."""
+
+
+class HeldKey(Conflict):
+    """A business identifier (unique `k` key) is already held by another resource."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def held_identifier(key: str) -> FhirError:
+    rtype, _, identifier = key.partition("|")
+    shown = identifier.rpartition("@")[0] or identifier  # without the owner it is scoped to
+    return FhirError.of(409, "duplicate",
+                        f"Another {rtype} already holds the identifier {shown}: update that one "
+                        f"(a conditional update on the identifier) instead of creating a second",
+                        f"Une autre ressource {rtype} porte déjà l'identifiant {shown} : mettez-la à jour "
+                        f"(mise à jour conditionnelle sur l'identifiant) au lieu d'en créer une seconde")
 
 
 @dataclass
@@ -61,13 +79,11 @@ class Record:
 class Access(Protocol):
     """Access control as the storage layer sees it (fhir_server.auth installs one as
     `Store.access`; None: no access control). Reads by id are checked, other reads outside a unit
-    of work are filtered, and writes are stamped with the organisation they are made for (`org`);
-    `seal` runs once before a unit's writes are sent, and may give others read access to what it
-    wrote (`UnitOfWork.grant`)."""
+    of work are filtered, and writes are stamped with the organisation they are made for (`org`)."""
 
     def owner(self) -> str | None: ...
 
-    def seal(self, uow: "UnitOfWork") -> None: ...
+    def may_change(self, record: Record) -> bool: ...
 
     def where(self, rtype: str | None, perm: str) -> dict | None: ...
 
@@ -91,13 +107,17 @@ def new_id() -> str:
 
 class Store:
     def __init__(self, uri: str, db_name: str, resource_types: Iterable[str], base_url: str,
-                 create_indexes: bool = True):
+                 create_indexes: bool = True, keyed_types: Iterable[str] = ()):
         self.client = client_for(uri)
         self.db = self.client[db_name]
         self.base_url = base_url
         self.resource_types = tuple(resource_types)
         self._collections: dict = {}
         self.access: Access | None = None
+        # run once per unit of work after its last write, before anything is sent (the write
+        # hooks' before_commit: rules judged on the state a whole Bundle produces)
+        self.commit_check: Callable[["UnitOfWork"], None] | None = None
+        ensure_constraints(self.db, keyed_types)
         if create_indexes:
             ensure_indexes(self.db, self.resource_types)
 
@@ -115,8 +135,7 @@ class Store:
     def read(self, rtype: str, rid: str) -> Record:
         record = self.current(rtype, rid)
         if record is None:
-            raise FhirError.of(404, "not-found", f"{rtype}/{rid} is not known",
-                               f"{rtype}/{rid} est inconnu")
+            raise not_known(rtype, rid)
         if self.access:
             self.access.check(record)
         if record.deleted:
@@ -127,6 +146,11 @@ class Store:
     def vread(self, rtype: str, rid: str, version: int) -> Record:
         doc = self.collection(HISTORY).find_one({"_id": f"{rtype}/{rid}/{version}"})
         if doc is None:
+            current = self.current(rtype, rid)
+            if current is None:
+                raise not_known(rtype, rid)
+            if self.access:
+                self.access.check(current)  # another's resource is not known, whatever its versions
             raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {version}",
                                f"{rtype}/{rid} n'a pas de version {version}")
         record = Record.from_doc(rtype, doc)
@@ -184,7 +208,11 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
     def run(self, work: Callable[["UnitOfWork"], T]) -> T:
-        """Run `work` in one transaction, retrying it whole on write conflicts."""
+        """Run `work` in one transaction, retrying it whole on write conflicts. A business
+        identifier another resource holds (a unique `k` key) is retried once, since a concurrent
+        writer may have just created the resource the retry will then match; held again, it is a
+        409 naming the identifier."""
+        held: str | None = None
         for attempt in range(MAX_ATTEMPTS):
             with self.client.start_session() as session:
                 try:
@@ -193,6 +221,10 @@ class Store:
                         result = work(unit)
                         unit.flush()
                         return result
+                except HeldKey as exc:
+                    if held == exc.key:
+                        raise held_identifier(exc.key) from None
+                    held = exc.key
                 except (Conflict, DuplicateKeyError):
                     pass
                 except PyMongoError as exc:
@@ -225,6 +257,8 @@ class UnitOfWork:
         self._docs: dict[tuple[str, str], list[dict]] = {}  # documents (current, history) written, by key
         self._claims: list[UpdateOne] = []
         self._events: list[dict] = []
+        self._assigned: set[tuple[str, str]] = set()
+        self._sealed = False
 
     # -- reads -----------------------------------------------------------------------------
     def current(self, rtype: str, rid: str) -> Record | None:
@@ -241,7 +275,12 @@ class UnitOfWork:
         """A fresh server-assigned id, known to be absent (no read needed before writing it)."""
         rid = new_id()
         self._known[(rtype, rid)] = None
+        self._assigned.add((rtype, rid))
         return rid
+
+    def assigned(self, rtype: str, rid: str) -> bool:
+        """Was `rid` assigned by the server in this unit (not chosen by the client)?"""
+        return (rtype, rid) in self._assigned
 
     def find_current(self, rtype: str, query: dict, limit: int) -> list[str]:
         """Ids matching `query`; their current versions are kept, so writing them reads nothing."""
@@ -249,6 +288,21 @@ class UnitOfWork:
         for doc in docs:
             self._known.setdefault((rtype, doc["_id"]), Record.from_doc(rtype, doc))
         return [doc["_id"] for doc in docs]
+
+    def holder(self, rtype: str, keys: list[str]) -> str | None:
+        """The id of the current resource holding one of these business keys (`k`), if any."""
+        found = self.find_current(rtype, {"k": {"$in": keys}, "del": False}, 1)
+        return found[0] if found else None
+
+    def single_with_traits(self, key: str) -> str | None:
+        """The id of the one current Patient with this identity-traits key (`m`); None when none
+        or several have it (a partial or ambiguous match is no match)."""
+        found = self.find_current("Patient", {"m": key, "del": False}, 2)
+        return found[0] if len(found) == 1 else None
+
+    def referring(self, rtype: str, parameter: str, reference: str) -> list[str]:
+        """Ids of the current resources whose reference search parameter is `reference`."""
+        return self.find_current(rtype, {f"s.{parameter}": reference, "del": False}, 0)
 
     # -- writes ----------------------------------------------------------------------------
     def put(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
@@ -284,6 +338,8 @@ class UnitOfWork:
         previous = self.current(rtype, rid)
         if previous is None or previous.deleted:
             return None
+        if self.store.access is not None and not self.store.access.may_change(previous):
+            return None  # what the writer may not see is, to it, not there
         version = previous.version + 1
         marker = {"_id": rid, "v": version, "ts": self.now, "del": True}
         if previous.owner:
@@ -321,9 +377,10 @@ class UnitOfWork:
         in the database, so only one of them commits; the other is retried and finds the first."""
         self._claims.append(UpdateOne({"_id": key}, {"$set": {"rid": rid, "ts": self.now}}, upsert=True))
 
-    def written(self, rtype: str) -> list[Record]:
-        """The records of `rtype` this unit has written so far."""
-        return [r for (t, _), r in self._known.items() if t == rtype and r is not None and r.method]
+    def written(self, rtype: str | None = None) -> list[Record]:
+        """The records (of `rtype`, or all) this unit has written so far."""
+        return [r for (t, _), r in self._known.items()
+                if (rtype is None or t == rtype) and r is not None and r.method]
 
     def known(self, rtype: str) -> list[Record]:
         """The records of `rtype` this unit has read or written (their current versions)."""
@@ -348,11 +405,17 @@ class UnitOfWork:
                     return
         self._events.append({"kind": kind, "key": key, "payload": payload, "state": "new", "ts": self.now})
 
+    def seal(self) -> None:
+        """Run the store's commit check once, after the unit's last write (a transaction calls it
+        itself to locate a failure in its Bundle; flush calls it otherwise)."""
+        if not self._sealed and self.store.commit_check is not None:
+            self._sealed = True
+            self.store.commit_check(self)
+
     def flush(self) -> None:
         """Send the buffered writes. A replace that finds its version gone means a concurrent
         writer committed first: Conflict, and the whole unit is retried."""
-        if self.store.access is not None:
-            self.store.access.seal(self)
+        self.seal()
         try:
             for rtype, operations in self._writes.items():
                 result = self.store.collection(rtype).bulk_write(operations, ordered=True, session=self.session)
@@ -365,7 +428,11 @@ class UnitOfWork:
             if self._events:
                 self.store.collection(OUTBOX).insert_many(self._events, ordered=True, session=self.session)
         except BulkWriteError as exc:
-            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+            duplicates = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
+            held = [e for e in duplicates if "k" in (e.get("keyPattern") or {})]
+            if held:
+                raise HeldKey(str((held[0].get("keyValue") or {}).get("k"))) from None
+            if duplicates:
                 raise Conflict(str(exc)) from None
             raise
 
