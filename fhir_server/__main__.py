@@ -81,11 +81,33 @@ def print_indexes(create: bool) -> int:
     return 0
 
 
+def print_identity_conflicts(limit: int) -> int:
+    """Person records whose laboratories' Patients disagree on birth date or sex (no values shown)."""
+    from .storage.mongo import client_for
+    from .storage.persons import Persons
+
+    uri = os.environ.get("MONGODB_URI")
+    if not uri:
+        print("MONGODB_URI is not set", file=sys.stderr)
+        return 2
+    persons = Persons(client_for(uri)[os.environ.get("MONGODB_DB", "sidep")])
+    print(f"{persons.count_conflicts()} person record(s) with an identity conflict")
+    for person in persons.with_conflicts(limit):
+        print(f"person {person.id}")
+        for link in person.links:
+            print(f"    {link.patient}  {link.org or '-'}  {link.state}  {', '.join(link.differs)}")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m fhir_server")
     commands = parser.add_subparsers(dest="command", required=True)
     index_parser = commands.add_parser("indexes", help="list the MongoDB indexes the server creates at start")
     index_parser.add_argument("--create", action="store_true", help="create them now in $MONGODB_URI")
+    persons_parser = commands.add_parser("persons", help="person records linking laboratories' Patients by INS")
+    persons_parser.add_argument("--conflicts", action="store_true", required=True,
+                                help="list those with an identity conflict (another birth date or sex)")
+    persons_parser.add_argument("--limit", type=int, default=100)
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
     run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -95,6 +117,8 @@ def main() -> None:
         sys.exit(run(args.host, args.port, args.web_workers))
     if args.command == "indexes":
         sys.exit(print_indexes(args.create))
+    if args.command == "persons":
+        sys.exit(print_identity_conflicts(args.limit))
 
 
 if __name__ == "__main__":

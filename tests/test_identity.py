@@ -307,3 +307,26 @@ def test_another_laboratory_is_not_reachable_through_its_patients_links(labs):
 
 LABS = make_laboratories(random.Random(7), 2)
 assert (LABS[0].finess, LABS[1].finess) == (LAB_A.finess, LAB_B.finess)
+
+
+def test_operators_see_identity_conflicts_in_the_console_and_the_command(labs, mongo_uri):
+    import os
+    import subprocess
+    import sys
+
+    from .test_web_ui import Web, add_user, text
+    secured, a, b, person, posted = labs
+    response = b.post("Patient", json=b_patient(person, 20, same_traits=False))
+    theirs = f"Patient/{response.json()['id']}"
+    users = secured.app.extensions["sidep.users"]
+    add_user(users, "operatrice", role="operator", lab=None)
+    page = text(Web(secured.app).signed_in("operatrice").get("/ui/operator"))
+    assert "Personnes en conflit 1" in page and theirs in page and f"Patient/{posted['Patient']}" in page
+    assert "date de naissance" in page and person.birth_date.isoformat() not in page
+    env = dict(os.environ, MONGODB_URI=mongo_uri, MONGODB_DB=secured.settings.mongodb_db)
+    listed = subprocess.run([sys.executable, "-m", "fhir_server", "persons", "--conflicts"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "1 person record(s) with an identity conflict" in listed.stdout
+    assert f"{theirs}  {LAB_B.finess}  conflict  birthDate" in listed.stdout
+    assert person.ins not in listed.stdout and person.birth_date.isoformat() not in listed.stdout

@@ -588,7 +588,7 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
     html = page.get_data(as_text=True)
     counts = dict(re.findall(r'<dd id="([\w-]+)">(\d+)</dd>', html))
     assert counts == {"file-attente": "0", "file-echecs": "1", "outbox-new": "1", "outbox-dispatched": "1",
-                      "outbox-failed": "1"}
+                      "outbox-failed": "1", "conflits": "0"}
     assert "SMS gateway: 503" in html and job_id in html and "ValueError" in html
 
     assert oscar.post(f"/ui/operator/jobs/{job_id}/retry").status_code == 302

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..settings import Settings
 from ..storage import Store
 from ..storage.outbox import Outbox
+from ..storage.persons import Persons
 from ..storage.users import Users
 
 
@@ -30,4 +31,5 @@ def install(app, settings: Settings, store: Store) -> None:
         users.ensure_indexes()
     app.extensions["sidep.users"] = users
     app.extensions["sidep.outbox"] = Outbox(store.db)
+    app.extensions["sidep.persons"] = Persons(store.db)
     app.register_blueprint(blueprint(), url_prefix="/ui")

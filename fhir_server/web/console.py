@@ -1,6 +1,7 @@
-"""The operators' console: the RQ queue (depth, failed jobs, requeue) and the outbox (events by
-state, failed ones, reset to "new"). The notification workers come later; what fails today shows
-here, and the retry buttons put it back in line."""
+"""The operators' console: the RQ queue (depth, failed jobs, requeue), the outbox (events by
+state, failed ones, reset to "new"), and the identity conflicts of person records (an INS sent
+with another birth date or sex: which laboratories' Patients disagree, on what — never the
+values). What fails shows here, and the retry buttons put it back in line."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ..storage.outbox import Outbox
+from ..storage.persons import Person, Persons
 
 
 @dataclass
@@ -21,6 +23,11 @@ class FailedJob:
 
 def outbox() -> Outbox:
     return current_app.extensions["sidep.outbox"]
+
+
+def identity_conflicts(limit: int = 100) -> tuple[int, list[Person]]:
+    persons: Persons = current_app.extensions["sidep.persons"]
+    return persons.count_conflicts(), persons.with_conflicts(limit)
 
 
 def redis_url() -> str | None:

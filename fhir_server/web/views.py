@@ -254,8 +254,9 @@ def operator():
     except Exception as exc:  # noqa: BLE001 - the console shows that Redis cannot be reached
         queue, queue_error = None, str(exc)
     outbox = console.outbox()
+    conflict_count, conflicts = console.identity_conflicts()
     return render_template("operator.html", queue=queue, queue_error=queue_error, counts=outbox.counts(),
-                           failed_events=outbox.failed())
+                           failed_events=outbox.failed(), conflict_count=conflict_count, conflicts=conflicts)
 
 
 @login_required(ROLE_OPERATOR)
