@@ -45,7 +45,7 @@ def link_written_patient(uow: UnitOfWork, record: Record, previous: Record | Non
         return
     ref = f"Patient/{record.id}"
     ins = ins_of(record.resource or {})
-    current = person_of(uow, ref)
+    current = person_of(uow, ref) if previous is not None else None  # a new Patient has no link yet
     person = person_with_ins(uow, ins) if ins else None
     if current is not None and (person is None or person.id != current.id):
         _unlink(uow, current, ref)

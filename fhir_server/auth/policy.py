@@ -52,6 +52,7 @@ from ..outcome import FhirError, not_known
 from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
+from ..storage.conditions import Condition, narrowed, owned_by
 from ..storage.accounts import utc_now
 from .principal import Principal, current_principal, requester_key
 
@@ -63,7 +64,6 @@ PERFORMED_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest"
 REQUEST_ELEMENTS = {"ServiceRequest": (), "Specimen": ("request",), "Observation": ("basedOn",),
                     "DiagnosticReport": ("basedOn",)}
 FINESS_SYSTEMS = frozenset({FINESS, FINESS_OLD})
-NOBODY = "-"  # an organisation no resource belongs to
 
 # the scope letters (cruds) an interaction needs on its resource type; any one of them will do
 NEEDS = {
@@ -191,10 +191,7 @@ class OrganisationAccess:
             raise scope_refused(rtype, perm)
         if principal.unrestricted or (rtype is not None and rtype not in BOUND_TYPES):
             return None
-        keys = sorted(principal.read_keys)
-        if len(keys) > 1:
-            return {"org": {"$in": keys}}
-        return {"org": keys[0] if keys else NOBODY}
+        return owned_by(principal.read_keys)
 
     def check(self, record: Record) -> None:
         principal = current_principal()
@@ -223,12 +220,12 @@ def restrict_plans(builder, matching: bool):
     if not matching or principal is None or principal.unrestricted:
         return builder
     build = builder.build
-    organisation = principal.owner_key or NOBODY
+    own = owned_by([principal.owner_key] if principal.owner_key else [])
 
     def restricted(rtype, pairs):
         plan = build(rtype, pairs)
         if rtype in BOUND_TYPES:
-            plan.filter = {**plan.filter, "org": organisation}
+            plan.filter = narrowed(plan.filter, own)
         return plan
 
     builder.build = restricted
@@ -406,9 +403,9 @@ def grant_requesters(uow: UnitOfWork) -> None:
                         uow.grant(target_type, rid, keys)
 
 
-def requested(principal: Principal) -> dict | None:
+def requested(principal: Principal) -> Condition | None:
     """The storage condition for the resources of tests this professional requested (None: none)."""
-    return {"org": requester_key(principal.rpps)} if principal.rpps else None
+    return owned_by([requester_key(principal.rpps)]) if principal.rpps else None
 
 
 def _targets(resource: dict, elements, rtype: str, base: str) -> list[str]:

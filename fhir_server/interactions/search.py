@@ -10,6 +10,7 @@ from ..http import fhir_response, lang, prefer
 from ..outcome import operation_outcome
 from ..resources import require_supported
 from ..search.query import SearchPlan
+from ..storage.conditions import all_of, referring
 from .elements import shape
 from .paging import after_condition, decode_cursor, encode_cursor, reverse, sort_values
 
@@ -33,7 +34,7 @@ def run(plan: SearchPlan) -> dict:
     cursor = decode_cursor(plan.cursor) if plan.cursor else None
     backwards = bool(cursor and cursor.get("d") == "p")
     sort = reverse(plan.sort) if backwards else plan.sort
-    query = plan.filter if cursor is None else {"$and": [plan.filter, after_condition(sort, cursor["k"])]}
+    query = plan.filter if cursor is None else all_of(plan.filter, after_condition(sort, cursor["k"]))
     projection = dict(PROJECTION, **{f"s.{i.param}": 1 for i in plan.includes})
     docs = db.find(rtype, query, sort, plan.count + 1, projection) if plan.count else []
     more = len(docs) > plan.count
@@ -83,8 +84,7 @@ def _included(plan: SearchPlan, docs: list[dict]) -> list[dict]:
                 entries.append(_entry(target, record.id, record.resource, "include", plan))
     keys = [f"{plan.resource_type}/{d['_id']}" for d in docs]
     for include in plan.revincludes:
-        found = db.find(include.source_type, {f"s.{include.param}": {"$in": keys}, "del": False},
-                        [("_id", 1)], limit, {"res": 1})
+        found = db.find(include.source_type, referring(include.param, keys), [("_id", 1)], limit, {"res": 1})
         for doc in found:
             key = f"{include.source_type}/{doc['_id']}"
             if key not in seen:

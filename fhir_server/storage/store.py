@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
+from .conditions import narrowed
 from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
@@ -197,8 +198,7 @@ class Store:
 
     def _visible(self, rtype: str | None, query: dict, perm: str) -> dict:
         """`query` narrowed to what the caller may see (`perm`: r read by id, s search)."""
-        extra = self.access.where(rtype, perm) if self.access else None
-        return {**query, **extra} if extra else query
+        return narrowed(query, self.access.where(rtype, perm) if self.access else None)
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)

@@ -31,6 +31,7 @@ from ..context import plan_builder, settings, store
 from ..interactions import search as search_interaction
 from ..interactions.transaction import parse_entry, run_transaction
 from ..storage import Record
+from ..storage.conditions import Condition, all_of, any_of
 from ..synthetic import data
 from ..synthetic.generator import (DETECTED, FR_CORE_ID_TYPES, LOINC, NOT_DETECTED, OBSERVATION_CATEGORY, PARIS,
                                    SNOMED, V2_0074)
@@ -268,7 +269,7 @@ def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
         pairs.append(("identifier", dossier))
     plan = plan_builder().build("DiagnosticReport", pairs)
     if mine is not None:
-        plan.filter = {"$and": [plan.filter, mine_condition(mine)]}
+        plan.filter = all_of(plan.filter, mine_condition(mine))
     bundle = search_interaction.run(plan)
     included = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
                 for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "include"}
@@ -283,14 +284,11 @@ def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
     return bundle, rows
 
 
-def mine_condition(principal: Principal) -> dict:
+def mine_condition(principal: Principal) -> Condition:
     """Reports this professional entered (performer: their Practitioner) or requested (policy)."""
     practitioner = practitioner_reference(principal)
-    either = [plan_builder().build("DiagnosticReport", [("performer", practitioner)]).filter] if practitioner else []
-    condition = policy.requested(principal)
-    if condition:
-        either.append(condition)
-    return {"$or": either} if either else {"_id": {"$in": []}}
+    entered = plan_builder().build("DiagnosticReport", [("performer", practitioner)]).filter if practitioner else None
+    return any_of(entered or {}, policy.requested(principal) or {})
 
 
 def row(report: dict, patient: dict | None, observations: list[dict]) -> dict:
