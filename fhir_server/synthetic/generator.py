@@ -29,21 +29,11 @@ from stdnum import luhn
 from profiles.validators import (BIRTH_PLACE_URL, DOSSIER_SYSTEM_PREFIX, FINESS, FINESS_OLD, INS_NIA, INS_NIR,
                                  INS_NIR_TEST, RAT_DEVICES, RPPS, nir_key)
 
+from ..dossier import ENTRIES, LOINC, PARIS, SNOMED, Dossier, Party, dossier_bundle
 from . import data
 
-try:
-    from zoneinfo import ZoneInfo
-
-    PARIS = ZoneInfo("Europe/Paris")
-except Exception:  # no tz database: UTC offsets are still valid FHIR
-    PARIS = timezone.utc
-
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 FR_CORE_ID_TYPES = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 # Inferred from the guide's "analyse XMAJ" (not a public spec): tags an administrative resend.
 UPDATE_TAG_SYSTEM = "https://sidep.example.fr/fhir/CodeSystem/sidep-update"
@@ -319,14 +309,6 @@ def _result_value(rng: random.Random, test, positive: bool) -> dict:
     return {"valueCodeableConcept": {"coding": [_coding(SNOMED, _concept(SNOMED, result))]}}
 
 
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(PARIS).isoformat(timespec="seconds")
-
-
-def _entry(full_url: str, resource: dict, method: str, url: str) -> dict:
-    return {"fullUrl": full_url, "resource": resource, "request": {"method": method, "url": url}}
-
-
 def generate_result_bundle(rng: random.Random, lab: Laboratory | None = None, *, site: Site | None = None,
                            person: Person | None = None, now: datetime | None = None, positive_rate: float = 0.10,
                            kind: str | None = None, include_legal_entity: bool = True,
@@ -347,49 +329,29 @@ def generate_result_bundle(rng: random.Random, lab: Laboratory | None = None, *,
     old_finess = rng.random() < old_finess_rate
     ids = {name: _uuid(rng) for name in ("legal", "site", "patient", "request", "specimen", "observation", "report")}
 
-    entries = []
+    parties = []
     if include_legal_entity:
-        entries.append(_entry(ids["legal"], legal_entity_resource(lab, old_finess), "PUT",
-                              f"Organization?identifier={FINESS}|{lab.finess}"))
-    entries.append(_entry(ids["site"], site_resource(lab, site, ids["legal"] if include_legal_entity else None,
-                                                     old_finess), "PUT", f"Organization?identifier={FINESS}|{site.finess}"))
-    patient = patient_resource(person)
-    entries.append(_entry(ids["patient"], patient, *(("PUT", f"Patient?identifier={person.ins_system}|{person.ins}")
-                                                     if person.ins else ("POST", "Patient"))))
-    test_code = {"coding": [_coding(LOINC, test)], "text": test.designations.get("fr", test.display)}
-    subject = {"reference": ids["patient"]}
-    performer = [{"reference": ids["site"], "display": site.name}]
-    request = {"resourceType": "ServiceRequest", "identifier": [{"system": system, "value": dossier}],
-               "status": "completed", "intent": "order", "code": test_code, "subject": subject,
-               "authoredOn": _instant(collected - timedelta(minutes=rng.randrange(5, 60))), "performer": performer}
+        parties.append(Party(legal_entity_resource(lab, old_finess), "PUT", f"identifier={FINESS}|{lab.finess}",
+                             ids["legal"]))
+    parties.append(Party(site_resource(lab, site, ids["legal"] if include_legal_entity else None, old_finess),
+                         "PUT", f"identifier={FINESS}|{site.finess}", ids["site"]))
+    authored = collected - timedelta(minutes=rng.randrange(5, 60))
+    requester = None
     if rng.random() < 0.3:
-        request["requester"] = {"identifier": {"system": RPPS, "value": make_rpps(rng)},
-                                "display": f"Dr {rng.choice(data.FAMILY)}"}
-    entries.append(_entry(ids["request"], request, "PUT", f"ServiceRequest?identifier={system}|{dossier}"))
+        requester = {"identifier": {"system": RPPS, "value": make_rpps(rng)}, "display": f"Dr {rng.choice(data.FAMILY)}"}
     specimen_code = data.SPECIMEN_FOR_CODE.get(test.code) or _weighted(rng, data.SPECIMENS_BY_KIND[kind])
-    specimen = {"resourceType": "Specimen", "identifier": [{"system": system, "value": f"{dossier}-P1"}],
-                "status": "available", "type": {"coding": [_coding(SNOMED, _concept(SNOMED, specimen_code))]},
-                "subject": subject, "request": [{"reference": ids["request"]}],
-                "collection": {"collectedDateTime": _instant(collected)}}
-    entries.append(_entry(ids["specimen"], specimen, "PUT", f"Specimen?identifier={system}|{dossier}-P1"))
-    observation = {"resourceType": "Observation", "identifier": [{"system": system, "value": f"{dossier}-{test.code}"}],
-                   "basedOn": [{"reference": ids["request"]}], "status": "final",
-                   "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-                   "code": test_code, "subject": subject, "effectiveDateTime": _instant(collected),
-                   "issued": _instant(issued), "performer": performer, "specimen": {"reference": ids["specimen"]}}
-    observation.update(_result_value(rng, test, positive))
+    value = _result_value(rng, test, positive)
+    device = None
     if kind == "antigen" and test.properties.get("dccTestType"):
-        device = rng.choice(_rat_devices())
-        observation["device"] = {"identifier": {"system": RAT_DEVICES, "value": device.code}, "display": device.display}
-    entries.append(_entry(ids["observation"], observation, "PUT",
-                          f"Observation?identifier={system}|{dossier}-{test.code}"))
-    report = {"resourceType": "DiagnosticReport", "identifier": [{"system": system, "value": dossier}],
-              "basedOn": [{"reference": ids["request"]}], "status": "final",
-              "category": [{"coding": [{"system": V2_0074, "code": "LAB"}]}], "code": test_code, "subject": subject,
-              "effectiveDateTime": _instant(collected), "issued": _instant(issued), "performer": performer,
-              "specimen": [{"reference": ids["specimen"]}], "result": [{"reference": ids["observation"]}]}
-    entries.append(_entry(ids["report"], report, "PUT", f"DiagnosticReport?identifier={system}|{dossier}"))
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        chosen = rng.choice(_rat_devices())
+        device = {"identifier": {"system": RAT_DEVICES, "value": chosen.code}, "display": chosen.display}
+    dossier_facts = Dossier(
+        system=system, number=dossier, patient=patient_resource(person),
+        test_code={"coding": [_coding(LOINC, test)], "text": test.designations.get("fr", test.display)},
+        specimen_type=_coding(SNOMED, _concept(SNOMED, specimen_code)), value=value, collected=collected,
+        issued=issued, authored=authored, parties=parties, performers=[parties[-1].reference(site.name)],
+        requester=requester, device=device)
+    return dossier_bundle(dossier_facts, {name: ids[name] for name in ENTRIES})
 
 
 # --- retransmissions ----------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -33,8 +32,8 @@ from ..interactions.transaction import parse_entry, run_transaction
 from ..storage import Record
 from ..storage.conditions import Condition, all_of, any_of
 from ..synthetic import data
-from ..synthetic.generator import (DETECTED, FR_CORE_ID_TYPES, LOINC, NOT_DETECTED, OBSERVATION_CATEGORY, PARIS,
-                                   SNOMED, V2_0074)
+from ..dossier import LOINC, PARIS, SNOMED, Dossier, Party, dossier_bundle
+from ..synthetic.generator import DETECTED, FR_CORE_ID_TYPES, NOT_DETECTED
 from . import forms
 
 ANTIGEN_TESTS = "https://sidep.example.fr/fhir/ValueSet/sars-cov-2-antigen-tests"
@@ -70,10 +69,6 @@ def _snomed(code: str) -> dict:
     from terminology.service import get_service
     concept = get_service().concept(SNOMED, code)
     return {"system": SNOMED, "code": code, "display": concept.display if concept else code}
-
-
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(PARIS).isoformat(timespec="seconds")
 
 
 # -- who enters -------------------------------------------------------------------------------------
@@ -125,75 +120,47 @@ class Built:
 
 def result_bundle(principal: Principal, values: dict, site: str | None, now: datetime | None = None) -> Built:
     """`site`: the FINESS géographique where the test was done; None for a professional without
-    organisation, who is then the only performer."""
+    organisation, who is then the only performer. The site and the professional are created when
+    missing, never overwritten by the form."""
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     test = antigen_tests()[values["test"]]
     collected = forms.sampling_time(values["sampled_at"])
-    dossier = f"{collected:%y%m%d}{secrets.randbelow(10 ** 9):09d}"
-    system = dossier_system(principal)
-    ids = {name: f"urn:uuid:{uuid.uuid4()}"
-           for name in ("site", "practitioner", "patient", "request", "specimen", "observation", "report")}
-    site_org = None
+    parties = []
+    performers = []
     if principal.organisation:
-        org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
-        site_org = {"resourceType": "Organization",
-                    "identifier": [{"use": "official", "system": FINESS, "value": site,
-                                    "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
-                    "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
-                    "partOf": {"identifier": {"system": FINESS, "value": principal.organisation},
-                               "display": org_name}}
+        site_party = Party(site_organization(principal, site), "POST", f"identifier={FINESS}|{site}")
+        parties.append(site_party)
+        performers.append(site_party.reference(site_party.resource["name"]))
     ident = practitioner_identifier(principal)
     family, _, given = principal.name.rpartition(" ")
-    practitioner = {"resourceType": "Practitioner", "identifier": [ident], "active": True,
-                    "name": [{"text": principal.name, **({"family": family, "given": [given]} if family else {})}]}
-    patient = patient_resource(values)
-    test_code = {"coding": [{"system": LOINC, "code": test.code, "display": test.display}], "text": label(test)}
-    subject = {"reference": ids["patient"]}
-    performer = ([{"reference": ids["site"], "display": site_org["name"]}] if site_org else []) + [
-        {"reference": ids["practitioner"], "display": principal.name}]
-    request = {"resourceType": "ServiceRequest", "identifier": [{"system": system, "value": dossier}],
-               "status": "completed", "intent": "order", "code": test_code, "subject": subject,
-               "authoredOn": _instant(collected), "requester": {"reference": ids["practitioner"],
-                                                                "display": principal.name},
-               "performer": performer[:1]}
+    practitioner = Party({"resourceType": "Practitioner", "identifier": [ident], "active": True,
+                          "name": [{"text": principal.name, **({"family": family, "given": [given]} if family else {})}]},
+                         "POST", f"identifier={ident['system']}|{ident['value']}")
+    parties.append(practitioner)
+    performers.append(practitioner.reference(principal.name))
     specimen_code = data.SPECIMEN_FOR_CODE.get(test.code) or data.SPECIMENS_BY_KIND["antigen"][0][0]
-    specimen = {"resourceType": "Specimen", "identifier": [{"system": system, "value": f"{dossier}-P1"}],
-                "status": "available", "type": {"coding": [_snomed(specimen_code)]}, "subject": subject,
-                "request": [{"reference": ids["request"]}], "collection": {"collectedDateTime": _instant(collected)}}
-    observation = {"resourceType": "Observation", "identifier": [{"system": system, "value": f"{dossier}-{test.code}"}],
-                   "basedOn": [{"reference": ids["request"]}], "status": "final",
-                   "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-                   "code": test_code, "subject": subject, "effectiveDateTime": _instant(collected),
-                   "issued": _instant(now), "performer": performer, "specimen": {"reference": ids["specimen"]},
-                   "valueCodeableConcept": {"coding": [_snomed(RESULT_CODES[values["result"]])]}}
+    device = None
     if values.get("device"):
-        device = rat_devices()[values["device"]]
-        observation["device"] = {"identifier": {"system": RAT_DEVICES, "value": device.code}, "display": device.display}
-    report = {"resourceType": "DiagnosticReport", "identifier": [{"system": system, "value": dossier}],
-              "basedOn": [{"reference": ids["request"]}], "status": "final",
-              "category": [{"coding": [{"system": V2_0074, "code": "LAB"}]}], "code": test_code, "subject": subject,
-              "effectiveDateTime": _instant(collected), "issued": _instant(now), "performer": performer,
-              "specimen": [{"reference": ids["specimen"]}], "result": [{"reference": ids["observation"]}]}
+        chosen = rat_devices()[values["device"]]
+        device = {"identifier": {"system": RAT_DEVICES, "value": chosen.code}, "display": chosen.display}
+    dossier = Dossier(
+        system=dossier_system(principal), number=f"{collected:%y%m%d}{secrets.randbelow(10 ** 9):09d}",
+        patient=patient_resource(values),
+        test_code={"coding": [{"system": LOINC, "code": test.code, "display": test.display}], "text": label(test)},
+        specimen_type=_snomed(specimen_code),
+        value={"valueCodeableConcept": {"coding": [_snomed(RESULT_CODES[values["result"]])]}},
+        collected=collected, issued=now, authored=collected, parties=parties, performers=performers,
+        request_performers=performers[:1], requester=practitioner.reference(principal.name), device=device)
+    return Built(dossier_bundle(dossier), dossier.number)
 
-    def entry(key, resource, method, url, if_none_exist=None):
-        request_part = {"method": method, "url": url}
-        if if_none_exist:
-            request_part["ifNoneExist"] = if_none_exist
-        return {"fullUrl": ids[key], "resource": resource, "request": request_part}
 
-    ins = next((i for i in patient.get("identifier", []) if i["system"] in INS_SYSTEMS), None)
-    entries = [
-        # the site and the professional are created when missing, never overwritten by the form
-        *([entry("site", site_org, "POST", "Organization", f"identifier={FINESS}|{site}")] if site_org else []),
-        entry("practitioner", practitioner, "POST", "Practitioner", f"identifier={ident['system']}|{ident['value']}"),
-        entry("patient", patient, *(("PUT", f"Patient?identifier={ins['system']}|{ins['value']}") if ins
-                                    else ("POST", "Patient"))),
-        entry("request", request, "PUT", f"ServiceRequest?identifier={system}|{dossier}"),
-        entry("specimen", specimen, "PUT", f"Specimen?identifier={system}|{dossier}-P1"),
-        entry("observation", observation, "PUT", f"Observation?identifier={system}|{dossier}-{test.code}"),
-        entry("report", report, "PUT", f"DiagnosticReport?identifier={system}|{dossier}"),
-    ]
-    return Built({"resourceType": "Bundle", "type": "transaction", "entry": entries}, dossier)
+def site_organization(principal: Principal, site: str | None) -> dict:
+    org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
+    return {"resourceType": "Organization",
+            "identifier": [{"use": "official", "system": FINESS, "value": site,
+                            "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
+            "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
+            "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name}}
 
 
 def patient_resource(values: dict, current: dict | None = None) -> dict:

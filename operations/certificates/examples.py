@@ -1,4 +1,5 @@
-"""Synthetic FHIR resources of one result, for tests, benchmarks and demonstrations.
+"""Synthetic FHIR resources of one result, for tests, benchmarks and demonstrations, built by the
+same dossier builder as the web UI and the synthetic generator, in their stored form.
 
 Every identity is invented; the FINESS and INS numbers are built with valid check digits.
 """
@@ -8,9 +9,15 @@ import datetime as dt
 
 from stdnum import luhn
 
+from fhir_server.dossier import LOINC, SNOMED, Dossier, Party, as_stored, dossier_bundle
+
 RESULT_CODES = {"not-detected": "260415000", "detected": "260373001", "inconclusive": "419984006"}
 LOINC_OF_KIND = {"naat": "94500-6", "antigen": "94558-4", "serology": "94563-4"}
+SPECIMEN_OF_KIND = {"naat": "258500001", "antigen": "258500001", "serology": "119297000"}
 EXAMPLE_RAT_DEVICE = "1232"  # Abbott Panbio, in the vendored EU list (test-manf.json)
+RAT_DEVICES = "https://covid-19-diagnostics.jrc.ec.europa.eu/devices"
+FINESS = "https://finess.esante.gouv.fr"
+NIR = "urn:oid:1.2.250.1.213.1.4.8"
 
 
 def synthetic_finess(body: str = "75099999") -> str:
@@ -28,45 +35,24 @@ def example_resources(*, family="Lefèvre-Dubois", given=("Françoise-Hélène",
                       report_id="dr-example") -> dict:
     """Patient, Organization, Specimen, Observation and DiagnosticReport as stored JSON dicts."""
     sampled_at = sampled_at or dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=20)
-    issued = sampled_at + dt.timedelta(hours=6)
-    patient = {
-        "resourceType": "Patient", "id": f"{report_id}-patient", "meta": {"versionId": "1"},
-        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": synthetic_nir()}],
-        "name": [{"use": "official", "family": family, "given": list(given)}],
-        "gender": "female", "birthDate": birth_date,
-    }
-    organization = {
-        "resourceType": "Organization", "id": f"{report_id}-lab", "meta": {"versionId": "1"},
-        "identifier": [{"system": "https://finess.esante.gouv.fr", "value": synthetic_finess()}],
-        "name": lab_name,
-    }
-    specimen = {
-        "resourceType": "Specimen", "id": f"{report_id}-specimen", "meta": {"versionId": "1"},
-        "subject": {"reference": f"Patient/{patient['id']}"},
-        "collection": {"collectedDateTime": sampled_at.isoformat()},
-    }
-    observation = {
-        "resourceType": "Observation", "id": f"{report_id}-obs", "meta": {"versionId": version},
-        "status": status,
-        "code": {"coding": [{"system": "http://loinc.org", "code": LOINC_OF_KIND[kind]}]},
-        "subject": {"reference": f"Patient/{patient['id']}"},
-        "specimen": {"reference": f"Specimen/{specimen['id']}"},
-        "performer": [{"reference": f"Organization/{organization['id']}"}],
-        "effectiveDateTime": sampled_at.isoformat(),
-        "issued": issued.isoformat(),
-        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
-                                             "code": RESULT_CODES[result]}]},
-    }
-    if kind == "antigen" and device:
-        observation["device"] = {"identifier": {
-            "system": "https://covid-19-diagnostics.jrc.ec.europa.eu/devices", "value": device}}
-    report = {
-        "resourceType": "DiagnosticReport", "id": report_id, "meta": {"versionId": version},
-        "status": status, "code": observation["code"],
-        "subject": {"reference": f"Patient/{patient['id']}"},
-        "performer": [{"reference": f"Organization/{organization['id']}"}],
-        "result": [{"reference": f"Observation/{observation['id']}"}],
-        "issued": issued.isoformat(),
-    }
-    return {"report": report, "observation": observation, "specimen": specimen,
-            "patient": patient, "organization": organization}
+    finess = synthetic_finess()
+    lab = Party({"resourceType": "Organization", "identifier": [{"system": FINESS, "value": finess}], "name": lab_name},
+                "PUT", f"identifier={FINESS}|{finess}")
+    patient = {"resourceType": "Patient", "identifier": [{"system": NIR, "value": synthetic_nir()}],
+               "name": [{"use": "official", "family": family, "given": list(given)}],
+               "gender": "female", "birthDate": birth_date}
+    dossier = Dossier(
+        system=f"https://sidep.example.fr/dossier/{finess}", number=report_id, patient=patient,
+        test_code={"coding": [{"system": LOINC, "code": LOINC_OF_KIND[kind]}]},
+        specimen_type={"system": SNOMED, "code": SPECIMEN_OF_KIND[kind]},
+        value={"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": RESULT_CODES[result]}]}},
+        collected=sampled_at, issued=sampled_at + dt.timedelta(hours=6), authored=sampled_at,
+        parties=[lab], performers=[lab.reference()], status=status,
+        device={"identifier": {"system": RAT_DEVICES, "value": device}} if kind == "antigen" and device else None)
+    stored = as_stored(dossier_bundle(dossier), {
+        "DiagnosticReport": report_id, "Observation": f"{report_id}-obs", "Specimen": f"{report_id}-specimen",
+        "Patient": f"{report_id}-patient", "Organization": f"{report_id}-lab", "ServiceRequest": f"{report_id}-request"},
+        version)
+    stored["Patient"]["meta"] = stored["Organization"]["meta"] = stored["Specimen"]["meta"] = {"versionId": "1"}
+    return {"report": stored["DiagnosticReport"], "observation": stored["Observation"],
+            "specimen": stored["Specimen"], "patient": stored["Patient"], "organization": stored["Organization"]}
