@@ -142,7 +142,7 @@ def main() -> None:
                 print(f"--- run {run + 1}/{options.runs}")
             runs.append(measure(options.seconds, keyring, now))
     medians = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    print(f"--- median of {len(runs)} run(s), against the aims of issue 5 (one core)")
+    print(f"--- median of {len(runs)} run(s), against the aims for certificates (one core)")
     for key, label, aim, form in AIMS:
         verdict = "met" if medians[key] >= aim else "NOT met"
         print(f"{label}: {form.format(medians[key])} (aim >= {form.format(aim)}) {verdict}")

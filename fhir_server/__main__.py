@@ -40,7 +40,7 @@ def run(host: str, port: int, web_workers: int) -> int:
              "--threads", "4", "--access-logfile", "-", "wsgi:app"], env=env,
             cwd=str(Path(__file__).resolve().parent.parent)))
         print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
-        if mongo:  # the embedded default: a demonstration laboratory and its client (issue 4)
+        if mongo:  # the embedded default: a demonstration laboratory and its client
             first_start(env, var_dir, base_url)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):

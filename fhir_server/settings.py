@@ -34,7 +34,7 @@ class Settings:
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
     create_indexes: bool = True
     store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
-    auth_enabled: bool = True  # OAuth2 bearer tokens on every FHIR endpoint but /metadata (issue 4)
+    auth_enabled: bool = True  # OAuth2 bearer tokens on every FHIR endpoint but /metadata
     token_lifetime: int = 300  # seconds an access token lives
     token_url: str | None = None  # the token endpoint's public URL (JWT assertion audience); None: from base_url
     audit_enabled: bool = True  # AuditEvents for accesses to patient data (when auth is enabled)

@@ -96,7 +96,7 @@ def live_server(mongo_uri, tmp_path):
     server.shutdown()
 
 
-# -- OAuth2, authorisation and audit on (issue 4) --------------------------------------------------
+# -- OAuth2, authorisation and audit on -----------------------------------------------------------
 class SecuredServer:
     """An app with auth on, served on a real socket: the token endpoint is called over HTTP."""
 

@@ -196,7 +196,7 @@ def put_example(client: FhirClient, name: str) -> dict:
     """Store an example at its own id (every example has one: create-on-update) and return it,
     decimals parsed as Decimal. The file's own bytes are sent: the server sees decimals as written.
 
-    AuditEvent is written by the server itself, never by clients (READ_ONLY_TYPES, issue 4): it is
+    AuditEvent is written by the server itself, never by clients (READ_ONLY_TYPES): it is
     stored through the server's own write path instead, the same structure check and update as a
     PUT, parsing the body the way the HTTP layer does (orjson)."""
     raw = (EXAMPLES / name).read_bytes()

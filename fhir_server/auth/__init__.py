@@ -1,4 +1,4 @@
-"""Authentication, authorisation and audit of the FHIR API (issue 4).
+"""Authentication, authorisation and audit of the FHIR API.
 
 - server.py: the OAuth2 authorisation server (authlib): client credentials, client secret or
   private_key_jwt (SMART Backend Services), short-lived opaque bearer tokens, SMART scopes.

@@ -1,4 +1,4 @@
-"""The professionals' web UI, mounted at /ui (issue 4, "people"): login with a password and a TOTP
+"""The professionals' web UI, mounted at /ui: login with a password and a TOTP
 second factor (standing in for Pro Santé Connect), the result-entry form of pharmacists, nurses and
 doctors, results lists, search and correction, and the operators' console.
 
