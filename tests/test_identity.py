@@ -330,3 +330,34 @@ def test_operators_see_identity_conflicts_in_the_console_and_the_command(labs, m
     assert "1 person record(s) with an identity conflict" in listed.stdout
     assert f"{theirs}  {LAB_B.finess}  conflict  birthDate" in listed.stdout
     assert person.ins not in listed.stdout and person.birth_date.isoformat() not in listed.stdout
+
+
+def test_a_reference_to_another_s_patient_answers_as_a_missing_one_on_every_path(labs):
+    secured, a, b, person, posted = labs
+    theirs, nobody = f"Patient/{posted['Patient']}", f"Patient/{posted['Patient'][:-4]}ffff"
+    site_b = b.post("", json=generate_result_bundle(random.Random(3), LAB_B, include_legal_entity=False))
+    site = next(e["response"]["location"].split("/_history")[0] for e in site_b.json()["entry"]
+                if e["response"]["location"].startswith("Organization/"))
+
+    def observation(subject: str) -> dict:
+        return {"resourceType": "Observation", "status": "final", "code": {"text": "test"},
+                "subject": {"reference": subject}, "performer": [{"reference": site}]}
+
+    def answers(send) -> list:
+        found = []
+        for ref in (theirs, nobody):
+            response = send(observation(ref))
+            assert response.status_code == 404, response.text
+            found.append((response.json()["issue"][0]["diagnostics"].replace(ref, "<ref>"),
+                          response.json()["issue"][0].get("expression")))
+        return found
+
+    created = answers(lambda body: b.post("Observation", json=body))
+    assert created[0] == created[1]
+    in_bundle = answers(lambda body: b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": body, "request": {"method": "POST", "url": "Observation"}}]}))
+    assert in_bundle[0] == in_bundle[1]
+    absolute = answers(lambda body: b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**body, "subject": {"reference": f"{secured.base_url}/{body['subject']['reference']}"}},
+         "request": {"method": "POST", "url": "Observation"}}]}))
+    assert absolute[0] == absolute[1]

@@ -202,6 +202,16 @@ class OrganisationAccess:
         if record.type in BOUND_TYPES and not principal.may_read(record.owner):
             raise hidden(record.type, record.id, record)
 
+    def may_refer(self, record: Record) -> bool:
+        """May what the principal writes refer to this record? Patient data only if its own."""
+        principal = current_principal()
+        if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
+            return True
+        if principal.belongs(record.owner):
+            return True
+        _refused(record)
+        return False
+
     def may_change(self, record: Record) -> bool:
         """Is this record there for the principal to delete? What it may not see is not."""
         principal = current_principal()

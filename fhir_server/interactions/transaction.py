@@ -283,8 +283,7 @@ def _resolve_reference(uow: UnitOfWork, value: str, references: dict[str, str], 
         return f"{target_type}/{found[0]}"
     parts = value.split("/")
     if len(parts) == 2 and parts[0] in SUPPORTED_TYPES and value not in in_bundle:
-        target = uow.current(parts[0], parts[1])
-        if target is None or target.deleted:
+        if not uow.referable(parts[0], parts[1]):  # another organisation's answers as a missing one
             raise UnresolvedReference(value, 404, "not-found", f"the referenced resource '{value}' does not exist",
                                       f"la ressource référencée '{value}' n'existe pas")
     return value

@@ -86,6 +86,8 @@ class Access(Protocol):
 
     def may_change(self, record: Record) -> bool: ...
 
+    def may_refer(self, record: Record) -> bool: ...
+
     def where(self, rtype: str | None, perm: str) -> dict | None: ...
 
     def check(self, record: Record) -> None: ...
@@ -266,6 +268,13 @@ class UnitOfWork:
         if key not in self._known:
             self._known[key] = self.store.current(rtype, rid, self.session)
         return self._known[key]
+
+    def referable(self, rtype: str, rid: str) -> bool:
+        """Does `rtype/rid` exist (not deleted) for the writer to refer to?"""
+        record = self.current(rtype, rid)
+        if record is None or record.deleted:
+            return False
+        return self.store.access is None or self.store.access.may_refer(record)
 
     def find(self, rtype: str, query: dict, limit: int = 0, projection: dict | None = None) -> list[dict]:
         cursor = self.store.collection(rtype).find(query, projection or {"_id": 1}, session=self.session)
