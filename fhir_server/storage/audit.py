@@ -98,7 +98,7 @@ class AuditLog:
             self._write([first] + self._take(MAX_BATCH - 1))
 
     def _take(self, limit: int) -> list[dict]:
-        batch = []
+        batch: list[dict] = []
         while len(batch) < limit:
             try:
                 batch.append(self._queue.get_nowait())

@@ -35,7 +35,7 @@ class DecimalCodec(TypeCodec):
         return value.to_decimal()
 
 
-CODEC_OPTIONS = CodecOptions(tz_aware=False, type_registry=TypeRegistry([DecimalCodec()]))
+CODEC_OPTIONS: CodecOptions = CodecOptions(tz_aware=False, type_registry=TypeRegistry([DecimalCodec()]))
 
 
 def client_for(uri: str) -> MongoClient:
