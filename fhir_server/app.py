@@ -9,7 +9,7 @@ from flask_smorest import Api
 import operations
 
 from . import pipeline, submission  # noqa: F401  (submission registers its write hooks)
-from . import auth, web
+from . import auth, logs, web
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
     )
     logging.basicConfig(level=logging.INFO)
+    logs.install(app)  # nothing personal or secret in any log record of this process
     app.extensions["sidep.store"] = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES,
                                           settings.base_url, settings.create_indexes)
     if settings.store_code_lists:
