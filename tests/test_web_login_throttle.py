@@ -197,3 +197,17 @@ def test_behind_a_proxy_the_forwarded_address_is_the_client(mongo_uri, tmp_path)
     other = Client(app, "127.0.0.1")  # the same proxy, another client behind it
     other.http.environ_base["HTTP_X_FORWARDED_FOR"] = OFFICE
     assert other.login("ines", password=PASSWORD, code=fresh_code(app.extensions["sidep.users"], "ines")).status_code == 302
+
+
+def test_an_account_keeps_its_latest_trusted_browsers_for_their_lifetime(app, users):
+    from datetime import timedelta
+
+    add_user(users, "jade")
+    month = timedelta(days=app.config["SETTINGS"].web_trusted_device_days)
+    for token in ("browser-1", "browser-2", "browser-3"):
+        users.trust_device("jade", token, None, month, keep=2)
+    assert [users.trusts_device("jade", t) for t in ("browser-1", "browser-2", "browser-3")] == [False, True, True]
+    users.trust_device("jade", "browser-4", "browser-3", timedelta(seconds=-1), keep=2)  # renewed, already expired
+    assert not users.trusts_device("jade", "browser-3") and not users.trusts_device("jade", "browser-4")
+    users.set_active("jade", False)
+    assert not users.trusts_device("jade", "browser-2")  # a disabled account trusts no browser
