@@ -17,6 +17,9 @@ from pathlib import Path
 from .auth.demo import first_start
 from .embedded import ensure_private_dir, start_mongo, start_redis
 
+# the access log with request targets redacted (fhir_server/logs.py); the README's production command too
+GUNICORN_CONFIG = "python:fhir_server.gunicorn_config"
+
 
 def run(host: str, port: int, web_workers: int) -> int:
     var_dir = ensure_private_dir(os.environ.get("VAR_DIR", "var"))
@@ -36,8 +39,8 @@ def run(host: str, port: int, web_workers: int) -> int:
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
         children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
-             "--threads", "4", "--access-logfile", "-", "wsgi:app"], env=env,
+            [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", f"{host}:{port}",
+             "--workers", str(web_workers), "--threads", "4", "wsgi:app"], env=env,
             cwd=str(Path(__file__).resolve().parent.parent)))
         print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
         if mongo:  # the embedded default: a demonstration laboratory and its client

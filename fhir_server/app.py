@@ -8,7 +8,7 @@ from flask_smorest import Api
 
 import operations
 
-from . import auth, identity, pipeline, submission, web
+from . import auth, identity, logs, pipeline, submission, web
 from .auth import policy
 from .interactions.write_hooks import WriteHooks
 from operations.certificates.keys import load_keyring
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
     )
     logging.basicConfig(level=logging.INFO)
+    logs.install(app)  # nothing personal or secret in any log record of this process
     store = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES, settings.base_url,
                   settings.create_indexes, keyed_types=submission.UNIQUE_IDENTIFIERS)
     app.extensions["sidep.store"] = store

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from . import logs
 from .http import JSON_TYPES, outcome_response
 from .outcome import FhirError
 
@@ -112,6 +113,8 @@ def _http_error(error: HTTPException):
 def _unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return _http_error(error)
-    log.exception("unexpected error on %s %s", request.method, request.path)
+    # the route and the traceback, never the request data nor the exception's message (fhir_server/logs.py)
+    log.error("unexpected error on %s %s\n%s", request.method, logs.redact_path(request.path, request.method),
+              logs.exception_summary(error))
     return outcome_response(FhirError.of(500, "exception", "Internal server error; the incident is logged",
                                          "Erreur interne du serveur ; l'incident est journalisé"))

@@ -39,6 +39,15 @@ class Settings:
     token_url: str | None = None  # the token endpoint's public URL (JWT assertion audience); None: from base_url
     audit_enabled: bool = True  # AuditEvents for accesses to patient data (when auth is enabled)
     audit_flush_interval: float = 0.2  # seconds AuditEvents wait to be written as one batch; 0: at once
+    # professionals' login (fhir_server/web/throttle.py): flask-limiter rates, in its notation
+    # ("30 per minute", several separated by ";"), and the lock-out of one (account, client) pair
+    web_login_address_rate: str = "30 per minute"  # login attempts from one client address, any accounts
+    web_login_account_rate: str = "20 per hour"  # failed logins on one account from its untrusted clients
+    web_lockout_limit: int = 5  # consecutive failed logins of one (account, client) pair before it locks
+    web_lockout_minutes: int = 15  # how long such a pair stays locked
+    web_trusted_device_days: int = 90  # a browser that logged in stays trusted for that account this long
+    web_trusted_devices: int = 10  # trusted browsers an account keeps (the oldest is forgotten)
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For gives the client address
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +70,13 @@ class Settings:
             token_url=os.environ.get("OAUTH_TOKEN_URL") or None,
             audit_enabled=_bool("AUDIT_ENABLED", cls.audit_enabled),
             audit_flush_interval=float(os.environ.get("AUDIT_FLUSH_INTERVAL", cls.audit_flush_interval)),
+            web_login_address_rate=os.environ.get("WEB_LOGIN_ADDRESS_RATE", cls.web_login_address_rate),
+            web_login_account_rate=os.environ.get("WEB_LOGIN_ACCOUNT_RATE", cls.web_login_account_rate),
+            web_lockout_limit=_int("WEB_LOCKOUT_LIMIT", cls.web_lockout_limit),
+            web_lockout_minutes=_int("WEB_LOCKOUT_MINUTES", cls.web_lockout_minutes),
+            web_trusted_device_days=_int("WEB_TRUSTED_DEVICE_DAYS", cls.web_trusted_device_days),
+            web_trusted_devices=_int("WEB_TRUSTED_DEVICES", cls.web_trusted_devices),
+            trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
         )
 
     @property

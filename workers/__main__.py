@@ -1,10 +1,9 @@
 """`python -m workers [--url REDIS_URL]`: an RQ worker on the platform's queue (same as
-`rq worker --url REDIS_URL sidep`)."""
+`rq worker --url REDIS_URL --worker-class workers.Worker sidep`)."""
 import argparse
 import os
 
-from rq import Worker
-
+from . import Worker
 from .queue import QUEUE_NAME, connection
 
 

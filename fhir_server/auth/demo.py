@@ -3,7 +3,9 @@ new user posts a result within minutes.
 
 The laboratory is synthetic (the generator's first default laboratory, with its first site), its
 credentials are kept in VAR_DIR/demo-client.json (mode 0600) and a ready-made result Bundle for it
-in VAR_DIR/demo-bundle.json; `run()` prints the curl commands that get a token and post it.
+in VAR_DIR/demo-bundle.json; start-up prints where they are and the commands that read the secret from
+that file to get a token and post the Bundle, never the secret itself (nothing secret on the console,
+which is often a log).
 """
 from __future__ import annotations
 
@@ -56,14 +58,18 @@ def ensure_demo_client(mongodb_uri: str, db_name: str, var_dir: str | Path, base
 
 
 def instructions(credentials: dict, var_dir: Path, token_url: str, base_url: str) -> str:
+    """How to post a first result: the commands read the secret from the file, never print it."""
+    path = var_dir / CREDENTIALS
     return f"""
-Post a first result as the demonstration laboratory:
+Post a first result as the demonstration laboratory (client {credentials["client_id"]}; its secret is in
+{path}, mode 0600, and never printed):
 
-  TOKEN=$(curl -s -u '{credentials["client_id"]}:{credentials["client_secret"]}' \\
-      -d grant_type=client_credentials -d 'scope=system/*.read system/*.write' \\
+  ID=$(python3 -c 'import json; print(json.load(open("{path}"))["client_id"])')
+  SECRET=$(python3 -c 'import json; print(json.load(open("{path}"))["client_secret"])')
+  TOKEN=$(curl -s -u "$ID:$SECRET" -d grant_type=client_credentials -d 'scope=system/*.read system/*.write' \\
       {token_url} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/fhir+json' \\
-      --data @{var_dir / BUNDLE} {base_url}
+      --data-binary @{var_dir / BUNDLE} {base_url}
   curl -s -H "Authorization: Bearer $TOKEN" '{base_url}/DiagnosticReport?_include=DiagnosticReport:subject'
 
 Tokens live a few minutes (TOKEN_LIFETIME); other clients: python -m fhir_server.auth clients --help

@@ -203,11 +203,12 @@ class OrganisationAccess:
             raise hidden(record.type, record.id, record)
 
     def may_refer(self, record: Record) -> bool:
-        """May what the principal writes refer to this record? Patient data only if its own."""
+        """Is this record there for what the principal writes to refer to? Patient data it may
+        not read is not (whether it may refer to what it reads: check_final_state)."""
         principal = current_principal()
         if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
             return True
-        if principal.belongs(record.owner):
+        if principal.may_read(record.owner):
             return True
         _refused(record)
         return False
@@ -441,7 +442,13 @@ def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> 
         if rtype not in BOUND_TYPES or not rid or "/" in rid or (rtype, rid) == (record.type, record.id):
             continue
         target = uow.current(rtype, rid)
-        if target is None or target.deleted or not principal.belongs(target.owner):
+        if target is not None and not target.deleted and principal.may_read(target.owner):
+            if not principal.belongs(target.owner):  # visible to it (a test it requested), not its own
+                raise forbidden(f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
+                                f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre "
+                                f"organisation", record)
+            continue
+        if target is None or target.deleted or not principal.may_read(target.owner):
             if target is not None and not target.deleted:
                 _refused(target)
             error = FhirError.of(404, "not-found", f"the referenced resource '{key}' does not exist",

@@ -115,7 +115,18 @@ class AuditLog:
                 try:
                     self.collection.insert_one(doc)
                 except Exception:  # noqa: BLE001
-                    log.error("AuditEvent lost: %s", doc.get("res"))
+                    log.error("AuditEvent lost: %s", _identity(doc.get("res") or {}))
         finally:
             for _ in batch:
                 self._queue.task_done()
+
+
+def _identity(event: dict) -> str:
+    """What a log may say of a lost AuditEvent: when, which interaction, which outcome, which agent
+    (client or user id) and which resources — never the query, names or addresses it records."""
+    subtype = ",".join(c.get("code", "") for c in event.get("subtype") or [])
+    agents = ",".join(str(a.get("altId")) for a in event.get("agent") or [] if a.get("altId"))
+    entities = ",".join(e["what"]["reference"] for e in event.get("entity") or []
+                        if isinstance(e.get("what"), dict) and e["what"].get("reference"))
+    return (f"recorded={event.get('recorded')} subtype={subtype} outcome={event.get('outcome')} "
+            f"agent={agents or '-'} entities={entities or '-'}")

@@ -3,8 +3,15 @@ Connect: a password and a TOTP second factor, RFC 6238).
 
 - `_users`: one document per user, keyed by login: name, role, organisation (FINESS juridique, its
   sites) or RPPS number, the password as a salted scrypt hash (the same scheme as client secrets),
-  the TOTP secret (base32) and the last time step accepted (a code is never accepted twice), the
-  count of consecutive failed logins and, after LOCKOUT_LIMIT of them, `locked_until`.
+  the TOTP secret (base32) and the last time step accepted (a code is never accepted twice), and the
+  browsers it trusts (`devices`: SHA-256 of each device cookie, with its end of validity).
+- `_login_failures`: consecutive failed logins per (account, client) pair, keyed by a SHA-256 of
+  both (neither the login typed nor the client is stored in clear), with `locked_until` once the
+  pair reached the lock-out limit; a TTL index forgets them. The client is a trusted browser (its
+  device cookie) or, for any other client, its address (fhir_server/web/throttle.py): an attacker
+  who fails on someone's account locks out his own pair, not the professional on a browser they
+  used before, nor from another address. Unknown logins are counted the same way, so that a lock-out
+  says nothing of whether an account exists.
 - `_web_sessions`: one document per signed-in browser, keyed by the SHA-256 of the session cookie
   (the cookie value itself is never stored), with a snapshot of the principal, the CSRF token of its
   forms, its idle expiry (`exp`, sliding) and its absolute end (`end`). A TTL index removes expired
@@ -15,6 +22,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pymongo import ASCENDING, ReturnDocument
@@ -25,9 +33,25 @@ from .mongo import client_for
 
 USERS = "_users"
 SESSIONS = "_web_sessions"
-LOCKOUT_LIMIT = 5  # consecutive failed logins (wrong password or wrong code) before the account locks
-LOCKOUT_DURATION = timedelta(minutes=15)  # how long it stays locked (an operator may unlock it sooner)
+FAILURES = "_login_failures"
 _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))  # unknown logins cost the same scrypt as known ones
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """`limit` consecutive failed logins (wrong password or wrong code) of one (account, client)
+    pair lock that pair for `duration` (an operator may unlock the account sooner)."""
+    limit: int = 5
+    duration: timedelta = timedelta(minutes=15)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def account_key(login: str) -> str:
+    """What the lock-out and the throttles know of a login typed in the form."""
+    return _digest("account", login)
 
 
 class UserExists(ValueError):
@@ -43,6 +67,7 @@ class Users:
         self.db = db
         self.users = db[USERS]
         self.sessions = db[SESSIONS]
+        self.failures = db[FAILURES]
 
     @classmethod
     def connect(cls, uri: str, db_name: str) -> "Users":
@@ -52,6 +77,8 @@ class Users:
         self.sessions.create_index([("exp", ASCENDING)], expireAfterSeconds=0)
         self.sessions.create_index([("user", ASCENDING)])
         self.users.create_index([("org", ASCENDING)])
+        self.failures.create_index([("exp", ASCENDING)], expireAfterSeconds=0)
+        self.failures.create_index([("account", ASCENDING)])
 
     # -- users -----------------------------------------------------------------------------
     def create_user(self, login: str, password: str, name: str, role: str, organisation: str | None = None,
@@ -62,8 +89,8 @@ class Users:
 
         doc = {"_id": login, "name": name, "role": role, "org": organisation, "org_name": organisation_name,
                "sites": list(sites or []), "rpps": rpps, "password": hash_secret(password),
-               "totp": totp_secret or pyotp.random_base32(), "totp_step": None, "failed": 0,
-               "locked_until": None, "active": True, "created": utc_now()}
+               "totp": totp_secret or pyotp.random_base32(), "totp_step": None, "devices": [],
+               "active": True, "created": utc_now()}
         try:
             self.users.insert_one(doc)
         except DuplicateKeyError:
@@ -77,11 +104,13 @@ class Users:
         return list(self.users.find({}, {"password": 0, "totp": 0}).sort([("created", ASCENDING)]))
 
     def set_password(self, login: str, password: str) -> bool:
-        result = self.users.update_one({"_id": login}, {"$set": {"password": hash_secret(password)}})
+        """A new password; the browsers the account trusted are forgotten (the old one may be known)."""
+        result = self.users.update_one({"_id": login}, {"$set": {"password": hash_secret(password), "devices": []}})
         return bool(result.matched_count)
 
     def set_active(self, login: str, active: bool) -> bool:
-        result = self.users.update_one({"_id": login}, {"$set": {"active": active}})
+        change = {"active": active} if active else {"active": False, "devices": []}
+        result = self.users.update_one({"_id": login}, {"$set": change})
         if not active:
             self.sessions.delete_many({"user": login})
         return bool(result.matched_count)
@@ -89,40 +118,73 @@ class Users:
     def delete_user(self, login: str) -> None:
         self.users.delete_one({"_id": login})
         self.sessions.delete_many({"user": login})
+        self.failures.delete_many({"account": account_key(login)})
 
     def unlock(self, login: str) -> bool:
-        result = self.users.update_one({"_id": login}, {"$set": {"failed": 0, "locked_until": None}})
-        return bool(result.matched_count)
+        """Clear the lock-outs (and failure counts) of every client of this account."""
+        self.failures.delete_many({"account": account_key(login)})
+        return self.users.count_documents({"_id": login}, limit=1) > 0
+
+    def locked_clients(self, login: str) -> int:
+        """How many clients are locked out of this account now."""
+        return self.failures.count_documents({"account": account_key(login), "locked_until": {"$gt": utc_now()}})
 
     # -- login -----------------------------------------------------------------------------
-    def authenticate(self, login: str, password: str, code: str) -> tuple[str, dict | None]:
-        """('ok', user) | ('locked', user) | ('refused', user or None). Both factors are checked
-        before answering, and a failure does not say which one failed."""
+    def authenticate(self, login: str, password: str, code: str, client: str = "",
+                     lockout: Lockout = Lockout()) -> tuple[str, dict | None]:
+        """('ok', user) | ('locked', None) | ('refused', None), for the `client` (a trusted browser
+        or an address, see fhir_server/web/throttle.py) trying this login. Both factors are checked
+        before answering, a failure does not say which one failed, and an unknown or disabled login
+        takes the same path (the same scrypt, the same failure count and lock-out) as a wrong password."""
         import pyotp
 
-        user = self.user(login) if login else None
         now = utc_now()
-        if user is None or not user.get("active"):
-            verify_secret(password or "x", _DUMMY_HASH)
-            return "refused", None
-        if user.get("locked_until") and user["locked_until"] > now:
-            return "locked", user
-        password_ok = verify_secret(password or "", user.get("password"))
-        step = _accepted_step(pyotp.TOTP(user["totp"]), (code or "").strip(), user.get("totp_step"))
-        if password_ok and step is not None:
+        pair = _digest("pair", login, client)
+        counted = self.failures.find_one({"_id": pair})
+        if counted and counted.get("locked_until") and counted["locked_until"] > now:
+            return "locked", None
+        user = self.user(login) if login else None
+        known = user is not None and user.get("active")
+        # one scrypt whatever the case (unknown login, empty password): the same cost for every refusal
+        matched = verify_secret(password or "\x00", user.get("password") if known else _DUMMY_HASH)
+        if known and password and matched:
+            step = _accepted_step(pyotp.TOTP(user["totp"]), (code or "").strip(), user.get("totp_step"))
             # compare-and-set on the step: two logins racing with the same code, only one wins
-            won = self.users.find_one_and_update(
+            won = step is not None and self.users.find_one_and_update(
                 {"_id": login, "$or": [{"totp_step": None}, {"totp_step": {"$lt": step}}]},
-                {"$set": {"totp_step": step, "failed": 0, "locked_until": None, "last_login": now}},
-                return_document=ReturnDocument.AFTER)
-            if won is not None:
+                {"$set": {"totp_step": step, "last_login": now}}, return_document=ReturnDocument.AFTER)
+            if won:
+                self.failures.delete_one({"_id": pair})
                 return "ok", won
-        failed = self.users.find_one_and_update({"_id": login}, {"$inc": {"failed": 1}},
-                                                return_document=ReturnDocument.AFTER)
-        if failed and failed["failed"] >= LOCKOUT_LIMIT:
-            self.users.update_one({"_id": login}, {"$set": {"locked_until": now + LOCKOUT_DURATION, "failed": 0}})
-            return "locked", failed
-        return "refused", failed
+        return self._failed(pair, login, now, lockout), None
+
+    def _failed(self, pair: str, login: str, now, lockout: Lockout) -> str:
+        failed = self.failures.find_one_and_update(
+            {"_id": pair}, {"$inc": {"failed": 1}, "$set": {"account": account_key(login), "exp": now + lockout.duration}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        if failed["failed"] < lockout.limit:
+            return "refused"
+        until = now + lockout.duration
+        self.failures.update_one({"_id": pair}, {"$set": {"failed": 0, "locked_until": until, "exp": until}})
+        return "locked"
+
+    # -- trusted browsers (device cookies) -----------------------------------------------------
+    def trusts_device(self, login: str, token: str) -> bool:
+        """Whether this device cookie is one a browser got when it logged in to this account."""
+        if not (login and token):
+            return False
+        user = self.users.find_one({"_id": login}, {"devices": 1, "active": 1})
+        key, now = session_key(token), utc_now()
+        return bool(user and user.get("active")
+                    and any(d.get("k") == key and (d.get("until") or now) > now for d in user.get("devices") or []))
+
+    def trust_device(self, login: str, token: str, replaced: str | None, lifetime: timedelta, keep: int) -> None:
+        """Remember a browser that just logged in (its new device cookie, instead of the one it sent)."""
+        user = self.users.find_one({"_id": login}, {"devices": 1}) or {}
+        now, gone = utc_now(), session_key(replaced) if replaced else None
+        devices = [d for d in user.get("devices") or [] if (d.get("until") or now) > now and d.get("k") != gone]
+        devices.append({"k": session_key(token), "until": now + lifetime})
+        self.users.update_one({"_id": login}, {"$set": {"devices": devices[-keep:] if keep > 0 else []}})
 
     # -- web sessions ----------------------------------------------------------------------
     def create_session(self, login: str, principal: dict, idle: timedelta, absolute: timedelta) -> tuple[str, dict]:

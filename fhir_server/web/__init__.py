@@ -8,6 +8,7 @@ doctors, results lists, search and correction, and the operators' console.
 - console.py: the RQ queue and the outbox for operators;
 - audit.py: AuditEvents of the pages, built by fhir_server.auth.audit;
 - views.py: the pages (Jinja2 templates under templates/, one CSS file under static/);
+- throttle.py: the login's throttles (flask-limiter), lock-out clients and trusted browsers;
 - `python -m fhir_server.web users add|list|unlock|disable|password`: the command that creates users.
 
 `install(app, settings, store)` is called by the application factory. The UI needs authorisation
@@ -24,6 +25,7 @@ from ..storage.users import Users
 
 
 def install(app, settings: Settings, store: Store) -> None:
+    from . import throttle
     from .views import blueprint
 
     users = Users(store.db)
@@ -32,4 +34,4 @@ def install(app, settings: Settings, store: Store) -> None:
     app.extensions["sidep.users"] = users
     app.extensions["sidep.outbox"] = Outbox(store.db)
     app.extensions["sidep.persons"] = Persons(store.db)
-    app.register_blueprint(blueprint(), url_prefix="/ui")
+    app.register_blueprint(blueprint(throttle.install(app, settings), settings), url_prefix="/ui")

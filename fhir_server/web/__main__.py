@@ -93,7 +93,8 @@ def list_users(args, users: Users) -> int:
     rows = users.list_users()
     for row in rows:
         state = "active" if row.get("active") else "disabled"
-        locked = " LOCKED" if row.get("locked_until") else ""
+        clients = users.locked_clients(row["_id"])
+        locked = f" LOCKED({clients} client{'s' if clients > 1 else ''})" if clients else ""
         print(f"{row['_id']}  {state}{locked}  {row.get('role', ''):13}  org={row.get('org') or '-'} "
               f"sites={','.join(row.get('sites') or []) or '-'}  rpps={row.get('rpps') or '-'}  {row.get('name', '')}")
     if not rows:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None, users: Users | None = None) -> int:
     p.add_argument("--rpps", help="the professional's RPPS number")
     p.set_defaults(run=add)
     commands.add_parser("list", help="list users (never their secrets)").set_defaults(run=list_users)
-    for name, run, text in (("unlock", unlock, "clear a lockout after failed logins"),
+    for name, run, text in (("unlock", unlock, "clear the lock-outs of the account's clients after failed logins"),
                             ("disable", set_active(False), "disable a user and end their sessions"),
                             ("enable", set_active(True), "enable a disabled user"),
                             ("password", password, "set a new password")):

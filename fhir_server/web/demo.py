@@ -1,14 +1,16 @@
 """First start on the embedded default: a demonstration pharmacist (a synthetic pharmacy, its
 FINESS numbers with valid check digits) and a demonstration operator for the web UI at /ui.
 
-Their passwords and TOTP secrets are kept in VAR_DIR/demo-users.json (mode 0600) and printed with
-the provisioning URIs; accounts already there are kept as they are.
+Their passwords, TOTP secrets and provisioning URIs are kept in VAR_DIR/demo-users.json (mode 0600);
+start-up prints the logins and where that file is, never a password or a secret. Accounts already
+there are kept as they are.
 """
 from __future__ import annotations
 
 import json
 import random
 import secrets
+import sys
 from pathlib import Path
 
 from ..auth.demo import _private_write
@@ -49,9 +51,10 @@ def ensure_demo_users(users: Users, var_dir: str | Path, ui_url: str) -> dict:
         changed = True
     if changed:
         _private_write(path, json.dumps(saved, indent=2, ensure_ascii=False) + "\n")
-    print(f"\nWeb UI for professionals: {ui_url}  (password + TOTP code; accounts in {path}, mode 0600)")
-    for login, account in saved.items():
-        print(f"  {account['role']:10} login {login}  password {account['password']}\n"
-              f"             TOTP: {account['totp_uri']}")
-    print("  a current code: python -c \"import pyotp; print(pyotp.TOTP('<secret>').now())\"", flush=True)
+    accounts = ", ".join(f"{login} ({account['role']})" for login, account in saved.items())
+    code = f"print(pyotp.TOTP(json.load(open('{path}'))['demo.pharmacien']['totp_secret']).now())"
+    print(f"\nWeb UI for professionals: {ui_url}  (password + TOTP code)\n"
+          f"  demonstration accounts: {accounts}\n"
+          f"  their passwords and TOTP secrets are in {path} (mode 0600), never printed; a current code:\n"
+          f"  {sys.executable} -c \"import json, pyotp; {code}\"", flush=True)
     return saved

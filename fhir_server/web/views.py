@@ -7,8 +7,7 @@ from flask import Blueprint, abort, current_app, g, make_response, redirect, ren
 
 from ..auth.principal import ROLE_OPERATOR
 from ..outcome import FhirError
-from ..storage.users import LOCKOUT_DURATION, LOCKOUT_LIMIT
-from . import audit, console, forms, results, session
+from . import audit, console, forms, results, session, throttle
 from .session import PROFESSIONALS, RESULT_READERS, RESULT_WRITERS, ROLE_LABELS, login_required
 
 SECURITY_HEADERS = {
@@ -20,7 +19,8 @@ SECURITY_HEADERS = {
 }
 
 
-def blueprint() -> Blueprint:
+def blueprint(limiter, settings) -> Blueprint:
+    """The UI's pages; `limiter` throttles the login (throttle.py)."""
     bp = Blueprint("web", __name__, template_folder="templates", static_folder="static")
 
     @bp.before_request
@@ -47,9 +47,10 @@ def blueprint() -> Blueprint:
 
     for code, title in ((400, "Requête invalide"), (403, "Accès refusé"), (404, "Page introuvable")):
         bp.register_error_handler(code, _error_page(code, title))
+    bp.register_error_handler(429, _throttled)
 
     bp.add_url_rule("/", "home", home)
-    bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
+    bp.add_url_rule("/login", "login", throttle.limited(limiter, settings, login), methods=["GET", "POST"])
     bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
     bp.add_url_rule("/results", "results", result_list)
     bp.add_url_rule("/results/new", "new_result", new_result, methods=["GET", "POST"])
@@ -85,29 +86,47 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
+THROTTLED = ("Trop de tentatives de connexion depuis votre poste ou sur cet identifiant : patientez quelques "
+             "minutes avant de réessayer.")
+
+
+def _locked_message() -> str:
+    minutes = throttle.lockout().duration.total_seconds() // 60
+    return (f"Connexion bloquée pour {minutes:.0f} minutes sur ce poste après {throttle.lockout().limit} échecs "
+            "consécutifs avec cet identifiant. Vous pouvez vous connecter dès maintenant depuis un navigateur où "
+            "vous vous êtes déjà connecté(e), ou demander le déblocage à un opérateur.")
+
+
+def _login_page(error: str | None, status: int):
+    return render_template("login.html", error=error, next=_safe_next(request.values.get("next")) or "",
+                           login=request.form.get("login", "")), status
+
+
+def _throttled(error):
+    """429 from a login throttle (throttle.py): the same page for every account, known or not."""
+    return _login_page(THROTTLED, 429)
+
+
 def login():
-    error = None
-    status = 200
+    """Password + TOTP. Every refusal is the same page, status and cost for an unknown login as for
+    a known one with a wrong password or code (storage/users.py, throttle.py)."""
     if request.method == "POST":
-        login_name = request.form.get("login", "").strip()
+        login_name = throttle.typed_login()
         outcome, user = session.users().authenticate(login_name, request.form.get("password", ""),
-                                                     request.form.get("code", ""))
+                                                     request.form.get("code", ""), throttle.client(),
+                                                     throttle.lockout())
         if outcome == "ok":
             response = make_response(redirect(_safe_next(request.form.get("next")) or url_for("web.home")))
             session.start_session(response, user)
+            throttle.remember_device(response, login_name)
             return response
-        status = 401
-        if outcome == "locked":
-            minutes = int(LOCKOUT_DURATION.total_seconds() // 60)
-            error = (f"Compte verrouillé après {LOCKOUT_LIMIT} échecs de connexion consécutifs : réessayez dans "
-                     f"{minutes} minutes ou demandez son déverrouillage à un opérateur.")
-            status = 423
-        else:
-            error = "Identifiant, mot de passe ou code de vérification incorrect."
-    elif g.get("web_session") is not None:
+        if outcome == "locked":  # not counted by the account's rate: one client cannot spend it alone
+            return _login_page(_locked_message(), 423)
+        throttle.failed_login()
+        return _login_page("Identifiant, mot de passe ou code de vérification incorrect.", 401)
+    if g.get("web_session") is not None:
         return redirect(url_for("web.home"))
-    return render_template("login.html", error=error, next=_safe_next(request.values.get("next")) or "",
-                           login=request.form.get("login", "")), status
+    return _login_page(None, 200)
 
 
 def logout():
