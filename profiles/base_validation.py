@@ -3,7 +3,7 @@
 The R4B models are used for R4 content (the project's pinned choice); they check structure, datatypes,
 primitive formats and unknown elements. The codes of R4's required bindings on core elements
 (Observation.status, ContactPoint.system...) are checked here too, from the code lists generated out of
-the R4 definitions (terminology/r4/required-bindings.json), in both server modes; the SI-DEP profiles
+the R4 definitions (terminology/r4/definitions.json), in both server modes; the SI-DEP profiles
 add their own code lists on top.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ def parse_errors(resource_type: str | None, resource) -> list[Issue]:
 
 def binding_errors(resource_type: str, resource: dict) -> list[Issue]:
     """One Issue per code outside the code list of its element's required binding."""
-    from terminology.required_bindings import load
+    from terminology.r4_definitions import load
 
     bindings = load()
     issues: list[Issue] = []

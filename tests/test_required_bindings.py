@@ -8,7 +8,7 @@ import pytest
 from fhir_server import create_app
 from profiles.base_validation import parse_errors
 from terminology.loader import load_data_code_systems
-from terminology.required_bindings import load
+from terminology.r4_definitions import load
 from tests.conftest import FhirClient
 from tests.test_bad_input import outcome, total
 
