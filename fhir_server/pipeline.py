@@ -24,6 +24,7 @@ _after: list[Callable[[Response], Response]] = []
 ACCEPTABLE_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 FORM = "application/x-www-form-urlencoded"
+JSON_PATCH = "application/json-patch+json"  # the body of PATCH, and of PATCH only
 
 
 def before_interaction(fn):
@@ -101,10 +102,13 @@ def check_body(max_body_bytes: int) -> None:
         return
     mimetype = request.mimetype
     allowed = JSON_TYPES | ({FORM} if request.path.endswith("/_search") else set())
+    if request.method == "PATCH":
+        allowed = {JSON_PATCH}
     if mimetype not in allowed:
+        wanted = JSON_PATCH if request.method == "PATCH" else "application/fhir+json"
         raise FhirError.of(415, "not-supported",
-                           f"Content-Type '{mimetype or 'none'}' is not accepted; send application/fhir+json",
-                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez application/fhir+json")
+                           f"Content-Type '{mimetype or 'none'}' is not accepted; send {wanted}",
+                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez {wanted}")
 
 
 def too_large(limit: int) -> FhirError:
