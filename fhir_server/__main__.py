@@ -81,11 +81,28 @@ def print_indexes(create: bool) -> int:
     return 0
 
 
+def reindex() -> int:
+    """Extract every resource's search index fields again (after an upgrade that changes them)."""
+    from .resources import SUPPORTED_TYPES
+    from .settings import Settings
+    from .storage import Store
+
+    config = Settings.from_env()
+    if not os.environ.get("MONGODB_URI"):
+        print("MONGODB_URI is not set", file=sys.stderr)
+        return 2
+    store = Store(config.mongodb_uri, config.mongodb_db, SUPPORTED_TYPES, config.base_url, create_indexes=False)
+    for rtype in SUPPORTED_TYPES:
+        print(f"{rtype}: {store.reindex(rtype)} rewritten", flush=True)
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m fhir_server")
     commands = parser.add_subparsers(dest="command", required=True)
     index_parser = commands.add_parser("indexes", help="list the MongoDB indexes the server creates at start")
     index_parser.add_argument("--create", action="store_true", help="create them now in $MONGODB_URI")
+    commands.add_parser("reindex", help="extract the search index fields of every resource in $MONGODB_URI again")
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
     run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -95,6 +112,8 @@ def main() -> None:
         sys.exit(run(args.host, args.port, args.web_workers))
     if args.command == "indexes":
         sys.exit(print_indexes(args.create))
+    if args.command == "reindex":
+        sys.exit(reindex())
 
 
 if __name__ == "__main__":

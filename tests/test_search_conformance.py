@@ -187,3 +187,29 @@ def test_escaped_backslash_before_a_bar_leaves_the_bar_a_separator(any_mode):
     assert found(any_mode, "Practitioner", ("identifier", "urn:example:rpps|x")) == {ident}
     # 'urn:example:rpps\\|x' is the system 'urn:example:rpps\' and the code 'x'
     assert found(any_mode, "Practitioner", ("identifier", "urn:example:rpps\\\\|x")) == set()
+
+
+# -- stored index fields of an earlier layout ------------------------------------------------------
+def test_reindex_rewrites_the_index_fields_of_stored_resources(app, client, settings):
+    """Resources stored before the sort keys became {lo, hi} (a scalar o.<code>) and tokens escaped
+    their bars sort and match again once `python -m fhir_server reindex` has run."""
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    spread = timed_observation(client, "2021-03-01T10:00:00Z", "2021-03-10T10:00:00Z")
+    middle = timed_observation(client, "2021-03-05T10:00:00Z")
+    barred = practitioner(client, "A", identifiers=("a|b",))
+    db = app.extensions["sidep.store"].db
+    db["Observation"].update_many({}, {"$set": {"o": {"date": datetime(2021, 3, 1)}}})
+    db["Practitioner"].update_one({"_id": barred}, {"$set": {"s.identifier": ["a|b", "urn:example:rpps|a|b"]}})
+    assert found(client, "Practitioner", ("identifier", r"a\|b")) == set()
+    env = dict(os.environ, MONGODB_URI=settings.mongodb_uri, MONGODB_DB=settings.mongodb_db,
+               FHIR_BASE_URL=settings.base_url)
+    done = subprocess.run([sys.executable, "-m", "fhir_server", "reindex"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Observation: 2 rewritten" in done.stdout and "Practitioner: 1 rewritten" in done.stdout
+    assert matches(search(client, "Observation", [("_sort", "-date")])) == [spread, middle]
+    assert found(client, "Practitioner", ("identifier", r"a\|b")) == {barred}
