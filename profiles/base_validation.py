@@ -14,6 +14,7 @@ from functools import lru_cache
 from pydantic import ValidationError
 
 from fhir_server.outcome import Issue
+from terminology.r4_definitions import load as load_r4_definitions
 
 # pydantic error type -> (FHIR issue type, French wording)
 _ERROR_KINDS = {
@@ -98,9 +99,7 @@ def parse_errors(resource_type: str | None, resource) -> list[Issue]:
 
 def binding_errors(resource_type: str, resource: dict) -> list[Issue]:
     """One Issue per code outside the code list of its element's required binding."""
-    from terminology.r4_definitions import load
-
-    bindings = load()
+    bindings = load_r4_definitions()
     issues: list[Issue] = []
     _check_bindings(resource, resource_type, resource_type, bindings, issues)
     return issues

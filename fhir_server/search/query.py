@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
+from terminology.r4_definitions import resource_types
+
 from ..outcome import FhirError, Issue
 from .dates import DateFormatError, parse_range, utc_now
 from .extract import reference_key, token_part
@@ -335,8 +337,6 @@ class PlanBuilder:
 def _check_target_type(param: SearchParameter, name: str, type_name: str) -> None:
     """A `:[type]` modifier names one of the parameter's R4 targets (any R4 resource type for a
     reference to Any), whether this server hosts that type or not."""
-    from terminology.r4_definitions import resource_types
-
     if type_name not in resource_types():
         raise bad_parameter(name, f"unknown modifier ':{type_name}'", f"modificateur inconnu ':{type_name}'")
     if param.target and type_name not in param.target:
