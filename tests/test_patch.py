@@ -46,7 +46,7 @@ def test_patch_changes_the_resource_and_makes_a_version(client):
     assert stored == response.get_json()
     assert stored["gender"] == "other" and stored["name"][0]["given"] == ["Léa", "Marie"]
     assert stored["telecom"] == [{"system": "email", "value": "a@b.fr"}]
-    assert client.get(f"/fhir/Patient?gender=other").get_json()["entry"][0]["resource"]["id"] == rid
+    assert client.get("/fhir/Patient?gender=other").get_json()["entry"][0]["resource"]["id"] == rid
     assert len(client.get(f"{url}/_history").get_json()["entry"]) == 2
     assert client.get(f"{url}/_history/1").get_json()["gender"] == "female"
 
