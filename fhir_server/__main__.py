@@ -102,6 +102,22 @@ def print_identity_conflicts(limit: int) -> int:
     return 0
 
 
+def reindex() -> int:
+    """Extract every resource's search index fields again (after an upgrade that changes them)."""
+    from .resources import SUPPORTED_TYPES
+    from .settings import Settings
+    from .storage import Store
+
+    config = Settings.from_env()
+    if not os.environ.get("MONGODB_URI"):
+        print("MONGODB_URI is not set", file=sys.stderr)
+        return 2
+    store = Store(config.mongodb_uri, config.mongodb_db, SUPPORTED_TYPES, config.base_url, create_indexes=False)
+    for rtype in SUPPORTED_TYPES:
+        print(f"{rtype}: {store.reindex(rtype)} rewritten", flush=True)
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m fhir_server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +127,7 @@ def main() -> None:
     persons_parser.add_argument("--conflicts", action="store_true", required=True,
                                 help="list those with an identity conflict (another birth date or sex)")
     persons_parser.add_argument("--limit", type=int, default=100)
+    commands.add_parser("reindex", help="extract the search index fields of every resource in $MONGODB_URI again")
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
     run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -122,6 +139,8 @@ def main() -> None:
         sys.exit(print_indexes(args.create))
     if args.command == "persons":
         sys.exit(print_identity_conflicts(args.limit))
+    if args.command == "reindex":
+        sys.exit(reindex())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ACCEPTABLE_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 FORM = "application/x-www-form-urlencoded"
+JSON_PATCH = "application/json-patch+json"  # the body of PATCH, and of PATCH only
 
 
 def install_app_handlers(app, prefix: str) -> None:
@@ -91,10 +92,13 @@ def check_body(max_body_bytes: int) -> None:
         return
     mimetype = request.mimetype
     allowed = JSON_TYPES | ({FORM} if request.path.endswith("/_search") else set())
+    if request.method == "PATCH":
+        allowed = {JSON_PATCH}
     if mimetype not in allowed:
+        wanted = JSON_PATCH if request.method == "PATCH" else "application/fhir+json"
         raise FhirError.of(415, "not-supported",
-                           f"Content-Type '{mimetype or 'none'}' is not accepted; send application/fhir+json",
-                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez application/fhir+json")
+                           f"Content-Type '{mimetype or 'none'}' is not accepted; send {wanted}",
+                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez {wanted}")
 
 
 def too_large(limit: int) -> FhirError:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from .interactions import (capabilities, create, delete, history, operation, read, search, transaction,
-                           update, vread)
+from .interactions import (capabilities, create, delete, history, operation, patch, read, search,
+                           transaction, update, vread)
 
 RULES = [
     ("/metadata", "capabilities", capabilities.capabilities, ["GET"]),
@@ -15,12 +15,14 @@ RULES = [
     ("/<rtype>", "create", create.create, ["POST"]),
     ("/<rtype>", "conditional-update", update.conditional_update, ["PUT"]),
     ("/<rtype>", "conditional-delete", delete.conditional_delete, ["DELETE"]),
+    ("/<rtype>", "conditional-patch", patch.conditional_patch, ["PATCH"]),
     ("/<rtype>/_search", "search-post", search.search, ["POST"]),
     ("/<rtype>/_history", "history-type", history.type_history, ["GET"]),
     ("/<rtype>/$<name>", "operation-type", operation.type_operation, ["GET", "POST"]),
     ("/<rtype>/<rid>", "read", read.read, ["GET"]),
     ("/<rtype>/<rid>", "update", update.update, ["PUT"]),
     ("/<rtype>/<rid>", "delete", delete.delete, ["DELETE"]),
+    ("/<rtype>/<rid>", "patch", patch.patch, ["PATCH"]),
     ("/<rtype>/<rid>/_history", "history-instance", history.instance_history, ["GET"]),
     ("/<rtype>/<rid>/_history/<vid>", "vread", vread.vread, ["GET"]),
     ("/<rtype>/<rid>/$<name>", "operation-instance", operation.instance_operation, ["GET", "POST"]),

@@ -1,7 +1,10 @@
 """Base FHIR R4 validation: parse with fhir.resources (R4B models) and turn pydantic errors into Issues.
 
 The R4B models are used for R4 content (the project's pinned choice); they check structure, datatypes,
-primitive formats and unknown elements, not code-list membership (the profiles do that).
+primitive formats and unknown elements. The codes of R4's required bindings on core elements
+(Observation.status, ContactPoint.system...) are checked here too, from the code lists generated out of
+the R4 definitions (terminology/r4/definitions.json), in both server modes; the SI-DEP profiles
+add their own code lists on top.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from functools import lru_cache
 from pydantic import ValidationError
 
 from fhir_server.outcome import Issue
+from terminology.r4_definitions import load as load_r4_definitions
 
 # pydantic error type -> (FHIR issue type, French wording)
 _ERROR_KINDS = {
@@ -90,7 +94,41 @@ def parse_errors(resource_type: str | None, resource) -> list[Issue]:
         return [error_to_issue(actual, error) for error in errors]
     except (ValueError, TypeError) as exc:  # some model validators raise outside pydantic's wrapper
         return [Issue("error", "invalid", f"{actual}: {exc}", f"{actual} : contenu invalide ({exc})", [actual])]
-    return []
+    return binding_errors(actual, resource)
+
+
+def binding_errors(resource_type: str, resource: dict) -> list[Issue]:
+    """One Issue per code outside the code list of its element's required binding."""
+    bindings = load_r4_definitions()
+    issues: list[Issue] = []
+    _check_bindings(resource, resource_type, resource_type, bindings, issues)
+    return issues
+
+
+def _check_bindings(node: dict, structure: str, path: str, bindings: dict, issues: list[Issue]) -> None:
+    table = bindings["elements"].get(structure)
+    if table is None:  # a contained resource of a type this server does not take
+        return
+    for name, value in node.items():
+        rule = table.get(name)
+        if rule is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{path}.{name}[{i}]" if isinstance(value, list) else f"{path}.{name}"
+            if "codes" in rule:
+                if isinstance(item, str) and item not in bindings["valueSets"][rule["codes"]]:
+                    issues.append(_code_issue(where, item, rule["codes"]))
+            elif isinstance(item, dict):
+                inner = item.get("resourceType") if rule["type"] == "Resource" else rule["type"]
+                if isinstance(inner, str):
+                    _check_bindings(item, inner, where, bindings, issues)
+
+
+def _code_issue(where: str, code: str, value_set: str) -> Issue:
+    return Issue("error", "code-invalid",
+                 f"{where}: '{code}' is not a code of {value_set} (required binding)",
+                 f"{where} : '{code}' n'est pas un code de {value_set} (liaison obligatoire)", [where])
 
 
 # fhir.resources 8.3 (R4B models) gives Extension no `_valueX` fields, although R4 allows the

@@ -80,7 +80,7 @@ def test_bad_if_match(client):
 
 
 def test_method_not_allowed_is_an_outcome(client):
-    outcome(client._call("PATCH", "/fhir/metadata"), 405)
+    outcome(client._call("PATCH", "/fhir/Patient/x/_history"), 405)  # PATCH is routed on [type] and [type]/[id]
 
 
 def test_conditional_update_with_several_matches_is_412(client):

@@ -32,11 +32,13 @@ SYSTEM_LEVEL = frozenset({"transaction", "history-system"})
 SUBTYPE = {"read": "read", "vread": "vread", "history-instance": "history-instance",
            "history-type": "history-type", "history-system": "history-system", "search-type": "search-type",
            "search-post": "search-type", "create": "create", "update": "update", "conditional-update": "update",
-           "delete": "delete", "conditional-delete": "delete", "operation-instance": "operation",
+           "delete": "delete", "conditional-delete": "delete", "patch": "patch", "conditional-patch": "patch",
+           "operation-instance": "operation",
            "operation-type": "operation"}
 ACTION = {"read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
           "search-type": "E", "search-post": "E", "create": "C", "update": "U", "conditional-update": "U",
-          "delete": "D", "conditional-delete": "D", "transaction": "E", "batch": "E",
+          "delete": "D", "conditional-delete": "D", "patch": "U", "conditional-patch": "U",
+          "transaction": "E", "batch": "E",
           "operation-instance": "E", "operation-type": "E"}
 MAX_ENTITIES = 100
 # What the client was told is "not known" (what it may not see answers as what does not exist);

@@ -70,8 +70,10 @@ NEEDS = {
     "read": "r", "vread": "r", "history-instance": "r", "operation-instance": "r",
     "search-type": "s", "search-post": "s", "history-type": "s", "operation-type": "cruds",
     "create": "c", "update": "cu", "conditional-update": "cu", "delete": "d", "conditional-delete": "d",
+    "patch": "u", "conditional-patch": "u",
 }
-WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete"})
+WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete", "patch",
+                    "conditional-patch"})
 INSTANCE_CHECKED = frozenset({"history-instance", "operation-instance"})
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 

@@ -12,7 +12,7 @@ from ..resources import READ_ONLY_TYPES, SUPPORTED_TYPES
 from ..search.registry import parameters_for
 
 SOFTWARE_VERSION = "0.1.0"
-WRITE_INTERACTIONS = ("create", "update", "delete")
+WRITE_INTERACTIONS = ("create", "update", "patch", "delete")
 READ_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
 COMMON_PARAMETERS = [
     {"name": "_id", "type": "token"},
@@ -40,7 +40,9 @@ def capability_statement(base_url: str, token_url: str | None = None) -> dict:
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Result parameters supported on every search: " + ", ".join(RESULT_PARAMETERS),
+            "documentation": "Result parameters supported on every search: " + ", ".join(RESULT_PARAMETERS)
+                             + ". PATCH takes a JSON Patch (application/json-patch+json), on an instance"
+                               " or conditionally on search criteria.",
             "resource": [_resource(rtype) for rtype in SUPPORTED_TYPES],
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [_operation(op) for op in OPERATIONS.values() if op.system],

@@ -41,12 +41,13 @@ def _revive(value: Any) -> Any:
 
 
 def sort_values(doc: dict, sort: list[tuple[str, int]]) -> list:
+    """The values of the sort keys (dotted paths such as o.date.hi) in one document; None if absent."""
     values = []
     for field, _ in sort:
-        if field.startswith("o."):
-            values.append((doc.get("o") or {}).get(field[2:]))
-        else:
-            values.append(doc.get(field))
+        value: Any = doc
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(value)
     return values
 
 

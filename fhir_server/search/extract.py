@@ -2,10 +2,13 @@
 
 For each search parameter the document gets:
   s.<code>   values the query matches: folded strings, tokens as "code", "system|code" and
-             "|code" (no system), references as "Type/id", dates as {lo, hi} ranges;
+             "|code" (no system; a '|' or '\\' inside a system or code escaped by a backslash),
+             references as "Type/id", dates as {lo, hi} ranges;
   x.<code>   the exact strings (string :exact) and folded token texts (token :text);
-  o.<code>   one scalar sort key (smallest string/token/reference, earliest date), used by _sort and
-             keyset paging, which cannot work on arrays.
+  o.<code>   two scalar sort keys, used by _sort and keyset paging (which cannot work on arrays):
+             `lo` the smallest value (earliest start of a date), which an ascending sort uses, and
+             `hi` the greatest (latest end of a date), which a descending sort uses, as R4 sorts a
+             repeating element by the value that comes first in the requested order.
 Only parameters with values are written, so :missing is a test of existence.
 """
 from __future__ import annotations
@@ -49,11 +52,17 @@ def _strings(value: Any) -> Iterable[str]:
                     yield s
 
 
+def token_part(text: str) -> str:
+    """A system or code as stored in a token: a bar or backslash in it escaped as in a search value,
+    so that the code 'a|b' never reads as the system 'a' and the code 'b'."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _coding_tokens(system: str | None, code: Any) -> list[str]:
     if code is None:
         return []
-    code = str(code).lower() if isinstance(code, bool) else str(code)
-    return [code, f"{system}|{code}"] if system else [code, f"|{code}"]
+    code = token_part(str(code).lower() if isinstance(code, bool) else str(code))
+    return [code, f"{token_part(system)}|{code}"] if system else [code, f"|{code}"]
 
 
 def _tokens(value: Any) -> tuple[list[str], list[str]]:
@@ -152,12 +161,15 @@ def index_fields(resource_type: str, resource: dict, base_url: str | None = None
         elif param.type in ("number", "quantity"):
             matched = [v.get("value") if isinstance(v, dict) else v for v in values]
             matched = [float(m) for m in matched if isinstance(m, (int, float, Decimal))]
-        if not matched:
+        if not matched and not exact:
             continue
+        # a CodeableConcept with only text has no code to match, but it is there (not :missing)
+        # and :text finds it: s.<code> is written, empty
         s[code] = _dedupe(matched) if param.type != "date" else matched
         if exact:
             x[code] = _dedupe(exact)
-        o[code] = _sort_key(param.type, matched)
+        if matched:
+            o[code] = sort_keys(param.type, matched)
     return {"s": s, "x": x, "o": o}
 
 
@@ -165,10 +177,10 @@ def _dedupe(items: list) -> list:
     return list(dict.fromkeys(items))
 
 
-def _sort_key(param_type: str, matched: list) -> Any:
+def sort_keys(param_type: str, matched: list) -> dict:
+    """{'lo': smallest, 'hi': greatest} of one parameter's extracted values."""
     if param_type == "date":
-        return min(r["lo"] for r in matched)
+        return {"lo": min(r["lo"] for r in matched), "hi": max(r["hi"] for r in matched)}
     if param_type == "token":  # the bare code, never the system-qualified form
-        bare = [t for t in matched if "|" not in t]
-        return min(bare) if bare else min(matched)
-    return min(matched)
+        matched = [t for t in matched if "|" not in t] or matched
+    return {"lo": min(matched), "hi": max(matched)}

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
+from terminology.r4_definitions import resource_types
+
 from ..outcome import FhirError, Issue
 from .dates import DateFormatError, parse_range, utc_now
-from .extract import reference_key
+from .extract import reference_key, token_part
 from .normalize import fold
 from .registry import SORTABLE_TYPES, SearchParameter, parameters_for
 
@@ -52,9 +54,30 @@ def bad_parameter(name: str, en: str, fr: str | None = None) -> FhirError:
 
 
 def split_values(raw: str) -> list[str]:
-    """Comma-separated OR values, honouring the escape '\\,'."""
-    parts = re.split(r"(?<!\\),", raw)
-    return [p.replace("\\,", ",") for p in parts]
+    """Comma-separated OR values, unescaped ('\\,' '\\|' '\\$' '\\\\': R4 "Escaping Search Parameters")."""
+    return [unescape(part) for part in split_escaped(raw, ",")]
+
+
+def split_escaped(text: str, separator: str, maxsplit: int = -1) -> list[str]:
+    """`text` split on the separators no backslash escapes; the parts keep their escapes."""
+    parts, current, i = [], [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            current.append(text[i:i + 2])
+            i += 2
+            continue
+        if char == separator and maxsplit != 0:
+            parts.append("".join(current))
+            current, maxsplit = [], maxsplit - 1
+        else:
+            current.append(char)
+        i += 1
+    return parts + ["".join(current)]
+
+
+def unescape(text: str) -> str:
+    return re.sub(r"\\([\\,$|])", r"\1", text)
 
 
 class PlanBuilder:
@@ -126,7 +149,7 @@ class PlanBuilder:
         if param is None or param.type not in SORTABLE_TYPES:
             raise bad_parameter("_sort", f"cannot sort {resource_type} by '{code}'",
                                 f"tri impossible de {resource_type} par '{code}'")
-        return f"o.{code}", direction
+        return sort_field(code, direction), direction
 
     def _include(self, name: str, value: str, resource_type: str) -> Include:
         parts = value.split(":")
@@ -194,26 +217,25 @@ class PlanBuilder:
         return {param.field: any_regex(anchor, [re.escape(fold(v)) for v in values])}
 
     def _token(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
-        values = split_values(raw)
         if modifier == "text":
-            return {f"x.{param.code}": any_regex("^", [re.escape(fold(v)) for v in values])}
+            return {f"x.{param.code}": any_regex("^", [re.escape(fold(v)) for v in split_values(raw)])}
         if modifier not in ("", "not"):
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         exact: list[str] = []
         systems: list[str] = []  # 'system|': any code of that system
-        for value in values:
+        for value in split_escaped(raw, ","):  # unescaped once split on '|' (_split_token)
             system, bar, code = _split_token(value)
             if bar and not code:
                 if not system:
                     raise bad_parameter(name, "'|' alone is not a token", "'|' seul n'est pas un jeton")
                 systems.append(system)
             elif bar:
-                exact += [f"{s}|{c}" for s, c in stored_forms(param, system, code)]
+                exact += [f"{token_part(s)}|{token_part(c)}" for s, c in stored_forms(param, system, code)]
             else:
-                exact += [c for _, c in stored_forms(param, None, code)]
+                exact += [token_part(c) for _, c in stored_forms(param, None, code)]
         exact = _dedupe(exact)
         if systems:
-            patterns = [re.escape(v) + "$" for v in exact] + [re.escape(s) + r"\|" for s in systems]
+            patterns = [re.escape(v) + "$" for v in exact] + [re.escape(token_part(s)) + r"\|" for s in systems]
             condition = any_regex("^", patterns)
             return {param.field: {"$not": re.compile(condition["$regex"])} if modifier == "not" else condition}
         if modifier == "not":
@@ -229,10 +251,10 @@ class PlanBuilder:
         return one_of(param.field, values)
 
     def _reference(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
-        if modifier and modifier not in parameters_for_all_types() and modifier != "identifier":
-            raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         if modifier == "identifier":
             raise bad_parameter(name, "':identifier' is not supported", "':identifier' n'est pas pris en charge")
+        if modifier:
+            _check_target_type(param, name, modifier)
         keys: list[str] = []
         for value in split_values(raw):
             key = reference_key(value, self.base_url)
@@ -264,12 +286,11 @@ class PlanBuilder:
         if param.type != "reference":
             raise bad_parameter(name, "only reference parameters can be chained",
                                 "seuls les paramètres de type référence peuvent être chaînés")
-        targets = [type_modifier] if type_modifier else [t for t in param.target if parameters_for(t)]
-        if type_modifier and type_modifier not in (param.target or parameters_for_all_types()):
-            raise bad_parameter(name, f"'{type_modifier}' is not a target type of '{param.code}'",
-                                f"'{type_modifier}' n'est pas un type cible de '{param.code}'")
+        if type_modifier:
+            _check_target_type(param, name, type_modifier)
+        targets = [type_modifier] if type_modifier else param.target
         keys = []
-        for target in targets:
+        for target in [t for t in targets if parameters_for(t)]:  # no resource of another type is here
             sub = self._sub_plan(target, chain, raw, name)
             keys += [f"{target}/{doc['_id']}" for doc in self._ids(target, sub, name)]
         return {param.field: keys[0] if len(keys) == 1 else {"$in": keys}}
@@ -311,6 +332,22 @@ class PlanBuilder:
             raise bad_parameter(name, f"matches more than {MAX_CHAIN_IDS} resources; narrow it",
                                 f"correspond à plus de {MAX_CHAIN_IDS} ressources ; précisez-le")
         return docs
+
+
+def _check_target_type(param: SearchParameter, name: str, type_name: str) -> None:
+    """A `:[type]` modifier names one of the parameter's R4 targets (any R4 resource type for a
+    reference to Any), whether this server hosts that type or not."""
+    if type_name not in resource_types():
+        raise bad_parameter(name, f"unknown modifier ':{type_name}'", f"modificateur inconnu ':{type_name}'")
+    if param.target and type_name not in param.target:
+        raise bad_parameter(name, f"'{type_name}' is not a target type of '{param.code}'",
+                            f"'{type_name}' n'est pas un type cible de '{param.code}'")
+
+
+def sort_field(code: str, direction: int) -> str:
+    """The stored key a sort on `code` uses: each resource's smallest value ascending, its greatest
+    descending (see search.extract)."""
+    return f"o.{code}.{'lo' if direction == 1 else 'hi'}"
 
 
 def parameters_for_all_types() -> set[str]:
@@ -370,11 +407,12 @@ def any_regex(anchor: str, patterns: list[str]) -> dict:
 
 
 def _split_token(value: str) -> tuple[str, str, str]:
-    """'system|code' -> (system, '|', code); 'code' -> ('', '', code); '\\|' escapes a bar."""
-    parts = re.split(r"(?<!\\)\|", value, maxsplit=1)
+    """'system|code' -> (system, '|', code); 'code' -> ('', '', code); `value` still escaped, so
+    '\\|' is a bar in the code, not the separator."""
+    parts = [unescape(part) for part in split_escaped(value, "|", maxsplit=1)]
     if len(parts) == 1:
-        return "", "", value.replace("\\|", "|")
-    return parts[0].replace("\\|", "|"), "|", parts[1].replace("\\|", "|")
+        return "", "", parts[0]
+    return parts[0], "|", parts[1]
 
 
 def stored_forms(param: SearchParameter, system: str | None, code: str) -> list[tuple[str | None, str]]:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 DATA = Path(__file__).with_name("parameters.json")
-SORTABLE_TYPES = {"string", "token", "date", "reference", "uri"}
+SORTABLE_TYPES = {"string", "token", "date", "reference", "uri", "number", "quantity"}
 _SEGMENT = re.compile(r"^(?P<name>[A-Za-z0-9_]+)(?:\[(?P<key>\w+)=(?P<value>[^\]]+)\])?$")
 
 

@@ -202,6 +202,22 @@ class Store:
         """`query` narrowed to what the caller may see (`perm`: r read by id, s search)."""
         return narrowed(query, self.access.where(rtype, perm) if self.access else None)
 
+    def reindex(self, rtype: str, batch: int = 500) -> int:
+        """Extract the index fields (s, x, o) of every current resource of `rtype` again, after a
+        change of what is extracted; each document is rewritten only if its version is unchanged
+        (a concurrent write has extracted them itself). Returns how many were rewritten."""
+        collection = self.collection(rtype)
+        operations, done = [], 0
+        for doc in collection.find({"del": False}, {"res": 1, "v": 1}):
+            fields = index_fields(rtype, doc["res"], self.base_url)
+            operations.append(UpdateOne({"_id": doc["_id"], "v": doc["v"]}, {"$set": fields}))
+            if len(operations) >= batch:
+                done += collection.bulk_write(operations, ordered=False).modified_count
+                operations = []
+        if operations:
+            done += collection.bulk_write(operations, ordered=False).modified_count
+        return done
+
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)
         if sort:
