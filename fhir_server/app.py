@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     logging.basicConfig(level=logging.INFO)
     app.extensions["sidep.store"] = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES,
-                                          settings.base_url, settings.create_indexes)
+                                          settings.base_url, settings.create_indexes, settings.max_document_bytes)
     if settings.store_code_lists:
         store_code_lists(app.extensions["sidep.store"])
     auth.install(app, settings, app.extensions["sidep.store"])
