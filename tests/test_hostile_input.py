@@ -40,7 +40,6 @@ EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", 20))  # batches per test; more
 FUZZ = settings(derandomize=True, database=None, max_examples=EXAMPLES, deadline=None,
                 phases=(Phase.explicit, Phase.generate),  # a failure names its request: no shrinking
                 suppress_health_check=list(HealthCheck))
-STATUSES: Counter = Counter()  # every status seen, over the module's tests
 
 
 # -- hostile values ------------------------------------------------------------------------------
@@ -145,8 +144,9 @@ def mutated(draw, document: dict, pool: list[str]):
                             else {"value": value} if not isinstance(value, list) else {})
         elif action == "text" and isinstance(parent[last], str):
             parent[last] = draw(st.sampled_from(TEXTS))
-        elif action == "inflate":  # every text under it long: the stored document grows with the index
-            parent[last] = inflated(parent[last], draw(st.sampled_from([100_000, 1_000_000, 1_900_000])))
+        elif action == "inflate":  # long texts under it, within the body limit: the index multiplies them
+            budget = draw(st.sampled_from([300_000, 4_500_000]))
+            parent[last] = inflated(parent[last], min(1_900_000, budget // max(1, texts(parent[last]))))
         else:
             parent[last] = draw(hostile_value(pool))
     return doc
@@ -154,6 +154,13 @@ def mutated(draw, document: dict, pool: list[str]):
 
 ACTIONS = ["key", "delete", "wrap", "unwrap", "value", "value", "empty", "empty", "empty", "retype", "retype", "text",
            "inflate"]
+
+
+def texts(node) -> int:
+    if isinstance(node, str):
+        return 1
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return sum(texts(child) for child in children)
 
 
 def inflated(node, size: int):
@@ -201,6 +208,7 @@ class World:
     ids_b: dict
     bundle_b: dict
     resources_b: dict
+    mode: str
     sent: Counter = field(default_factory=Counter)
 
     @property
@@ -216,7 +224,6 @@ class World:
             headers.setdefault("Content-Type", FHIR_JSON)
         response = self.http.open(request.path, method=request.method, data=request.body, headers=headers)
         self.sent[response.status_code] += 1
-        STATUSES[response.status_code] += 1
         text = response.get_data()
         described = f"{request.method} {request.path[:300]} {(request.body or b'')[:300]!r} -> {text[:500]!r}"
         assert response.status_code < 500, described
@@ -263,8 +270,11 @@ def post_result(session, lab, seed):
     return bundle, ids, resources
 
 
-@pytest.fixture
-def world(secured):
+@pytest.fixture(params=["plain R4"])
+def world(request, secured_factory):
+    """B attacking, A's results stored; the server in plain R4 mode, or with the SI-DEP profiles
+    (tests parametrize `world` with "profiles")."""
+    secured = secured_factory(enforce_profiles=request.param == "profiles")
     a = secured.client_session(LAB_A)
     client_id, secret = secured.register(LAB_B)
     token_b = secured.token(client_id, secret)
@@ -273,7 +283,7 @@ def world(secured):
         for rtype, values in post_result(a, LAB_A, seed)[1].items():
             ids_a.setdefault(rtype, []).extend(values)
     bundle_b, ids_b, resources_b = post_result(secured.session(token_b), LAB_B, 3)
-    world = World(secured, secured.app.test_client(), token_b, ids_a, ids_b, bundle_b, resources_b)
+    world = World(secured, secured.app.test_client(), token_b, ids_a, ids_b, bundle_b, resources_b, request.param)
     before = owned_documents(secured.store.db, LAB_A.finess)
     assert before
     yield world
@@ -282,19 +292,22 @@ def world(secured):
     for name in secured.store.db.list_collection_names():
         for doc in secured.store.db[name].find({"res": {"$exists": True}}, {"res": 1}):
             assert not operator_keys(doc["res"]), (name, doc["_id"], operator_keys(doc["res"]))
-    print(f"\n{sum(world.sent.values())} generated requests, statuses {dict(sorted(world.sent.items()))}")
+    print(f"\n{world.mode}: {sum(world.sent.values())} generated requests, statuses {dict(sorted(world.sent.items()))}")
 
 
 def run(world: World, requests) -> None:
-    """Send a generated batch of requests, each built by a strategy over the world."""
-    @FUZZ
+    """Send generated batches of requests, each built by a strategy over the world (half as many
+    with the profiles on: the same code paths but for the profile checks)."""
+    examples = EXAMPLES if world.mode == "plain R4" else EXAMPLES // 2
+
+    @settings(FUZZ, max_examples=examples)
     @given(st.lists(requests, min_size=BATCH, max_size=BATCH))
     def batch(items):
         for request in items:
             world.send(request)
 
     batch()
-    assert sum(world.sent.values()) == BATCH * FUZZ.max_examples
+    assert sum(world.sent.values()) == BATCH * examples
 
 
 # -- request strategies --------------------------------------------------------------------------
@@ -454,14 +467,20 @@ def test_hostile_searches(world):
     run(world, searches(world))
 
 
+BOTH_MODES = pytest.mark.parametrize("world", ["plain R4", "profiles"], indirect=True)
+
+
+@BOTH_MODES
 def test_hostile_writes(world):
     run(world, writes(world))
 
 
+@BOTH_MODES
 def test_hostile_transactions_and_batches(world):
     run(world, bundles(world))
 
 
+@BOTH_MODES
 def test_hostile_operations(world):
     run(world, operations(world))
 
@@ -485,6 +504,7 @@ def placed(document: dict, path: tuple, value) -> dict:
     return doc
 
 
+@BOTH_MODES
 def test_every_element_refuses_null_and_empty_values_where_it_is(world):
     """Not drawn at random: each element of B's resources (all of the Patient's, two levels of the
     others') gets each violation in turn, by create and update alternately, and for the Patient's
