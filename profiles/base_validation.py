@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 
@@ -105,11 +107,69 @@ def parse_errors(resource_type: str | None, resource, in_bundle: bool = False) -
     except ValidationError as exc:
         errors = [e for e in exc.errors(include_url=False) if not _extension_primitive_extension(e)]
         if not errors:  # only the library gap below: check again without those elements
-            return parse_errors(resource_type, _without_extension_primitive_extensions(resource))
+            return parse_errors(resource_type, _without_extension_primitive_extensions(resource), in_bundle)
         return [error_to_issue(actual, error) for error in errors]
     except (ValueError, TypeError) as exc:  # some model validators raise outside pydantic's wrapper
         return [Issue("error", "invalid", f"{actual}: {exc}", f"{actual} : contenu invalide ({exc})", [actual])]
-    return []
+    return _json_kind_issues(model, resource, actual)
+
+
+# -- primitives in their JSON kind -------------------------------------------------------------
+# The models coerce ("yes" and 1 to a boolean, "2" to an integer, 1 to a dateTime) but the server
+# stores the JSON as sent: FHIR JSON writes booleans as true/false, integers and decimals as
+# numbers, every other primitive as a string, and nothing else is accepted.
+_KINDS = {"boolean": (lambda v: isinstance(v, bool), "a boolean (true or false)", "un booléen (true ou false)"),
+          "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", "un entier"),
+          "decimal": (lambda v: isinstance(v, (int, float, Decimal)) and not isinstance(v, bool), "a number",
+                      "un nombre"),
+          "string": (lambda v: isinstance(v, str), "a string", "une chaîne")}
+_PYTHON_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal", str: "string", bytes: "string",
+                 date: "string", datetime: "string", time: "string"}
+
+
+def _json_kind_issues(model, node: dict, path: str) -> list[Issue]:
+    issues: list[Issue] = []
+    stack = [(model, node, path)]
+    while stack:
+        model, node, path = stack.pop()
+        fields = _json_fields(model)
+        for key, value in node.items():
+            expected = fields.get(key)
+            if expected is None:
+                continue
+            items = [(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)] if isinstance(value, list) \
+                else [(value, f"{path}.{key}")]
+            for item, where in items:
+                if isinstance(expected, str) and expected in _KINDS:
+                    fits, en, fr = _KINDS[expected]
+                    if item is not None and not fits(item):
+                        issues.append(Issue("error", "value", f"{where}: FHIR JSON writes this element as {en}",
+                                            f"{where} : le JSON FHIR écrit cet élément comme {fr}", [where]))
+                elif isinstance(item, dict):
+                    child = _model_class(item.get("resourceType")) if expected == "resource" else expected
+                    if child is not None and isinstance(item.get("resourceType", ""), str):
+                        stack.append((child, item, where))
+    return issues
+
+
+@lru_cache(maxsize=None)
+def _json_fields(model) -> dict:
+    """JSON name -> what its values are: a kind of _KINDS, a model class, or "resource"."""
+    return {field.alias or name: _expected(field.annotation) for name, field in model.model_fields.items()}
+
+
+def _expected(annotation):
+    while typing.get_origin(annotation) is not None:  # Optional[List[Annotated[date, Date()]]] -> date
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if not args:
+            return None
+        annotation = args[0]
+    if annotation in _PYTHON_KINDS:
+        return _PYTHON_KINDS[annotation]
+    if getattr(annotation, "__name__", "") == "ResourceType":
+        return "resource"
+    klass = getattr(annotation, "get_model_klass", None)
+    return klass() if klass else None
 
 
 # fhir.resources 8.3 (R4B models) gives Extension no `_valueX` fields, although R4 allows the

@@ -377,12 +377,13 @@ def validate_resource(resource: dict, lang: str = "en", profile_url: str | None 
 
 def validate_for_write(resource: dict, lang: str = "en", profile_url: str | None = None,
                        enforce_profiles: bool = True) -> list[Issue]:
-    """Everything a create/update checks: base FHIR R4 parsing, then (when enforced) the SI-DEP profile."""
+    """Everything a create/update checks: base FHIR R4 parsing, then (when enforced, and only on
+    what parses, as the write path does) the SI-DEP profile."""
     from .base_validation import parse_errors
 
     resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
     issues = parse_errors(resource_type, resource)
-    if enforce_profiles:
+    if enforce_profiles and not has_errors(issues):
         issues += validate_resource(resource, lang, profile_url)
     return issues
 

@@ -536,3 +536,163 @@ def test_every_element_refuses_null_and_empty_values_where_it_is(world):
                 where = f"Bundle.entry[{index}].resource.{key}{suffix}"
                 assert response.get_json()["issue"][0]["expression"] == [where]
     assert sent > 600  # the sweep ran over the resources (685 requests today)
+
+
+def reshaped(value) -> list:
+    """The same content in the other JSON shapes: in a list, out of its list, a text as a number."""
+    shapes = [[value]]
+    if isinstance(value, list) and value:
+        shapes.append(value[0])
+    if isinstance(value, str):
+        shapes += [1, True]
+    return shapes
+
+
+@BOTH_MODES
+def test_every_element_in_the_wrong_shape_is_refused_and_validated(world):
+    """Each element of B's Patient (two levels of its other resources) in a list, out of its list,
+    or a number for a text: a create is a 400, $validate a 200 OperationOutcome naming an error."""
+    sent = 0
+    for rtype, resource in world.resources_b.items():
+        depth = 9 if rtype == "Patient" else 2
+        for path in (p for p in paths(resource) if 1 <= len(p) <= depth and p[0] not in ("resourceType", "meta")):
+            parent = resource
+            for step in path:
+                parent = parent[step]
+            for value in reshaped(parent):
+                body = dumps(placed(resource, path, value))
+                headers = {"Authorization": f"Bearer {world.token_b}", "Content-Type": FHIR_JSON}
+                created = world.http.open(f"/fhir/{rtype}", method="POST", data=body, headers=headers)
+                validated = world.http.open(f"/fhir/{rtype}/$validate", method="POST", data=body, headers=headers)
+                sent += 2
+                world.sent[created.status_code] += 1
+                world.sent[validated.status_code] += 1
+                assert created.status_code == 400, (path, value, created.get_data(as_text=True))
+                assert validated.status_code == 200, (path, value, validated.get_data(as_text=True))
+                assert any(i["severity"] == "error" for i in validated.get_json()["issue"]), (path, value)
+    assert sent > 400  # the sweep ran over the resources (460 requests today)
+
+
+# -- the reported cases, one by one ---------------------------------------------------------------
+@pytest.fixture(params=["plain R4", "profiles"])
+def mode_client(request, settings):
+    from fhir_server import create_app
+
+    from .conftest import FhirClient
+    return FhirClient(create_app(settings.but(enforce_profiles=request.param == "profiles")).test_client())
+
+
+# a type without an SI-DEP profile: only the entry's shape decides, in both modes
+ENTRY = {"fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+         "resource": {"resourceType": "Binary", "contentType": "text/plain"}, "request": {"method": "POST", "url": "Binary"}}
+
+
+@pytest.mark.parametrize("entries,where", [
+    ([{**ENTRY, "request": {"method": 1, "url": "Binary"}}], "Bundle.entry[0].request.method"),
+    ([{**ENTRY, "request": {"method": "POST", "url": ["Binary"]}}], "Bundle.entry[0].request.url"),
+    ([{**ENTRY, "request": "POST Binary"}], "Bundle.entry[0].request"),
+    ([{**ENTRY, "request": {"method": "POST", "url": "Binary", "ifNoneExist": ["_id=x"]}}],
+     "Bundle.entry[0].request.ifNoneExist"),
+    ([{**ENTRY, "request": {"method": "PUT", "url": "Binary/a", "ifMatch": 1}}], "Bundle.entry[0].request.ifMatch"),
+    (["Binary"], "Bundle.entry[0]"),
+    ([ENTRY, 42], "Bundle.entry[1]"),
+    ([{**ENTRY, "fullUrl": {"a": 1}}], "Bundle.entry[0].fullUrl"),
+    ([{**ENTRY, "resource": ["Patient"]}], "Bundle.entry[0].resource"),
+])
+def test_bundle_entries_of_the_wrong_json_type_are_400_where_they_are(mode_client, entries, where):
+    response = mode_client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == [where]
+    assert mode_client.get("/fhir/Binary?_total=accurate").get_json()["total"] == 0  # nothing of the transaction
+    response = mode_client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": entries})
+    assert response.status_code == 200, response.get_data(as_text=True)  # a batch answers for each entry
+    failed = response.get_json()["entry"][int(where[13])]["response"]
+    assert failed["status"] == "400" and failed["outcome"]["issue"][0]["expression"] == [where]
+
+
+@pytest.mark.parametrize("entry", [{"a": 1}, "entries", 3])
+def test_a_bundle_entry_that_is_no_array_is_400(mode_client, entry):
+    for kind in ("transaction", "batch"):
+        response = mode_client.post("/fhir", json={"resourceType": "Bundle", "type": kind, "entry": entry})
+        assert response.status_code == 400 and response.get_json()["issue"][0]["expression"] == ["Bundle.entry"]
+
+
+def a_patient(mode_client) -> dict:
+    bundle = generate_result_bundle(random.Random(9))
+    response = mode_client.post("/fhir", json=bundle)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return next(e["resource"] for e in response.get_json()["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+@pytest.mark.parametrize("element", ["identifier", "telecom", "extension", "address"])
+def test_null_and_empty_elements_are_refused_and_the_patient_stays_updatable(mode_client, element):
+    patient = a_patient(mode_client)
+    for value in (None, [], {}, [None]):
+        for method, url in (("PUT", f"/fhir/Patient/{patient['id']}"), ("POST", "/fhir/Patient")):
+            body = {**patient, element: value}
+            response = mode_client._call(method, url, json=body)
+            assert response.status_code == 400, response.get_data(as_text=True)
+            where = f"Patient.{element}" + ("[0]" if value == [None] else "")
+            assert response.get_json()["issue"][0]["expression"] == [where]
+    assert mode_client.get(f"/fhir/Patient/{patient['id']}").get_json()["meta"]["versionId"] == "1"
+    updated = mode_client.put(f"/fhir/Patient/{patient['id']}", json={**patient, "birthDate": "1990-01-01"})
+    assert updated.status_code == 200, updated.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.update(name={"family": "Martin"}),  # an object where a list is expected
+    lambda r: r.update(telecom={"system": "phone", "value": "0612345678"}),
+    lambda r: r.update(gender=["female"]),  # a list where a code is expected
+    lambda r: r.update(birthDate={"value": "1990-01-01"}),
+    lambda r: r.update(address=[["Paris"]]),
+    lambda r: r.update(identifier=[{"system": ["urn:oid:1.2.250.1.213.1.4.8"], "value": {"v": "1"}}]),
+    lambda r: r.update(extension={"url": "http://x"}),
+    lambda r: r["name"][0].update(given="Jean"),
+])
+def test_validate_answers_the_wrong_shapes_with_an_outcome(mode_client, change):
+    patient = a_patient(mode_client)
+    changed = copy.deepcopy(patient)
+    change(changed)
+    for body in (changed, {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": changed}]}):
+        response = mode_client.post("/fhir/Patient/$validate", json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        issues = response.get_json()["issue"]
+        assert any(i["severity"] == "error" and i["expression"][0].startswith("Patient.") for i in issues), issues
+
+
+def test_operator_keys_are_refused_and_operator_strings_stored_inertly(mode_client):
+    patient = a_patient(mode_client)
+    for body in ({**patient, "$where": "sleep(1000)"}, {**patient, "name": [{"family.x": "a"}]},
+                 {**patient, "identifier": [{"system": "urn:x", "value": {"$gt": ""}}]},
+                 {**patient, "meta": {"$set": {"versionId": "9"}}}):
+        response = mode_client.put(f"/fhir/Patient/{patient['id']}", json=body)
+        assert response.status_code == 400, response.get_data(as_text=True)
+    inert = {**patient, "name": [{"use": "official", "family": "$where", "given": ['{"$gt": ""}']}]}
+    stored = mode_client.put(f"/fhir/Patient/{patient['id']}", json=inert)
+    assert stored.status_code == 200, stored.get_data(as_text=True)
+    found = mode_client.get("/fhir/Patient?family=$where&_total=accurate").get_json()
+    assert found["total"] == 1 and found["entry"][0]["resource"]["name"][0]["given"] == ['{"$gt": ""}']
+    assert mode_client.get("/fhir/Patient?family=$wherex&_total=accurate").get_json()["total"] == 0
+    for cursor in ({"d": "n", "k": [{"$gt": ""}, "x"]}, {"d": "n", "k": "x"}, ["n"], {"ts": {"$gt": ""}, "key": 1}):
+        token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
+        for url in (f"/fhir/Patient?_cursor={token}", f"/fhir/Patient/_history?_cursor={token}"):
+            response = mode_client.get(url)
+            assert response.status_code == 400 and response.get_json()["issue"][0]["expression"] == ["_cursor"]
+
+
+@pytest.mark.xfail(reason="identity per laboratory: merged from the identity branch", strict=False)
+def test_a_patient_sent_by_b_with_a_s_nir_leaves_a_s_patient_unchanged(secured):
+    """Today B's write updates A's Patient (same INS, same Patient); the identity branch gives B a
+    Patient of its own. Kept apart from the generated tests so that only this case waits for it."""
+    a = secured.client_session(LAB_A)
+    b = secured.client_session(LAB_B)
+    post_result(a, LAB_A, 1)
+    before = owned_documents(secured.store.db, LAB_A.finess)
+    bundle_b = generate_result_bundle(random.Random(3), LAB_B, include_legal_entity=False)
+    bundle_a = generate_result_bundle(random.Random(1), LAB_A, include_legal_entity=False)
+    patient_b = next(e for e in bundle_b["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient_a = next(e for e in bundle_a["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient_b["resource"]["identifier"] = patient_a["resource"]["identifier"]
+    patient_b["request"] = patient_a["request"]
+    assert b.post("", json=bundle_b).status_code in (200, 403)
+    assert owned_documents(secured.store.db, LAB_A.finess) == before
