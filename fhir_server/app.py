@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     logs.install(app)  # nothing personal or secret in any log record of this process
     store = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES, settings.base_url,
-                  settings.create_indexes, keyed_types=submission.UNIQUE_IDENTIFIERS)
+                  settings.create_indexes, settings.max_document_bytes,
+                  keyed_types=submission.UNIQUE_IDENTIFIERS)
     app.extensions["sidep.store"] = store
     install_write_hooks(app, store)
     if settings.store_code_lists:

@@ -26,7 +26,8 @@ def plan_builder(strict: bool = False, uow: UnitOfWork | None = None) -> PlanBui
             return uow.find(rtype, plan.filter, MAX_CHAIN_IDS + 1, fields)
         return store().find(rtype, plan.filter, limit=MAX_CHAIN_IDS + 1, projection=fields)
 
-    builder = PlanBuilder(config.base_url, config.default_page_size, config.max_page_size, lookup, strict)
+    builder = PlanBuilder(config.base_url, config.default_page_size, config.max_page_size, lookup, strict,
+                          config.max_search_value_length)
     restrict = current_app.extensions.get("sidep.restrict_plans")  # access control (fhir_server.auth)
     return restrict(builder, uow is not None) if restrict else builder
 

@@ -10,6 +10,8 @@ from email.utils import format_datetime
 import orjson
 from flask import Response, current_app, g, request
 
+from profiles.base_validation import TOO_COSTLY, TYPE_NAME, JsonLimits, json_issues
+
 from .outcome import FhirError, Issue, operation_outcome
 from .storage import Record
 
@@ -42,8 +44,12 @@ def loads(data: bytes):
     (1.50, 1.0E-3, 66.899999999999991) becomes a Decimal, stored as Decimal128. Bodies without such
     numbers (nearly all) take the fast parser."""
     if any(repr(float(m)).encode() != m for m in _DECIMAL_LITERAL.findall(data)):
-        return json.loads(data, parse_float=Decimal)
+        return json.loads(data, parse_float=Decimal, parse_constant=_not_json)
     return orjson.loads(data)
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def fhir_response(body: dict | None, status: int = 200, headers: dict | None = None) -> Response:
@@ -67,12 +73,34 @@ def read_json_body() -> dict:
         raise FhirError.of(400, "required", "The request has no body", "La requête n'a pas de corps")
     try:
         body = loads(data)
+    except RecursionError:
+        raise too_deep() from None
     except (ValueError, orjson.JSONDecodeError) as exc:
+        if "depth limit" in str(exc):
+            raise too_deep() from None
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
     if not isinstance(body, dict):
         raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)",
                            "Le corps doit être un objet JSON (une ressource FHIR)")
+    check_fhir_json(body)
     return body
+
+
+def check_fhir_json(body: dict) -> None:
+    """413 beyond a request limit (string length, element count, nesting depth), 400 where the body
+    breaks the FHIR JSON rules (null, empty elements, names that are no element names...)."""
+    config = current_app.config["SETTINGS"]
+    kind = body.get("resourceType")
+    root = kind if isinstance(kind, str) and TYPE_NAME.fullmatch(kind) else "Resource"
+    issues = json_issues(body, root, JsonLimits(config.max_string_length, config.max_elements, config.max_depth))
+    if issues:
+        raise FhirError(413 if issues[0].code == TOO_COSTLY else 400, issues)
+
+
+def too_deep() -> FhirError:
+    limit = current_app.config["SETTINGS"].max_depth
+    return FhirError.of(413, "too-costly", f"JSON nested deeper than {limit} levels, the limit",
+                        f"JSON imbriqué sur plus de {limit} niveaux, la limite")
 
 
 def prefer(name: str) -> str | None:

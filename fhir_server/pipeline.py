@@ -90,6 +90,8 @@ def check_body(max_body_bytes: int) -> None:
         raise too_large(max_body_bytes)
     if not length and not request.headers.get("Transfer-Encoding"):
         return
+    if length is None and _streamed_past(max_body_bytes):
+        raise too_large(max_body_bytes)
     mimetype = request.mimetype
     allowed = JSON_TYPES | ({FORM} if request.path.endswith("/_search") else set())
     if request.method == "PATCH":
@@ -99,6 +101,15 @@ def check_body(max_body_bytes: int) -> None:
         raise FhirError.of(415, "not-supported",
                            f"Content-Type '{mimetype or 'none'}' is not accepted; send {wanted}",
                            f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez {wanted}")
+
+
+def _streamed_past(limit: int) -> bool:
+    """Whether a body sent without Content-Length (chunked) is longer than `limit`. Werkzeug stops
+    reading such a stream at the limit without saying more was sent, which would hand the handlers
+    a body cut short: read it now (it is cached for them) and look for one byte beyond."""
+    if len(request.get_data(cache=True)) < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def too_large(limit: int) -> FhirError:

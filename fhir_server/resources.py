@@ -36,11 +36,13 @@ def _relocated(issues: list[Issue], rtype: str, root: str) -> list[Issue]:
     return issues
 
 
-def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: str | None = None) -> dict:
+def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: str | None = None,
+                   in_bundle: bool = False) -> dict:
     """The resource as it will be stored; raises FhirError 400 (not FHIR R4) or 422 (not SI-DEP).
 
     `url_id`: the id in the URL of an update, which the body's id must match.
     `root`: where the resource sits in the request, for error locations.
+    `in_bundle`: an entry of a transaction or batch (urn:uuid: and conditional references resolve).
     """
     root = root or rtype
     body_type = resource.get("resourceType")
@@ -54,7 +56,7 @@ def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: 
                            f"The id in the body ('{resource.get('id')}') differs from the URL ('{url_id}')",
                            f"L'id du corps ('{resource.get('id')}') diffère de l'URL ('{url_id}')",
                            f"{root}.id")
-    issues = parse_errors(rtype, resource)
+    issues = parse_errors(rtype, resource, in_bundle)
     if issues:
         raise FhirError(400, _relocated(issues, rtype, root))
     if not settings().enforce_profiles:

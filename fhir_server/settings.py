@@ -31,6 +31,13 @@ class Settings:
     max_history_page_size: int = 500
     max_include_results: int = 1000  # _include/_revinclude entries added to one page at most
     max_bundle_entries: int = 1000  # transaction/batch entries at most
+    # what one request body may hold (README "Limits"): 413 beyond any of them
+    max_string_length: int = 2 * 1024 * 1024  # characters in one JSON string (narratives of HL7's examples: 1.8 M)
+    max_elements: int = 200_000  # JSON values (objects, arrays, strings, numbers, booleans) in one body
+    max_depth: int = 64  # nesting of JSON objects and arrays in one body
+    # MongoDB refuses documents over 16 MiB; a resource is stored with its search index fields
+    max_document_bytes: int = 16_000_000  # BSON bytes of one stored resource with its index fields
+    max_search_value_length: int = 256  # characters of one search parameter's name or value; 400 beyond
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
     create_indexes: bool = True
     store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
@@ -62,6 +69,11 @@ class Settings:
             default_page_size=_int("DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_int("MAX_PAGE_SIZE", cls.max_page_size),
             max_bundle_entries=_int("MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
+            max_string_length=_int("MAX_STRING_LENGTH", cls.max_string_length),
+            max_elements=_int("MAX_ELEMENTS", cls.max_elements),
+            max_depth=_int("MAX_DEPTH", cls.max_depth),
+            max_document_bytes=_int("MAX_DOCUMENT_BYTES", cls.max_document_bytes),
+            max_search_value_length=_int("MAX_SEARCH_VALUE_LENGTH", cls.max_search_value_length),
             enforce_profiles=_bool("ENFORCE_PROFILES", cls.enforce_profiles),
             create_indexes=_bool("CREATE_INDEXES", cls.create_indexes),
             store_code_lists=_bool("STORE_CODE_LISTS", cls.store_code_lists),

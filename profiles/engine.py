@@ -12,7 +12,6 @@ The write path calls, in this order:
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from fhir_server.outcome import Issue
 
 from terminology.service import UnknownValueSet, french_title
 
+from .base_validation import reference_type
 from .validators import FINESS, FINESS_OLD, VALIDATORS, phone_to_e164
 
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -194,15 +194,11 @@ def _children(node: dict, rule: Rule, path: str) -> list:
     return found
 
 
-_REFERENCE_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)(?:/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$|\?)")
-
-
 def _reference_type(reference: dict) -> str | None:
     text = reference.get("reference")
-    if isinstance(text, str) and not text.startswith(("urn:", "#")):
-        match = _REFERENCE_TYPE.search(text)
-        if match:
-            return match[1]
+    named = reference_type(text) if isinstance(text, str) else None
+    if named:
+        return named
     explicit = reference.get("type")
     return explicit.rsplit("/", 1)[-1] if isinstance(explicit, str) else None
 
@@ -381,12 +377,13 @@ def validate_resource(resource: dict, lang: str = "en", profile_url: str | None 
 
 def validate_for_write(resource: dict, lang: str = "en", profile_url: str | None = None,
                        enforce_profiles: bool = True) -> list[Issue]:
-    """Everything a create/update checks: base FHIR R4 parsing, then (when enforced) the SI-DEP profile."""
+    """Everything a create/update checks: base FHIR R4 parsing, then (when enforced, and only on
+    what parses, as the write path does) the SI-DEP profile."""
     from .base_validation import parse_errors
 
     resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
     issues = parse_errors(resource_type, resource)
-    if enforce_profiles:
+    if enforce_profiles and not has_errors(issues):
         issues += validate_resource(resource, lang, profile_url)
     return issues
 

@@ -63,8 +63,9 @@ def not_there(response, rtype: str, rid: str) -> None:
 
 
 def without_ins(patient: dict) -> dict:
-    return {**patient, "identifier": [i for i in patient.get("identifier", [])
-                                      if not i.get("system", "").startswith("urn:oid:1.2.250.1.213.1.4.")]}
+    others = [i for i in patient.get("identifier", []) if not i.get("system", "").startswith("urn:oid:1.2.250.1.213.1.4.")]
+    rest = {k: v for k, v in patient.items() if k != "identifier"}
+    return {**rest, "identifier": others} if others else rest  # FHIR JSON has no empty arrays
 
 
 RESULT_TYPES = ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")

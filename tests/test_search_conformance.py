@@ -22,8 +22,10 @@ def any_mode(request, settings):
 
 
 def practitioner(client, *given: str, identifiers=()) -> str:
-    return client.create({"resourceType": "Practitioner", "name": [{"family": "Démo", "given": list(given)}],
-                          "identifier": [{"system": "urn:example:rpps", "value": v} for v in identifiers]})["id"]
+    resource = {"resourceType": "Practitioner", "name": [{"family": "Démo", "given": list(given)}]}
+    if identifiers:  # FHIR JSON has no empty arrays
+        resource["identifier"] = [{"system": "urn:example:rpps", "value": v} for v in identifiers]
+    return client.create(resource)["id"]
 
 
 def communication(client, **content) -> str:

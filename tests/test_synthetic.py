@@ -38,7 +38,7 @@ def test_bundles_parse_as_r4_and_conform_to_the_profiles(bundles):
     for bundle in bundles:
         for entry in bundle["entry"]:
             resource = entry["resource"]
-            assert parse_errors(resource["resourceType"], resource) == []
+            assert parse_errors(resource["resourceType"], resource, in_bundle=True) == []
             assert validate_resource(resource) == [], (resource, validate_resource(resource))
 
 

@@ -2,6 +2,7 @@
 with _count, _since and keyset paging (newest first)."""
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from flask import request
@@ -39,7 +40,8 @@ def _history(rtype: str | None, rid: str | None):
     since = _since(request.args.get("_since"))
     before = None
     if request.args.get("_cursor"):
-        state = decode_cursor(request.args["_cursor"])
+        state = decode_cursor(request.args["_cursor"], lambda state: isinstance(state.get("ts"), datetime)
+                              and isinstance(state.get("key"), str))
         before = (state["ts"], state["key"])
     records = store().history(rtype, rid, since, before, count + 1)
     more = len(records) > count
@@ -74,7 +76,7 @@ def _entry(record: Record) -> dict:
 def _count(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) == 0:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
         raise FhirError.of(400, "invalid", f"_count '{raw}' is not a positive integer",
                            f"_count '{raw}' n'est pas un entier positif", "_count")
     return min(int(raw), maximum)

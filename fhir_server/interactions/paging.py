@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -20,14 +20,28 @@ def encode_cursor(state: dict) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> dict:
+def decode_cursor(token: str, fits: Callable[[Any], bool]) -> dict:
+    """The state `encode_cursor` made, if it `fits` the shape its reader expects. It comes back
+    from the client, so anything else is refused: a sort key is a scalar, never an object the
+    database would read as an operator ({"$gt": ""})."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return _revive(orjson.loads(raw))
-    except (ValueError, orjson.JSONDecodeError):
+        state = _revive(orjson.loads(raw))
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        state = None
+    if not (isinstance(state, dict) and fits(state)):
         raise FhirError.of(400, "invalid", "The paging cursor is not valid; start the search again",
                            "Le curseur de pagination n'est pas valide ; relancez la recherche",
                            "_cursor") from None
+    return state
+
+
+def sort_keys(values: Any, count: int) -> bool:
+    """Whether `values` can be the `count` sort keys of a row."""
+    return isinstance(values, list) and len(values) == count and all(isinstance(v, _SCALARS) for v in values)
+
+
+_SCALARS = (str, int, float, bool, datetime, type(None))
 
 
 def _revive(value: Any) -> Any:

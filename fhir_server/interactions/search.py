@@ -12,7 +12,7 @@ from ..resources import require_supported
 from ..search.query import SearchPlan
 from ..storage.conditions import all_of, referring
 from .elements import shape
-from .paging import after_condition, decode_cursor, encode_cursor, reverse, sort_values
+from .paging import after_condition, decode_cursor, encode_cursor, reverse, sort_keys, sort_values
 
 PROJECTION = {"res": 1, "v": 1, "ts": 1, "o": 1}
 
@@ -31,7 +31,8 @@ def run(plan: SearchPlan) -> dict:
     rtype = plan.resource_type
     if plan.summary == "count":
         return _bundle(plan, [], db.count(rtype, plan.filter), None, None)
-    cursor = decode_cursor(plan.cursor) if plan.cursor else None
+    cursor = decode_cursor(plan.cursor, lambda state: state.get("d") in ("n", "p")
+                           and sort_keys(state.get("k"), len(plan.sort))) if plan.cursor else None
     backwards = bool(cursor and cursor.get("d") == "p")
     sort = reverse(plan.sort) if backwards else plan.sort
     query = plan.filter if cursor is None else all_of(plan.filter, after_condition(sort, cursor["k"]))

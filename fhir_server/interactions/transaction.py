@@ -68,7 +68,10 @@ def transaction_or_batch():
         raise FhirError.of(400, "invalid", "POST to the base URL takes a Bundle of type transaction or batch",
                            "Un POST sur l'URL de base attend un Bundle de type transaction ou batch",
                            "Bundle.type")
-    raw_entries = bundle.get("entry") or []
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise FhirError.of(400, "structure", "Bundle.entry must be an array of entries",
+                           "Bundle.entry doit être un tableau d'entrées", "Bundle.entry")
     if len(raw_entries) > settings().max_bundle_entries:
         raise FhirError.of(413, "too-costly",
                            f"The Bundle has {len(raw_entries)} entries; at most {settings().max_bundle_entries} are accepted",
@@ -82,9 +85,12 @@ def transaction_or_batch():
 
 def parse_entry(index: int, raw: dict) -> Entry:
     where = f"Bundle.entry[{index}]"
-    req = raw.get("request") or {}
-    method = (req.get("method") or "").upper()
-    url = (req.get("url") or "").lstrip("/")
+    if not isinstance(raw, dict):
+        raise FhirError.of(400, "structure", f"{where}: an entry must be a JSON object",
+                           f"{where} : une entrée doit être un objet JSON", where)
+    req = _typed(raw, "request", dict, where) or {}
+    method = (_typed(req, "method", str, f"{where}.request") or "").upper()
+    url = (_typed(req, "url", str, f"{where}.request") or "").lstrip("/")
     if method not in ORDER or not url:
         raise FhirError.of(400, "invalid", f"{where}: request.method (GET, POST, PUT, DELETE) and request.url are required",
                            f"{where} : request.method (GET, POST, PUT, DELETE) et request.url sont obligatoires",
@@ -95,8 +101,9 @@ def parse_entry(index: int, raw: dict) -> Entry:
         raise FhirError.of(400, "not-supported", f"{where}: operations ({url}) are not supported inside a Bundle",
                            f"{where} : les opérations ({url}) ne sont pas prises en charge dans un Bundle",
                            f"{where}.request.url")
-    entry = Entry(index, method, url, raw.get("fullUrl"), raw.get("resource"), req.get("ifNoneExist"),
-                  parse_etag(req.get("ifMatch")))
+    entry = Entry(index, method, url, _typed(raw, "fullUrl", str, where), _typed(raw, "resource", dict, where),
+                  _typed(req, "ifNoneExist", str, f"{where}.request"),
+                  parse_etag(_typed(req, "ifMatch", str, f"{where}.request")))
     if entry.type not in SUPPORTED_TYPES:
         raise FhirError.of(404, "not-supported", f"{where}: resource type '{entry.type}' is not supported",
                            f"{where} : le type de ressource '{entry.type}' n'est pas pris en charge",
@@ -106,8 +113,19 @@ def parse_entry(index: int, raw: dict) -> Entry:
             raise FhirError.of(400, "required", f"{where}: a {method} entry needs a resource",
                                f"{where} : une entrée {method} doit porter une ressource", f"{where}.resource")
         url_id = entry.id if method == "PUT" and not entry.criteria else None
-        entry.resource = check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource")
+        entry.resource = check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource",
+                                        in_bundle=True)
     return entry
+
+
+def _typed(node: dict, name: str, kind: type, where: str):
+    """node[name] when absent or of the JSON type the Bundle defines for it, else 400 there."""
+    value = node.get(name)
+    if value is not None and not isinstance(value, kind):
+        expected = ("an object", "un objet") if kind is dict else ("a string", "une chaîne")
+        raise FhirError.of(400, "structure", f"{where}.{name} must be {expected[0]}",
+                           f"{where}.{name} doit être {expected[1]}", f"{where}.{name}")
+    return value
 
 
 # -- transaction -------------------------------------------------------------------------------

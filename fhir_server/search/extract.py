@@ -16,6 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable
 
+from profiles.base_validation import relative_reference
 from profiles.engine import normalise_resource
 
 from .dates import DateFormatError, parse_range, period_range
@@ -98,13 +99,12 @@ def _tokens(value: Any) -> tuple[list[str], list[str]]:
 
 
 def reference_key(reference: str, base_url: str | None) -> str:
-    """'http://this-server/fhir/Patient/1/_history/2' -> 'Patient/1'; other URLs kept whole."""
+    """'http://this-server/fhir/Patient/1/_history/2' -> 'Patient/1'; other URLs, and anything
+    that is not a reference of the server's grammar (profiles.base_validation), kept whole."""
     if base_url and reference.startswith(base_url + "/"):
         reference = reference[len(base_url) + 1:]
-    parts = reference.split("/")
-    if len(parts) >= 2 and "://" not in reference and not reference.startswith(("urn:", "#")):
-        return f"{parts[0]}/{parts[1]}"
-    return reference
+    target = relative_reference(reference)
+    return f"{target[0]}/{target[1]}" if target else reference
 
 
 def _references(value: Any, param: SearchParameter, base_url: str | None) -> list[str]:

@@ -82,18 +82,21 @@ def unescape(text: str) -> str:
 
 class PlanBuilder:
     def __init__(self, base_url: str, default_count: int, max_count: int,
-                 lookup: Callable[[str, "SearchPlan", str], list[dict]], strict: bool = False):
+                 lookup: Callable[[str, "SearchPlan", str], list[dict]], strict: bool = False,
+                 max_value_length: int = 256):
         self.base_url = base_url
         self.default_count = default_count
         self.max_count = max_count
         self.lookup = lookup
         self.strict = strict
+        self.max_value_length = max_value_length
 
     # -- entry point -------------------------------------------------------------------------
     def build(self, resource_type: str, pairs: list[tuple[str, str]]) -> SearchPlan:
         plan = SearchPlan(resource_type, {}, [], self.default_count)
         clauses: list[dict] = []
         for name, value in pairs:
+            self._check_length(name, value)
             if name in RESULT_PARAMETERS:
                 self._result_parameter(plan, name, value)
                 continue
@@ -107,10 +110,25 @@ class PlanBuilder:
             plan.sort.append(("_id", 1))  # a unique tie-breaker makes keyset paging exact
         return plan
 
+    def _check_length(self, name: str, value: str) -> None:
+        """Names and values within the limit, also once folded as string search matches them: the
+        database caps the regular expressions they become. The paging cursor is the server's own."""
+        limit = self.max_value_length
+        if name == "_cursor":
+            return
+        if len(name) > limit:
+            raise FhirError.of(400, "too-costly", f"A search parameter name of {len(name)} characters is over the "
+                                                  f"limit of {limit}",
+                               f"Un nom de paramètre de recherche de {len(name)} caractères dépasse la limite de "
+                               f"{limit}", name[:limit])
+        if len(value) > limit or len(fold(value)) > limit:
+            raise bad_parameter(name, f"a value of {len(value)} characters is over the limit of {limit}",
+                                f"une valeur de {len(value)} caractères dépasse la limite de {limit}")
+
     # -- result parameters -------------------------------------------------------------------
     def _result_parameter(self, plan: SearchPlan, name: str, value: str) -> None:
         if name == "_count":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise bad_parameter(name, f"'{value}' is not a non-negative integer",
                                     f"'{value}' n'est pas un entier positif")
             plan.count = min(int(value), self.max_count)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
+import bson
 from bson import ObjectId
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
@@ -26,7 +27,7 @@ from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
 from .conditions import narrowed
-from .mongo import CLAIMS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
+from .mongo import CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 16  # a unit of work that still conflicts after this many tries gets 409
@@ -110,10 +111,12 @@ def new_id() -> str:
 
 class Store:
     def __init__(self, uri: str, db_name: str, resource_types: Iterable[str], base_url: str,
-                 create_indexes: bool = True, keyed_types: Iterable[str] = ()):
+                 create_indexes: bool = True, max_document_bytes: int = 16_000_000,
+                 keyed_types: Iterable[str] = ()):
         self.client = client_for(uri)
         self.db = self.client[db_name]
         self.base_url = base_url
+        self.max_document_bytes = max_document_bytes  # MongoDB refuses documents over 16 MiB
         self.resource_types = tuple(resource_types)
         self._collections: dict = {}
         self.access: Access | None = None
@@ -351,6 +354,7 @@ class UnitOfWork:
                **index_fields(rtype, stored, self.store.base_url), **(fields or {})}
         if owner:
             doc["org"] = owner
+        self._check_size(rtype, doc)
         self._write(rtype, rid, previous, doc)
         self._add_history(rtype, rid, version, stored, method, owner)
         self._docs.setdefault((rtype, rid), []).extend([doc, self._history[-1]])
@@ -460,6 +464,18 @@ class UnitOfWork:
             if duplicates:
                 raise Conflict(str(exc)) from None
             raise
+
+    def _check_size(self, rtype: str, doc: dict) -> None:
+        """413 before writing a resource whose stored document (the resource and the search index
+        fields extracted from it, which can be several times its size) is over the limit."""
+        size = len(bson.encode(doc, codec_options=CODEC_OPTIONS))
+        limit = self.store.max_document_bytes
+        if size > limit:
+            raise FhirError.of(413, "too-costly",
+                               f"{rtype} would be stored as {size} bytes with its search index, over the limit "
+                               f"of {limit}: shorten its texts or split it",
+                               f"{rtype} serait enregistré sur {size} octets avec son index de recherche, au-delà "
+                               f"de la limite de {limit} : raccourcir ses textes ou le scinder", rtype)
 
     def _write(self, rtype: str, rid: str, previous: Record | None, doc: dict) -> None:
         operations = self._writes.setdefault(rtype, [])
