@@ -65,26 +65,5 @@ def sort_values(doc: dict, sort: list[tuple[str, int]]) -> list:
     return values
 
 
-def _after(field: str, direction: int, value) -> dict | None:
-    """Documents strictly after `value` on one key, in MongoDB's order (null sorts lowest)."""
-    if direction == 1:
-        return {field: {"$ne": None}} if value is None else {field: {"$gt": value}}
-    if value is None:
-        return None
-    return {"$or": [{field: {"$lt": value}}, {field: None}]}
-
-
-def after_condition(sort: list[tuple[str, int]], values: list) -> dict:
-    """Rows after the row with `values`: equal on the first i keys, after on key i."""
-    alternatives = []
-    for i, (field, direction) in enumerate(sort):
-        after = _after(field, direction, values[i])
-        if after is None:
-            continue
-        equal = [{f: v} for (f, _), v in zip(sort[:i], values[:i])]
-        alternatives.append({"$and": equal + [after]} if equal else after)
-    return {"$or": alternatives} if alternatives else {"_id": {"$in": []}}
-
-
 def reverse(sort: list[tuple[str, int]]) -> list[tuple[str, int]]:
     return [(field, -direction) for field, direction in sort]

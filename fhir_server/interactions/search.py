@@ -10,9 +10,9 @@ from ..http import fhir_response, lang, prefer
 from ..outcome import operation_outcome
 from ..resources import require_supported
 from ..search.query import SearchPlan
-from ..storage.conditions import all_of, referring
+from ..storage.conditions import after_row, all_of, referring
 from .elements import shape
-from .paging import after_condition, decode_cursor, encode_cursor, reverse, sort_keys, sort_values
+from .paging import decode_cursor, encode_cursor, reverse, sort_keys, sort_values
 
 PROJECTION = {"res": 1, "v": 1, "ts": 1, "o": 1}
 
@@ -35,7 +35,7 @@ def run(plan: SearchPlan) -> dict:
                            and sort_keys(state.get("k"), len(plan.sort))) if plan.cursor else None
     backwards = bool(cursor and cursor.get("d") == "p")
     sort = reverse(plan.sort) if backwards else plan.sort
-    query = plan.filter if cursor is None else all_of(plan.filter, after_condition(sort, cursor["k"]))
+    query = plan.filter if cursor is None else all_of(plan.filter, after_row(sort, cursor["k"]))
     projection = dict(PROJECTION, **{f"s.{i.param}": 1 for i in plan.includes})
     docs = db.find(rtype, query, sort, plan.count + 1, projection) if plan.count else []
     more = len(docs) > plan.count

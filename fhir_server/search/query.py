@@ -1,4 +1,5 @@
-"""Turn FHIR search parameters into a MongoDB filter, a sort and the result options.
+"""Turn FHIR search parameters into a storage condition (storage/conditions.py), a sort and the
+result options.
 
 A `SearchPlan` is plain data; fhir_server.interactions.search runs it through the store. Chained
 parameters and `_has` need the ids of other resources: they ask `lookup(type, plan) -> [docs]`.
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Callable
 
 from terminology.r4_definitions import resource_types
 
 from ..outcome import FhirError, Issue
-from .dates import DateFormatError, parse_range, utc_now
+from ..storage.conditions import (NOTHING, any_of, combine, date_condition, ids_in, matching, none_of, one_of,
+                                  present)
+from .dates import DateFormatError, parse_range
 from .extract import reference_key, token_part
 from .normalize import fold
 from .registry import SORTABLE_TYPES, SearchParameter, parameters_for
@@ -209,7 +211,7 @@ class PlanBuilder:
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise bad_parameter(name, "':missing' takes true or false", "':missing' attend true ou false")
-            return {param.field: {"$exists": raw == "false"}}
+            return present(param.field, raw == "false")
         handler = getattr(self, f"_{param.type}", None)
         if handler is None:
             raise bad_parameter(name, f"type {param.type} is not searchable here",
@@ -232,11 +234,11 @@ class PlanBuilder:
         if modifier not in ("", "contains"):
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         anchor = "" if modifier == "contains" else "^"
-        return {param.field: any_regex(anchor, [re.escape(fold(v)) for v in values])}
+        return matching(param.field, anchor, [re.escape(fold(v)) for v in values])
 
     def _token(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         if modifier == "text":
-            return {f"x.{param.code}": any_regex("^", [re.escape(fold(v)) for v in split_values(raw)])}
+            return matching(f"x.{param.code}", "^", [re.escape(fold(v)) for v in split_values(raw)])
         if modifier not in ("", "not"):
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         exact: list[str] = []
@@ -254,16 +256,15 @@ class PlanBuilder:
         exact = _dedupe(exact)
         if systems:
             patterns = [re.escape(v) + "$" for v in exact] + [re.escape(token_part(s)) + r"\|" for s in systems]
-            condition = any_regex("^", patterns)
-            return {param.field: {"$not": re.compile(condition["$regex"])} if modifier == "not" else condition}
+            return matching(param.field, "^", patterns, negated=modifier == "not")
         if modifier == "not":
-            return {param.field: {"$nin": exact}}
+            return none_of(param.field, exact)
         return one_of(param.field, exact)
 
     def _uri(self, param: SearchParameter, name: str, raw: str, modifier: str) -> dict:
         values = split_values(raw)
         if modifier == "below":
-            return {param.field: any_regex("^", [re.escape(v) for v in values])}
+            return matching(param.field, "^", [re.escape(v) for v in values])
         if modifier:
             raise bad_parameter(name, f"unknown modifier ':{modifier}'", f"modificateur inconnu ':{modifier}'")
         return one_of(param.field, values)
@@ -296,7 +297,7 @@ class PlanBuilder:
             except DateFormatError as exc:
                 raise bad_parameter(name, str(exc), f"'{text}' n'est pas une date FHIR valide") from None
             alternatives.append(date_condition(param.field if param else None, prefix, lo, hi))
-        return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+        return any_of(*alternatives)
 
     # -- chains and reverse chains -----------------------------------------------------------
     def _chain(self, param: SearchParameter, type_modifier: str | None, chain: str, raw: str,
@@ -311,7 +312,7 @@ class PlanBuilder:
         for target in [t for t in targets if parameters_for(t)]:  # no resource of another type is here
             sub = self._sub_plan(target, chain, raw, name)
             keys += [f"{target}/{doc['_id']}" for doc in self._ids(target, sub, name)]
-        return {param.field: keys[0] if len(keys) == 1 else {"$in": keys}}
+        return one_of(param.field, keys) if keys else NOTHING
 
     def _sub_plan(self, resource_type: str, name: str, raw: str, outer: str) -> SearchPlan:
         """The plan of a chained or _has parameter. An unknown inner parameter is an error even in
@@ -342,7 +343,7 @@ class PlanBuilder:
         prefix = resource_type + "/"
         ids = {ref_key[len(prefix):] for doc in self._ids(source, sub, name, f"s.{ref_code}")
                for ref_key in doc.get("s", {}).get(ref_code, []) if ref_key.startswith(prefix)}
-        return {"_id": {"$in": sorted(ids)}}  # $in even for one id: never the bare-_id fast path
+        return ids_in(sorted(ids))
 
     def _ids(self, resource_type: str, plan: SearchPlan, name: str, projection: str = "_id") -> list[dict]:
         docs = self.lookup(resource_type, plan, projection)
@@ -371,57 +372,6 @@ def sort_field(code: str, direction: int) -> str:
 def parameters_for_all_types() -> set[str]:
     from .registry import load
     return set(load())
-
-
-def date_condition(field_name: str | None, prefix: str, lo, hi) -> dict:
-    """The condition for `prefix` against the searched range [lo, hi].
-
-    `field_name` is an array of {lo, hi} ranges; None means the scalar `ts` (meta.lastUpdated), a
-    range of one instant. Prefixes that compare one end only (gt lt ge le sa eb) are a plain range
-    on `<field>.lo` or `<field>.hi`, which an index serves; eq and ap need both ends of the same
-    range ($elemMatch), led by a range on `<field>.lo` for the index.
-    """
-    if prefix == "ap":
-        margin = max(abs(utc_now() - lo) * 0.1, timedelta(days=1))
-        lo, hi, prefix = lo - margin, hi + margin, "overlap"
-    bounds = {
-        "eq": [("lo", "$gte", lo), ("hi", "$lte", hi)],
-        "ne": [("lo", "$gte", lo), ("hi", "$lte", hi)],
-        "gt": [("hi", "$gt", hi)],
-        "lt": [("lo", "$lt", lo)],
-        "ge": [("hi", "$gte", lo)],
-        "le": [("lo", "$lte", hi)],
-        "sa": [("lo", "$gt", hi)],
-        "eb": [("hi", "$lt", lo)],
-        "overlap": [("lo", "$lte", hi), ("hi", "$gte", lo)],
-    }[prefix]
-    if field_name is None:
-        condition: dict = {}
-        for _end, op, value in bounds:
-            condition[op] = value
-        return {"ts": {"$not": condition}} if prefix == "ne" else {"ts": condition}
-    element: dict = {}
-    for end, op, value in bounds:
-        element.setdefault(end, {})[op] = value
-    if prefix == "ne":
-        return {field_name: {"$exists": True, "$not": {"$elemMatch": element}}}
-    if len(element) == 1:  # one end: "some value's lo (or hi) ..." needs no $elemMatch
-        (end, condition), = element.items()
-        return {f"{field_name}.{end}": condition}
-    lead = {"$gte": lo, "$lte": hi} if prefix == "eq" else {"$lte": hi}
-    return {f"{field_name}.lo": lead, field_name: {"$elemMatch": element}}
-
-
-def one_of(field_name: str, values: list) -> dict:
-    """A single value as plain equality (the shape every index serves), several as $in."""
-    return {field_name: values[0] if len(values) == 1 else {"$in": values}}
-
-
-def any_regex(anchor: str, patterns: list[str]) -> dict:
-    """One `$regex` for several alternatives. Never compiled patterns as a bare value or in `$in`:
-    SecantusDB answers those from an index as if they were equality values (no match)."""
-    body = patterns[0] if len(patterns) == 1 else "(?:" + "|".join(patterns) + ")"
-    return {"$regex": anchor + body}
 
 
 def _split_token(value: str) -> tuple[str, str, str]:
@@ -462,37 +412,3 @@ def _ends_at(param: SearchParameter, element: str) -> bool:
 
 def _dedupe(items: list) -> list:
     return list(dict.fromkeys(items))
-
-
-_NEGATIVE_OPS = {"$exists", "$nin", "$not", "$ne"}
-
-
-def _selects_live(clause: dict) -> bool:
-    """True when the clause can only match a live resource: a positive condition on an index
-    field (s.*, x.*), which deletion markers don't carry (see storage.store.UnitOfWork.delete)."""
-    for key, condition in clause.items():
-        if key.startswith(("s.", "x.")) and not (
-                isinstance(condition, dict) and _NEGATIVE_OPS & set(condition)):
-            return True
-    return False
-
-
-def combine(clauses: list[dict]) -> dict:
-    """AND the clauses as one flat document when their fields differ.
-
-    A flat filter (no top-level $and) is what index selection looks at, in MongoDB and even
-    more so in SecantusDB, which plans nothing for a top-level operator. `del: false` is added
-    only when no clause already excludes deletion markers.
-    """
-    if not any(_selects_live(c) for c in clauses):
-        clauses = clauses + [{"del": False}]
-    merged: dict = {}
-    rest: list[dict] = []
-    for clause in clauses:
-        if any(key in merged for key in clause):
-            rest.append(clause)
-        else:
-            merged.update(clause)
-    if rest:
-        merged["$and"] = rest
-    return merged
