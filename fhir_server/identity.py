@@ -19,6 +19,7 @@ Rules, applied in the unit of work that writes the Patient:
 - a Patient that loses its INS, changes it, or is deleted leaves its person.
 Matching by identity traits (without INS) never crosses laboratories: see submission.py.
 """
+
 from __future__ import annotations
 
 from .interactions.write_hooks import WriteHooks
@@ -78,8 +79,7 @@ def _link(uow: UnitOfWork, person: Person, ref: str, record: Record) -> None:
     person.links.append(Link(ref, uow.owner, state, reason, differs, uow.now))
     save_person(uow, person)
     if state == CONFLICT and not unchanged:
-        uow.emit(CONFLICT_EVENT, {"person": person.id, "patient": ref, "differs": differs},
-                 key=f"person/{person.id}")
+        uow.emit(CONFLICT_EVENT, {"person": person.id, "patient": ref, "differs": differs}, key=f"person/{person.id}")
 
 
 def _unlink(uow: UnitOfWork, person: Person, ref: str) -> None:

@@ -18,6 +18,7 @@ every record of the process (records are redacted as they are made, so handlers 
 add later, RQ's or werkzeug's, get only redacted records); the app factory, the RQ worker class
 (workers.Worker) and the gunicorn logger call it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,6 +64,7 @@ def redact_path(path: str, method: str = "GET") -> str:
     def value(variable: re.Match) -> str:
         name = variable.group(1)
         return str(values.get(name, REDACTED)) if name in PUBLIC_PATH_VARIABLES else REDACTED
+
     return _ROUTE_VARIABLE.sub(value, rule.rule)
 
 
@@ -107,8 +109,12 @@ _PERSONAL = (
     (re.compile(r"(?<![\w+])\+\d{8,15}(?!\w)"), REDACTED),  # E.164 phone numbers
     (re.compile(r"(?<![\w.])0[1-9](?:[ .-]?\d{2}){4}(?![\w.])"), REDACTED),  # French national phone numbers
     (re.compile(r"\b(Bearer|Basic)\s+[\w.~+/=-]+", re.IGNORECASE), rf"\1 {REDACTED}"),
-    (re.compile(r"\b(\w*(?:secret|password|passwd|token|totp)\w*)([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+",
-                re.IGNORECASE), rf"\1\2{REDACTED}"),
+    (
+        re.compile(
+            r"\b(\w*(?:secret|password|passwd|token|totp)\w*)([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+", re.IGNORECASE
+        ),
+        rf"\1\2{REDACTED}",
+    ),
 )
 
 
@@ -126,11 +132,14 @@ def _safe_exception_types() -> tuple[type, ...]:
     safe: list[type] = [OSError, TimeoutError]
     try:
         from pymongo.errors import ConnectionFailure
+
         safe.append(ConnectionFailure)
     except ImportError:  # pragma: no cover
         pass
     try:
-        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeout
+
         safe += [RedisConnectionError, RedisTimeout]
     except ImportError:  # pragma: no cover
         pass
@@ -193,6 +202,7 @@ def install_filter() -> None:
         record = factory(*args, **kwargs)
         _FILTER.filter(record)
         return record
+
     redacted_record._sidep_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(redacted_record)
     for handler in logging.getLogger().handlers:  # records made before, still queued somewhere
@@ -228,11 +238,15 @@ class GunicornLogger(_GunicornBaseLogger):
         method = environ.get("REQUEST_METHOD", "-")
         path = redact_path(environ.get("PATH_INFO") or "/", method)
         query = redact_query(environ.get("QUERY_STRING") or "")
-        atoms.update({
-            "r": f"{method} {path}{'?' + query if query else ''} {environ.get('SERVER_PROTOCOL', '')}".rstrip(),
-            "U": path, "q": query, "u": "-",
-            "f": redact_target(environ["HTTP_REFERER"]) if environ.get("HTTP_REFERER") else "-",
-        })
+        atoms.update(
+            {
+                "r": f"{method} {path}{'?' + query if query else ''} {environ.get('SERVER_PROTOCOL', '')}".rstrip(),
+                "U": path,
+                "q": query,
+                "u": "-",
+                "f": redact_target(environ["HTTP_REFERER"]) if environ.get("HTTP_REFERER") else "-",
+            }
+        )
         for key in list(atoms):
             if key.startswith("{") and (key.endswith("}e") or key[1:-2] in _SECRET_HEADERS):
                 atoms[key] = REDACTED

@@ -3,6 +3,7 @@
 Messages are bilingual (French, English): the request's Accept-Language picks which one goes in
 `diagnostics`; the other travels in `details.text` so that nothing is lost.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ class FhirError(Exception):
         super().__init__("; ".join(i.en for i in self.issues))
 
     @classmethod
-    def of(cls, status: int, code: str, en: str, fr: str | None = None,
-           expression: str | list[str] | None = None) -> "FhirError":
+    def of(
+        cls, status: int, code: str, en: str, fr: str | None = None, expression: str | list[str] | None = None
+    ) -> "FhirError":
         expr = [expression] if isinstance(expression, str) else (expression or [])
         return cls(status, Issue("error" if status < 500 else "fatal", code, en, fr, expr))
 
@@ -52,4 +54,3 @@ def not_known(rtype: str, rid: str) -> FhirError:
 
 def operation_outcome(issues: list[Issue], lang: str = "en") -> dict:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir(lang) for i in issues]}
-

@@ -6,10 +6,11 @@ error turned into an OperationOutcome.
 A before-interceptor is a function `fn()` run before the handler (it may raise FhirError); an
 after-interceptor gets `(response)` and returns it.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -39,8 +40,12 @@ def install_app_handlers(app, prefix: str) -> None:
     app.register_error_handler(HTTPException, handle)
 
 
-def install(blueprint: Blueprint, max_body_bytes: int, before: Sequence[Callable[[], None]] = (),
-            after: Sequence[Callable[[Response], Response]] = ()) -> None:
+def install(
+    blueprint: Blueprint,
+    max_body_bytes: int,
+    before: Sequence[Callable[[], None]] = (),
+    after: Sequence[Callable[[Response], Response]] = (),
+) -> None:
     @blueprint.before_request
     def _run_before():
         negotiate_format()
@@ -78,8 +83,12 @@ def negotiate_format() -> None:
 
 
 def _not_acceptable(what: str) -> FhirError:
-    return FhirError.of(406, "not-supported", f"Only JSON is served (application/fhir+json), not '{what}'",
-                        f"Seul le JSON est servi (application/fhir+json), pas '{what}'")
+    return FhirError.of(
+        406,
+        "not-supported",
+        f"Only JSON is served (application/fhir+json), not '{what}'",
+        f"Seul le JSON est servi (application/fhir+json), pas '{what}'",
+    )
 
 
 def check_body(max_body_bytes: int) -> None:
@@ -98,9 +107,12 @@ def check_body(max_body_bytes: int) -> None:
         allowed = {JSON_PATCH}
     if mimetype not in allowed:
         wanted = JSON_PATCH if request.method == "PATCH" else "application/fhir+json"
-        raise FhirError.of(415, "not-supported",
-                           f"Content-Type '{mimetype or 'none'}' is not accepted; send {wanted}",
-                           f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez {wanted}")
+        raise FhirError.of(
+            415,
+            "not-supported",
+            f"Content-Type '{mimetype or 'none'}' is not accepted; send {wanted}",
+            f"Content-Type '{mimetype or 'aucun'}' n'est pas accepté ; envoyez {wanted}",
+        )
 
 
 def _streamed_past(limit: int) -> bool:
@@ -113,13 +125,18 @@ def _streamed_past(limit: int) -> bool:
 
 
 def too_large(limit: int) -> FhirError:
-    return FhirError.of(413, "too-costly", f"The body is larger than the limit of {limit} bytes",
-                        f"Le corps dépasse la limite de {limit} octets")
+    return FhirError.of(
+        413,
+        "too-costly",
+        f"The body is larger than the limit of {limit} bytes",
+        f"Le corps dépasse la limite de {limit} octets",
+    )
 
 
 def _http_error(error: HTTPException):
     if isinstance(error, RequestEntityTooLarge):
         from flask import current_app
+
         return outcome_response(too_large(current_app.config["MAX_CONTENT_LENGTH"]))
     code = {404: "not-found", 405: "not-supported"}.get(error.code or 500, "processing")
     return outcome_response(FhirError.of(error.code or 500, code, error.description or error.name))
@@ -129,7 +146,17 @@ def _unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return _http_error(error)
     # the route and the traceback, never the request data nor the exception's message (fhir_server/logs.py)
-    log.error("unexpected error on %s %s\n%s", request.method, logs.redact_path(request.path, request.method),
-              logs.exception_summary(error))
-    return outcome_response(FhirError.of(500, "exception", "Internal server error; the incident is logged",
-                                         "Erreur interne du serveur ; l'incident est journalisé"))
+    log.error(
+        "unexpected error on %s %s\n%s",
+        request.method,
+        logs.redact_path(request.path, request.method),
+        logs.exception_summary(error),
+    )
+    return outcome_response(
+        FhirError.of(
+            500,
+            "exception",
+            "Internal server error; the incident is logged",
+            "Erreur interne du serveur ; l'incident est journalisé",
+        )
+    )

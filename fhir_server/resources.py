@@ -2,6 +2,7 @@
 through before it is written: FHIR R4 structure (fhir.resources R4B models, wire-compatible with R4
 for these types; 400), then the SI-DEP profiles when enforcement is on (422), then the stored form
 (phones in E.164, the current FINESS system; with the profiles off, the resource as sent)."""
+
 from __future__ import annotations
 
 from flask import g
@@ -13,17 +14,32 @@ from .context import settings
 from .outcome import FhirError, Issue
 
 SUPPORTED_TYPES = (
-    "Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport", "Organization",
-    "Practitioner", "PractitionerRole", "Binary", "Subscription", "Communication", "AuditEvent",
-    "CodeSystem", "ValueSet",
+    "Patient",
+    "ServiceRequest",
+    "Specimen",
+    "Observation",
+    "DiagnosticReport",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Binary",
+    "Subscription",
+    "Communication",
+    "AuditEvent",
+    "CodeSystem",
+    "ValueSet",
 )
 READ_ONLY_TYPES = ("AuditEvent",)  # written by the server itself, never by clients
 
 
 def require_supported(rtype: str) -> None:
     if rtype not in SUPPORTED_TYPES:
-        raise FhirError.of(404, "not-supported", f"Resource type '{rtype}' is not supported by this server",
-                           f"Le type de ressource '{rtype}' n'est pas pris en charge par ce serveur")
+        raise FhirError.of(
+            404,
+            "not-supported",
+            f"Resource type '{rtype}' is not supported by this server",
+            f"Le type de ressource '{rtype}' n'est pas pris en charge par ce serveur",
+        )
 
 
 def _relocated(issues: list[Issue], rtype: str, root: str) -> list[Issue]:
@@ -31,13 +47,15 @@ def _relocated(issues: list[Issue], rtype: str, root: str) -> list[Issue]:
     if root == rtype:
         return issues
     for issue in issues:
-        issue.expression = [root + e[len(rtype):] if e.startswith(rtype) else f"{root}.{e}"
-                            for e in issue.expression] or [root]
+        issue.expression = [
+            root + e[len(rtype) :] if e.startswith(rtype) else f"{root}.{e}" for e in issue.expression
+        ] or [root]
     return issues
 
 
-def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: str | None = None,
-                   in_bundle: bool = False) -> dict:
+def check_resource(
+    rtype: str, resource: dict, url_id: str | None = None, root: str | None = None, in_bundle: bool = False
+) -> dict:
     """The resource as it will be stored; raises FhirError 400 (not FHIR R4) or 422 (not SI-DEP).
 
     `url_id`: the id in the URL of an update, which the body's id must match.
@@ -47,15 +65,21 @@ def check_resource(rtype: str, resource: dict, url_id: str | None = None, root: 
     root = root or rtype
     body_type = resource.get("resourceType")
     if body_type != rtype:
-        raise FhirError.of(400, "invalid",
-                           f"The resource type in the body ('{body_type}') differs from the URL ('{rtype}')",
-                           f"Le type de ressource du corps ('{body_type}') diffère de l'URL ('{rtype}')",
-                           f"{root}.resourceType")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"The resource type in the body ('{body_type}') differs from the URL ('{rtype}')",
+            f"Le type de ressource du corps ('{body_type}') diffère de l'URL ('{rtype}')",
+            f"{root}.resourceType",
+        )
     if url_id is not None and resource.get("id") != url_id:
-        raise FhirError.of(400, "invalid",
-                           f"The id in the body ('{resource.get('id')}') differs from the URL ('{url_id}')",
-                           f"L'id du corps ('{resource.get('id')}') diffère de l'URL ('{url_id}')",
-                           f"{root}.id")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"The id in the body ('{resource.get('id')}') differs from the URL ('{url_id}')",
+            f"L'id du corps ('{resource.get('id')}') diffère de l'URL ('{url_id}')",
+            f"{root}.id",
+        )
     issues = parse_errors(rtype, resource, in_bundle)
     if issues:
         raise FhirError(400, _relocated(issues, rtype, root))

@@ -1,10 +1,22 @@
 """URL rules of the FHIR RESTful API, each pointing at its interaction module."""
+
 from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from .interactions import (capabilities, create, delete, history, operation, patch, read, search,
-                           transaction, update, vread)
+from .interactions import (
+    capabilities,
+    create,
+    delete,
+    history,
+    operation,
+    patch,
+    read,
+    search,
+    transaction,
+    update,
+    vread,
+)
 
 RULES = [
     ("/metadata", "capabilities", capabilities.capabilities, ["GET"]),
@@ -30,8 +42,9 @@ RULES = [
 
 
 def fhir_blueprint() -> Blueprint:
-    blueprint = Blueprint("fhir", __name__, url_prefix="/fhir",
-                          description="FHIR R4 RESTful API (application/fhir+json)")
+    blueprint = Blueprint(
+        "fhir", __name__, url_prefix="/fhir", description="FHIR R4 RESTful API (application/fhir+json)"
+    )
     for rule, endpoint, view, methods in RULES:
         # [base] is posted to without a trailing slash by most clients: no redirect for it
         blueprint.add_url_rule(rule, endpoint, view, methods=methods, strict_slashes=rule != "/")

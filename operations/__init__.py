@@ -1,4 +1,5 @@
 """FHIR operations, one module each. Importing this package registers them all."""
+
 import importlib
 import pkgutil
 

@@ -1,4 +1,5 @@
 """Shared helpers for the terminology operations ($lookup, $validate-code, $expand)."""
+
 from __future__ import annotations
 
 from fhir_server.outcome import FhirError
@@ -13,8 +14,13 @@ def display_language(call) -> str:
 def required_param(call, name: str, fr_name: str | None = None):
     value = call.param(name)
     if value in (None, ""):
-        raise FhirError.of(400, "required", f"Parameter '{name}' is required",
-                           f"Le paramètre « {fr_name or name} » est obligatoire", name)
+        raise FhirError.of(
+            400,
+            "required",
+            f"Parameter '{name}' is required",
+            f"Le paramètre « {fr_name or name} » est obligatoire",
+            name,
+        )
     return value
 
 
@@ -27,8 +33,13 @@ def int_param(call, name: str) -> int | None:
     except (TypeError, ValueError):
         number = -1
     if number < 0:
-        raise FhirError.of(400, "invalid", f"Parameter '{name}' must be a non-negative integer",
-                           f"Le paramètre « {name} » doit être un entier positif ou nul", name)
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"Parameter '{name}' must be a non-negative integer",
+            f"Le paramètre « {name} » doit être un entier positif ou nul",
+            name,
+        )
     return number
 
 
@@ -41,8 +52,12 @@ def value_set_url(call, service) -> str:
             return service.value_set(call.resource_id)["url"]
         except UnknownValueSet:
             if call.store is None:
-                raise FhirError.of(404, "not-found", f"ValueSet/{call.resource_id} is not known",
-                                   f"ValueSet/{call.resource_id} est inconnu")
+                raise FhirError.of(
+                    404,
+                    "not-found",
+                    f"ValueSet/{call.resource_id} is not known",
+                    f"ValueSet/{call.resource_id} est inconnu",
+                ) from None
             return call.store.read("ValueSet", call.resource_id).resource["url"]
     url = required_param(call, "url")
     url = str(url).split("|")[0]
@@ -53,5 +68,7 @@ def value_set_url(call, service) -> str:
 
 def parameters(*pairs) -> dict:
     """Parameters resource from (name, valueKey, value) triples, skipping None values."""
-    return {"resourceType": "Parameters",
-            "parameter": [{"name": name, key: value} for name, key, value in pairs if value is not None]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": name, key: value} for name, key, value in pairs if value is not None],
+    }

@@ -1,4 +1,5 @@
 """ValueSet/$expand (type and instance level), with text filter (accent- and case-insensitive) and paging."""
+
 from __future__ import annotations
 
 from terminology.service import get_service
@@ -16,11 +17,21 @@ PARAMETERS = [
 ]
 
 
-@operation("expand", types=("ValueSet",), instance_types=("ValueSet",), parameters=PARAMETERS,
-           description="Expand a value set (filter on code and displays in English and French; count/offset paging)")
+@operation(
+    "expand",
+    types=("ValueSet",),
+    instance_types=("ValueSet",),
+    parameters=PARAMETERS,
+    description="Expand a value set (filter on code and displays in English and French; count/offset paging)",
+)
 def expand(call):
     service = get_service()
     url = value_set_url(call, service)
     text = call.param("filter")
-    return service.expand(url, filter=str(text) if text else None, count=int_param(call, "count"),
-                          offset=int_param(call, "offset"), lang=display_language(call))
+    return service.expand(
+        url,
+        filter=str(text) if text else None,
+        count=int_param(call, "count"),
+        offset=int_param(call, "offset"),
+        lang=display_language(call),
+    )

@@ -3,10 +3,12 @@
 The HTTP layer (fhir_server/interactions/operation.py) dispatches `$name` calls to the registered
 handler, and the CapabilityStatement lists exactly what is registered.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -53,13 +55,29 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, *, system: bool = False, types=(), instance_types=(),
-              affects_state: bool = False, description: str = "", parameters=None):
+def operation(
+    name: str,
+    *,
+    system: bool = False,
+    types=(),
+    instance_types=(),
+    affects_state: bool = False,
+    description: str = "",
+    parameters=None,
+):
     """Decorator registering a handler as the FHIR operation `$name`."""
 
     def register(handler):
-        OPERATIONS[name] = Operation(name, handler, system, tuple(types), tuple(instance_types),
-                                     affects_state, description, list(parameters or []))
+        OPERATIONS[name] = Operation(
+            name,
+            handler,
+            system,
+            tuple(types),
+            tuple(instance_types),
+            affects_state,
+            description,
+            list(parameters or []),
+        )
         return handler
 
     return register

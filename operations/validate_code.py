@@ -1,4 +1,5 @@
 """ValueSet/$validate-code (type and instance level): is this code in this value set?"""
+
 from __future__ import annotations
 
 from fhir_server.outcome import FhirError
@@ -29,16 +30,29 @@ def _candidates(call) -> list[tuple[str | None, str, str | None]]:
     if isinstance(coding, dict) and coding.get("code"):
         return [(coding.get("system"), coding["code"], coding.get("display"))]
     concept = call.param("codeableConcept")
-    codings = [(c.get("system"), c["code"], c.get("display"))
-               for c in (concept or {}).get("coding", []) if isinstance(c, dict) and c.get("code")]
+    codings = [
+        (c.get("system"), c["code"], c.get("display"))
+        for c in (concept or {}).get("coding", [])
+        if isinstance(c, dict) and c.get("code")
+    ]
     if not codings:
-        raise FhirError.of(400, "required", "$validate-code needs 'code', 'coding' or 'codeableConcept'",
-                           "$validate-code requiert « code », « coding » ou « codeableConcept »", "code")
+        raise FhirError.of(
+            400,
+            "required",
+            "$validate-code needs 'code', 'coding' or 'codeableConcept'",
+            "$validate-code requiert « code », « coding » ou « codeableConcept »",
+            "code",
+        )
     return codings
 
 
-@operation("validate-code", types=("ValueSet",), instance_types=("ValueSet",), parameters=PARAMETERS,
-           description="Check that a code (with optional system and display) belongs to a value set")
+@operation(
+    "validate-code",
+    types=("ValueSet",),
+    instance_types=("ValueSet",),
+    parameters=PARAMETERS,
+    description="Check that a code (with optional system and display) belongs to a value set",
+)
 def validate_code(call):
     service = get_service()
     url = value_set_url(call, service)
@@ -46,5 +60,8 @@ def validate_code(call):
     outcomes = [service.validate_code(url, system, code, display, lang) for system, code, display in _candidates(call)]
     best = next((o for o in outcomes if o["result"]), outcomes[0])
     message = best["message_fr"] if lang == "fr" and best["message_fr"] else best["message"]
-    return parameters(("result", "valueBoolean", best["result"]), ("message", "valueString", message),
-                      ("display", "valueString", best["display"]))
+    return parameters(
+        ("result", "valueBoolean", best["result"]),
+        ("message", "valueString", message),
+        ("display", "valueString", best["display"]),
+    )

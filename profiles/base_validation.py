@@ -13,6 +13,7 @@ primitive formats and unknown elements. The codes of R4's required bindings on c
 the R4 definitions (terminology/r4/definitions.json), in both server modes; the SI-DEP profiles
 add their own code lists on top.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ import typing
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 
 from bson.decimal128 import Decimal128
 from pydantic import ValidationError
@@ -56,7 +57,7 @@ _ERROR_KINDS = {
 _FHIR_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model_class(resource_type: str):
     from fhir.resources.R4B import get_fhir_model_class
 
@@ -89,23 +90,46 @@ def parse_errors(resource_type: str | None, resource, in_bundle: bool = False) -
     `in_bundle`: the resource is an entry of a transaction or batch, where `urn:uuid:` and
     conditional references are resolved."""
     if not isinstance(resource, dict):
-        return [Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")]
+        return [
+            Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")
+        ]
     actual = resource.get("resourceType")
     if not actual:
         return [Issue("error", "required", "resourceType is missing", "resourceType est manquant", ["resourceType"])]
     if not isinstance(actual, str) or not TYPE_NAME.fullmatch(actual):
-        return [Issue("error", "not-supported", "resourceType is not a resource type name",
-                      "resourceType n'est pas un nom de type de ressource", ["resourceType"])]
+        return [
+            Issue(
+                "error",
+                "not-supported",
+                "resourceType is not a resource type name",
+                "resourceType n'est pas un nom de type de ressource",
+                ["resourceType"],
+            )
+        ]
     issues = json_issues(resource, actual, references=True, in_bundle=in_bundle)
     if issues:  # the models below would only say it again less precisely (or not at all: null)
         return issues
     if resource_type and actual != resource_type:
-        return [Issue("error", "invalid", f"resourceType is {actual}, expected {resource_type}",
-                      f"resourceType vaut {actual}, {resource_type} attendu", ["resourceType"])]
+        return [
+            Issue(
+                "error",
+                "invalid",
+                f"resourceType is {actual}, expected {resource_type}",
+                f"resourceType vaut {actual}, {resource_type} attendu",
+                ["resourceType"],
+            )
+        ]
     model = _model_class(actual)
     if model is None:
-        return [Issue("error", "not-supported", f"Unknown resource type {actual}",
-                      f"Type de ressource inconnu {actual}", ["resourceType"])]
+        return [
+            Issue(
+                "error",
+                "not-supported",
+                f"Unknown resource type {actual}",
+                f"Type de ressource inconnu {actual}",
+                ["resourceType"],
+            )
+        ]
     try:
         model.model_validate(resource)
     except ValidationError as exc:
@@ -147,23 +171,35 @@ def _check_bindings(node: dict, structure: str, path: str, bindings: dict, issue
 
 
 def _code_issue(where: str, code: str, value_set: str) -> Issue:
-    return Issue("error", "code-invalid",
-                 f"{where}: '{code}' is not a code of {value_set} (required binding)",
-                 f"{where} : '{code}' n'est pas un code de {value_set} (liaison obligatoire)", [where])
-
+    return Issue(
+        "error",
+        "code-invalid",
+        f"{where}: '{code}' is not a code of {value_set} (required binding)",
+        f"{where} : '{code}' n'est pas un code de {value_set} (liaison obligatoire)",
+        [where],
+    )
 
 
 # -- primitives in their JSON kind -------------------------------------------------------------
 # The models coerce ("yes" and 1 to a boolean, "2" to an integer, 1 to a dateTime) but the server
 # stores the JSON as sent: FHIR JSON writes booleans as true/false, integers and decimals as
 # numbers, every other primitive as a string, and nothing else is accepted.
-_KINDS = {"boolean": (lambda v: isinstance(v, bool), "a boolean (true or false)", "un booléen (true ou false)"),
-          "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", "un entier"),
-          "decimal": (lambda v: isinstance(v, (int, float, Decimal)) and not isinstance(v, bool), "a number",
-                      "un nombre"),
-          "string": (lambda v: isinstance(v, str), "a string", "une chaîne")}
-_PYTHON_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal", str: "string", bytes: "string",
-                 date: "string", datetime: "string", time: "string"}
+_KINDS = {
+    "boolean": (lambda v: isinstance(v, bool), "a boolean (true or false)", "un booléen (true ou false)"),
+    "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", "un entier"),
+    "decimal": (lambda v: isinstance(v, (int, float, Decimal)) and not isinstance(v, bool), "a number", "un nombre"),
+    "string": (lambda v: isinstance(v, str), "a string", "une chaîne"),
+}
+_PYTHON_KINDS = {
+    bool: "boolean",
+    int: "integer",
+    Decimal: "decimal",
+    str: "string",
+    bytes: "string",
+    date: "string",
+    datetime: "string",
+    time: "string",
+}
 
 
 def _json_kind_issues(model, node: dict, path: str) -> list[Issue]:
@@ -176,14 +212,24 @@ def _json_kind_issues(model, node: dict, path: str) -> list[Issue]:
             expected = fields.get(key)
             if expected is None:
                 continue
-            items = [(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)] if isinstance(value, list) \
+            items = (
+                [(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)]
+                if isinstance(value, list)
                 else [(value, f"{path}.{key}")]
+            )
             for item, where in items:
                 if isinstance(expected, str) and expected in _KINDS:
                     fits, en, fr = _KINDS[expected]
                     if item is not None and not fits(item):
-                        issues.append(Issue("error", "value", f"{where}: FHIR JSON writes this element as {en}",
-                                            f"{where} : le JSON FHIR écrit cet élément comme {fr}", [where]))
+                        issues.append(
+                            Issue(
+                                "error",
+                                "value",
+                                f"{where}: FHIR JSON writes this element as {en}",
+                                f"{where} : le JSON FHIR écrit cet élément comme {fr}",
+                                [where],
+                            )
+                        )
                 elif isinstance(item, dict):
                     child = _model_class(item.get("resourceType")) if expected == "resource" else expected
                     if child is not None and isinstance(item.get("resourceType", ""), str):
@@ -191,7 +237,7 @@ def _json_kind_issues(model, node: dict, path: str) -> list[Issue]:
     return issues
 
 
-@lru_cache(maxsize=None)
+@cache
 def _json_fields(model) -> dict:
     """JSON name -> what its values are: a kind of _KINDS, a model class, or "resource"."""
     return {field.alias or name: _expected(field.annotation) for name, field in model.model_fields.items()}
@@ -216,8 +262,13 @@ def _expected(annotation):
 # Those elements are validated as Extension lists on their own and then left out of the model check.
 def _extension_primitive_extension(error: dict) -> bool:
     loc = error.get("loc", ())
-    return (error.get("type") == "extra_forbidden" and len(loc) >= 2 and isinstance(loc[-1], str)
-            and loc[-1].startswith("_value") and any(p in ("extension", "modifierExtension") for p in loc))
+    return (
+        error.get("type") == "extra_forbidden"
+        and len(loc) >= 2
+        and isinstance(loc[-1], str)
+        and loc[-1].startswith("_value")
+        and any(p in ("extension", "modifierExtension") for p in loc)
+    )
 
 
 def _without_extension_primitive_extensions(node, inside_extension: bool = False):
@@ -225,9 +276,11 @@ def _without_extension_primitive_extensions(node, inside_extension: bool = False
         return [_without_extension_primitive_extensions(item, inside_extension) for item in node]
     if not isinstance(node, dict):
         return node
-    return {key: _without_extension_primitive_extensions(value, key in ("extension", "modifierExtension"))
-            for key, value in node.items()
-            if not (inside_extension and key.startswith("_value") and _valid_element_extension(value))}
+    return {
+        key: _without_extension_primitive_extensions(value, key in ("extension", "modifierExtension"))
+        for key, value in node.items()
+        if not (inside_extension and key.startswith("_value") and _valid_element_extension(value))
+    }
 
 
 def _valid_element_extension(value) -> bool:
@@ -273,12 +326,16 @@ def reference_problem(text: str, in_bundle: bool) -> tuple[str, str] | None:
     if _BUNDLE_LOCAL.fullmatch(text) or _CONDITIONAL.fullmatch(text):
         if in_bundle:
             return None
-        return (f"'{_shown(text)}' is resolved only inside a transaction or batch Bundle",
-                f"« {_shown(text)} » ne se résout que dans un Bundle transaction ou batch")
-    return (f"'{_shown(text)}' is not a reference this server accepts: Type/id, Type/id/_history/version, "
-            "an absolute URL ending so, #contained, or inside a Bundle urn:uuid:, urn:oid: or Type?criteria",
-            f"« {_shown(text)} » n'est pas une référence acceptée : Type/id, Type/id/_history/version, "
-            "une URL absolue qui finit ainsi, #contenu, ou dans un Bundle urn:uuid:, urn:oid: ou Type?critères")
+        return (
+            f"'{_shown(text)}' is resolved only inside a transaction or batch Bundle",
+            f"« {_shown(text)} » ne se résout que dans un Bundle transaction ou batch",
+        )
+    return (
+        f"'{_shown(text)}' is not a reference this server accepts: Type/id, Type/id/_history/version, "
+        "an absolute URL ending so, #contained, or inside a Bundle urn:uuid:, urn:oid: or Type?criteria",
+        f"« {_shown(text)} » n'est pas une référence acceptée : Type/id, Type/id/_history/version, "
+        "une URL absolue qui finit ainsi, #contenu, ou dans un Bundle urn:uuid:, urn:oid: ou Type?critères",
+    )
 
 
 def _shown(text: str, limit: int = 100) -> str:
@@ -291,6 +348,7 @@ def _shown(text: str, limit: int = 100) -> str:
 @dataclass(frozen=True)
 class JsonLimits:
     """What one request body may hold (fhir_server.settings: MAX_STRING_LENGTH, MAX_ELEMENTS, MAX_DEPTH)."""
+
     max_string_length: int
     max_elements: int
     max_depth: int
@@ -300,12 +358,13 @@ TOO_COSTLY = "too-costly"  # the issue code of a limit: the HTTP layer answers 4
 MAX_ISSUES = 100  # issues listed for one body at most (a body of nulls needs no 200,000 of them)
 _ELEMENT_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
 _FORBIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 _EMPTY = {dict: ("object", "un objet vide"), list: ("array", "un tableau vide"), str: ("string", "une chaîne vide")}
 
 
-def json_issues(body, root: str, limits: JsonLimits | None = None, references: bool = False,
-                in_bundle: bool = False) -> list[Issue]:
+def json_issues(
+    body, root: str, limits: JsonLimits | None = None, references: bool = False, in_bundle: bool = False
+) -> list[Issue]:
     """Where `body` breaks the FHIR JSON rules (module docstring) or `limits` (issues coded
     too-costly; the walk stops at the first), located by FHIRPath from `root`. With `references`,
     each Reference.reference is checked against the grammar (urn:uuid: and conditional forms
@@ -317,11 +376,21 @@ def json_issues(body, root: str, limits: JsonLimits | None = None, references: b
         node, path, depth, bundled = stack.pop()
         count += 1
         if limits and count > limits.max_elements:
-            return [_limit(root, f"The body holds more than {limits.max_elements} JSON values, the limit",
-                           f"Le corps contient plus de {limits.max_elements} valeurs JSON, la limite")]
+            return [
+                _limit(
+                    root,
+                    f"The body holds more than {limits.max_elements} JSON values, the limit",
+                    f"Le corps contient plus de {limits.max_elements} valeurs JSON, la limite",
+                )
+            ]
         if isinstance(node, (dict, list)) and limits and depth >= limits.max_depth:
-            return [_limit(path, f"{path}: JSON nested deeper than {limits.max_depth} levels, the limit",
-                           f"{path} : JSON imbriqué sur plus de {limits.max_depth} niveaux, la limite")]
+            return [
+                _limit(
+                    path,
+                    f"{path}: JSON nested deeper than {limits.max_depth} levels, the limit",
+                    f"{path} : JSON imbriqué sur plus de {limits.max_depth} niveaux, la limite",
+                )
+            ]
         if isinstance(node, dict):
             bundled = bundled or node.get("resourceType") == "Bundle"
             for key, value in node.items():
@@ -331,12 +400,22 @@ def json_issues(body, root: str, limits: JsonLimits | None = None, references: b
                 if references and key == "reference" and isinstance(value, str):
                     problem = reference_problem(value, bundled)
                     if problem:
-                        issues.append(Issue("error", "value", f"{path}.reference: {problem[0]}",
-                                            f"{path}.reference : {problem[1]}", [f"{path}.reference"]))
+                        issues.append(
+                            Issue(
+                                "error",
+                                "value",
+                                f"{path}.reference: {problem[0]}",
+                                f"{path}.reference : {problem[1]}",
+                                [f"{path}.reference"],
+                            )
+                        )
                 if isinstance(value, list):
                     issues += _array_nulls(node, key, value, path)
-                    stack.extend((item, f"{path}.{key}[{i}]", depth + 2, bundled)
-                                 for i, item in enumerate(value) if item is not None)
+                    stack.extend(
+                        (item, f"{path}.{key}[{i}]", depth + 2, bundled)
+                        for i, item in enumerate(value)
+                        if item is not None
+                    )
                     count += 1
                     if not value:
                         issues.append(_empty(f"{path}.{key}", list))
@@ -362,8 +441,11 @@ def _array_nulls(node: dict, key: str, items: list, path: str) -> list[Issue]:
     """null is allowed in an array only where its primitive twin (`given` / `_given`) has a value."""
     twin = node.get(key[1:] if key.startswith("_") else f"_{key}")
     aligned = isinstance(twin, list) and len(twin) == len(items)
-    return [_null(f"{path}.{key}[{i}]") for i, item in enumerate(items)
-            if item is None and not (aligned and twin[i] is not None)]
+    return [
+        _null(f"{path}.{key}[{i}]")
+        for i, item in enumerate(items)
+        if item is None and not (aligned and twin[i] is not None)
+    ]
 
 
 def _scalar_issue(value, path: str, limits: JsonLimits | None) -> Issue | None:
@@ -371,15 +453,21 @@ def _scalar_issue(value, path: str, limits: JsonLimits | None) -> Issue | None:
         return _null(path)
     if isinstance(value, str):
         if limits and len(value) > limits.max_string_length:
-            return _limit(path, f"{path}: a string of {len(value)} characters, over the limit of "
-                                f"{limits.max_string_length}",
-                          f"{path} : une chaîne de {len(value)} caractères, au-delà de la limite de "
-                          f"{limits.max_string_length}")
+            return _limit(
+                path,
+                f"{path}: a string of {len(value)} characters, over the limit of {limits.max_string_length}",
+                f"{path} : une chaîne de {len(value)} caractères, au-delà de la limite de {limits.max_string_length}",
+            )
         if not value:
             return _empty(path, str)
         if _FORBIDDEN_CHARACTERS.search(value):
-            return Issue("error", "value", f"{path}: control characters and unpaired surrogates are not allowed",
-                         f"{path} : caractères de contrôle et demi-paires de substitution interdits", [path])
+            return Issue(
+                "error",
+                "value",
+                f"{path}: control characters and unpaired surrogates are not allowed",
+                f"{path} : caractères de contrôle et demi-paires de substitution interdits",
+                [path],
+            )
     elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
         return _out_of_range(path)
     elif isinstance(value, float) and not math.isfinite(value):
@@ -395,25 +483,45 @@ def _scalar_issue(value, path: str, limits: JsonLimits | None) -> Issue | None:
 
 
 def _null(path: str) -> Issue:
-    return Issue("error", "structure", f"{path}: null is not allowed in FHIR JSON (leave the element out)",
-                 f"{path} : null n'est pas permis en JSON FHIR (omettre l'élément)", [path])
+    return Issue(
+        "error",
+        "structure",
+        f"{path}: null is not allowed in FHIR JSON (leave the element out)",
+        f"{path} : null n'est pas permis en JSON FHIR (omettre l'élément)",
+        [path],
+    )
 
 
 def _empty(path: str, kind: type) -> Issue:
     en, fr = _EMPTY[kind]
-    return Issue("error", "structure", f"{path}: an empty {en} is not allowed in FHIR JSON (leave the element out)",
-                 f"{path} : {fr} n'est pas permis en JSON FHIR (omettre l'élément)", [path])
+    return Issue(
+        "error",
+        "structure",
+        f"{path}: an empty {en} is not allowed in FHIR JSON (leave the element out)",
+        f"{path} : {fr} n'est pas permis en JSON FHIR (omettre l'élément)",
+        [path],
+    )
 
 
 def _key_issue(path: str, key) -> Issue:
     shown = _shown(str(key), 64)
-    return Issue("error", "structure", f"{path}: '{shown}' is not a FHIR element name",
-                 f"{path} : « {shown} » n'est pas un nom d'élément FHIR", [path])
+    return Issue(
+        "error",
+        "structure",
+        f"{path}: '{shown}' is not a FHIR element name",
+        f"{path} : « {shown} » n'est pas un nom d'élément FHIR",
+        [path],
+    )
 
 
 def _out_of_range(path: str) -> Issue:
-    return Issue("error", "value", f"{path}: number out of the range this server stores",
-                 f"{path} : nombre hors de l'intervalle que ce serveur enregistre", [path])
+    return Issue(
+        "error",
+        "value",
+        f"{path}: number out of the range this server stores",
+        f"{path} : nombre hors de l'intervalle que ce serveur enregistre",
+        [path],
+    )
 
 
 def _limit(path: str, en: str, fr: str) -> Issue:

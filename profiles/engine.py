@@ -9,6 +9,7 @@ The write path calls, in this order:
     issues = validate_for_write(resource)        # base R4 parsing + profile; refuse on any error
     stored = normalise_resource(resource)        # E.164 phones, current FINESS system
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fhir_server.outcome import Issue
-
 from terminology.service import UnknownValueSet, french_title
 
 from .base_validation import reference_type
@@ -52,6 +52,7 @@ class CompiledProfile:
 
 # --- compiling StructureDefinitions ----------------------------------------------------------------
 
+
 def _max(value) -> int | None:
     return None if value in (None, "*") else int(value)
 
@@ -64,8 +65,12 @@ def _fixed_or_pattern(element: dict):
 
 
 def _targets(element: dict) -> frozenset:
-    return frozenset(profile.rsplit("/", 1)[-1] for t in element.get("type", [])
-                     if t.get("code") == "Reference" for profile in t.get("targetProfile", []))
+    return frozenset(
+        profile.rsplit("/", 1)[-1]
+        for t in element.get("type", [])
+        if t.get("code") == "Reference"
+        for profile in t.get("targetProfile", [])
+    )
 
 
 def _validators(element: dict, sd_url: str) -> tuple:
@@ -85,15 +90,24 @@ def compile_rule(element: dict, resource_type: str, sd_url: str, terminology=Non
     name = segments[-1] if len(segments) > 1 else None
     choice = bool(name and name.endswith("[x]"))
     binding = element.get("binding")
-    binding_pair = (binding["strength"], binding["valueSet"].split("|")[0]) if binding and binding.get("valueSet") else None
+    binding_pair = (
+        (binding["strength"], binding["valueSet"].split("|")[0]) if binding and binding.get("valueSet") else None
+    )
     if binding_pair and terminology is not None and not terminology.has_value_set(binding_pair[1]):
         raise ValueError(f"{sd_url}: {element['path']} is bound to unknown value set {binding_pair[1]}")
-    return Rule(element=element["path"], parent=tuple(segments[1:-1]) if name else (),
-                name=name[:-3] if choice else name, choice=choice, min=int(element.get("min", 0)),
-                max=_max(element.get("max")),
-                types=tuple(t["code"][0].upper() + t["code"][1:] for t in element.get("type", [])) if choice else (),
-                targets=_targets(element), binding=binding_pair, fixed=_fixed_or_pattern(element),
-                validators=_validators(element, sd_url))
+    return Rule(
+        element=element["path"],
+        parent=tuple(segments[1:-1]) if name else (),
+        name=name[:-3] if choice else name,
+        choice=choice,
+        min=int(element.get("min", 0)),
+        max=_max(element.get("max")),
+        types=tuple(t["code"][0].upper() + t["code"][1:] for t in element.get("type", [])) if choice else (),
+        targets=_targets(element),
+        binding=binding_pair,
+        fixed=_fixed_or_pattern(element),
+        validators=_validators(element, sd_url),
+    )
 
 
 def compile_profile(sd: dict, terminology=None) -> CompiledProfile:
@@ -165,6 +179,7 @@ def all_profiles() -> list[dict]:
 
 # --- validating ------------------------------------------------------------------------------------
 
+
 def _items(value, path: str):
     if isinstance(value, list):
         return [(item, f"{path}[{i}]") for i, item in enumerate(value)]
@@ -189,8 +204,8 @@ def _children(node: dict, rule: Rule, path: str) -> list:
         return [(value, p, None) for value, p in _items(node.get(rule.name), f"{path}.{rule.name}")]
     prefix, found = rule.name, []
     for key, value in node.items():
-        if key.startswith(prefix) and key[len(prefix):len(prefix) + 1].isupper():
-            found.extend((v, p, key[len(prefix):]) for v, p in _items(value, f"{path}.{key}"))
+        if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isupper():
+            found.extend((v, p, key[len(prefix) :]) for v, p in _items(value, f"{path}.{key}"))
     return found
 
 
@@ -223,7 +238,7 @@ class _Validation:
     def run(self) -> list[Issue]:
         for rule in self.profile.rules:
             if rule.name is None:
-                for key, check in rule.validators:
+                for _key, check in rule.validators:
                     self.issues += check(self.resource, self.root, self.resource)
                 continue
             for node, path in _nodes_at(self.resource, rule.parent, self.root, self.cache):
@@ -236,11 +251,15 @@ class _Validation:
         self.check_cardinality(rule, children, f"{path}.{rule.name}")
         for value, value_path, suffix in children:
             if suffix is not None and rule.types and suffix not in rule.types:
-                self.issues.append(Issue(
-                    "error", "structure",
-                    f"{value_path}: type {suffix} is not allowed here (allowed: {', '.join(rule.types)})",
-                    f"{value_path} : le type {suffix} n'est pas autorisé ici (autorisés : {', '.join(rule.types)})",
-                    [value_path]))
+                self.issues.append(
+                    Issue(
+                        "error",
+                        "structure",
+                        f"{value_path}: type {suffix} is not allowed here (allowed: {', '.join(rule.types)})",
+                        f"{value_path} : le type {suffix} n'est pas autorisé ici (autorisés : {', '.join(rule.types)})",
+                        [value_path],
+                    )
+                )
                 continue
             if rule.targets and isinstance(value, dict):
                 self.check_reference(rule, value, value_path)
@@ -248,39 +267,59 @@ class _Validation:
                 self.check_binding(rule, value, value_path)
             if rule.fixed is not None:
                 self.check_fixed(rule, value, value_path)
-            for key, check in rule.validators:
+            for _key, check in rule.validators:
                 self.issues += check(value, value_path, self.resource)
 
     def check_cardinality(self, rule: Rule, children: list, element_path: str) -> None:
         count = len(children)
         if count < rule.min:
-            self.issues.append(Issue(
-                "error", "required",
-                f"{element_path} is required (at least {rule.min}) by profile '{self.profile.title}'",
-                f"{element_path} est obligatoire (au moins {rule.min}) selon le profil « {self.profile.title} »",
-                [element_path]))
+            self.issues.append(
+                Issue(
+                    "error",
+                    "required",
+                    f"{element_path} is required (at least {rule.min}) by profile '{self.profile.title}'",
+                    f"{element_path} est obligatoire (au moins {rule.min}) selon le profil « {self.profile.title} »",
+                    [element_path],
+                )
+            )
         elif rule.max is not None and count > rule.max:
-            self.issues.append(Issue(
-                "error", "structure",
-                f"{element_path} appears {count} times, at most {rule.max} allowed by profile '{self.profile.title}'",
-                f"{element_path} apparaît {count} fois, au plus {rule.max} selon le profil « {self.profile.title} »",
-                [element_path]))
+            self.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"{element_path} appears {count} times, at most {rule.max} allowed by profile '{self.profile.title}'",
+                    f"{element_path} apparaît {count} fois, au plus {rule.max} selon le profil « {self.profile.title} »",
+                    [element_path],
+                )
+            )
 
     def check_reference(self, rule: Rule, reference: dict, path: str) -> None:
         target = _reference_type(reference)
         if target is not None and target not in rule.targets:
             allowed = " | ".join(sorted(rule.targets))
-            self.issues.append(Issue(
-                "error", "structure", f"{path} must refer to {allowed}, not {target}",
-                f"{path} doit référencer {allowed}, pas {target}", [f"{path}.reference"]))
+            self.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"{path} must refer to {allowed}, not {target}",
+                    f"{path} doit référencer {allowed}, pas {target}",
+                    [f"{path}.reference"],
+                )
+            )
 
     def check_fixed(self, rule: Rule, value, path: str) -> None:
         kind, expected = rule.fixed
         ok = value == expected if kind == "fixed" else _matches_pattern(value, expected)
         if not ok:
-            self.issues.append(Issue(
-                "error", "value", f"{path} must be {json.dumps(expected, ensure_ascii=False)} ({kind} value)",
-                f"{path} doit valoir {json.dumps(expected, ensure_ascii=False)} (valeur imposée)", [path]))
+            self.issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    f"{path} must be {json.dumps(expected, ensure_ascii=False)} ({kind} value)",
+                    f"{path} doit valoir {json.dumps(expected, ensure_ascii=False)} (valeur imposée)",
+                    [path],
+                )
+            )
 
     def check_binding(self, rule: Rule, value, path: str) -> None:
         strength, url = rule.binding
@@ -292,11 +331,21 @@ class _Validation:
             return
 
         try:
-            matches = [(c, p) for c, p in codings
-                       if isinstance(c.get("code"), str) and self.terminology.contains(url, c.get("system"), c["code"])]
+            matches = [
+                (c, p)
+                for c, p in codings
+                if isinstance(c.get("code"), str) and self.terminology.contains(url, c.get("system"), c["code"])
+            ]
         except UnknownValueSet:
-            self.issues.append(Issue("warning", "not-supported", f"{path}: value set {url} is not loaded",
-                                     f"{path} : le jeu de valeurs {url} n'est pas chargé", [path]))
+            self.issues.append(
+                Issue(
+                    "warning",
+                    "not-supported",
+                    f"{path}: value set {url} is not loaded",
+                    f"{path} : le jeu de valeurs {url} n'est pas chargé",
+                    [path],
+                )
+            )
             return
         if matches:
             self.check_displays(url, matches)
@@ -308,11 +357,16 @@ class _Validation:
             display = coding.get("display")
             concept = self.terminology.contains(url, coding.get("system"), coding["code"])
             if isinstance(display, str) and not concept.matches_display(display):
-                self.issues.append(Issue(
-                    "warning", "code-invalid",
-                    f"Display '{display}' does not match code '{coding['code']}' (expected '{concept.display}')",
-                    f"Le libellé « {display} » ne correspond pas au code « {coding['code']} » "
-                    f"(attendu « {concept.display_in('fr')} »)", [f"{coding_path}.display"]))
+                self.issues.append(
+                    Issue(
+                        "warning",
+                        "code-invalid",
+                        f"Display '{display}' does not match code '{coding['code']}' (expected '{concept.display}')",
+                        f"Le libellé « {display} » ne correspond pas au code « {coding['code']} » "
+                        f"(attendu « {concept.display_in('fr')} »)",
+                        [f"{coding_path}.display"],
+                    )
+                )
 
     def unknown_code_issue(self, severity: str, url: str, codings: list, path: str) -> Issue:
         vs = self.terminology.value_set(url)
@@ -321,11 +375,15 @@ class _Validation:
         shown = ", ".join(f"'{c.get('code')}'" + (f" ({c['system']})" if c.get("system") else "") for c, _ in codings)
         where = codings[0][1] if len(codings) == 1 else path
         if not codings:
-            en, fr = (f"{path} has no code from the value set '{title_en}'",
-                      f"{path} ne contient aucun code du jeu de valeurs « {title_fr} »")
+            en, fr = (
+                f"{path} has no code from the value set '{title_en}'",
+                f"{path} ne contient aucun code du jeu de valeurs « {title_fr} »",
+            )
         else:
             en = f"Unknown code {shown} at {path}: not in the value set '{title_en}' ({url})"
-            fr = f"Code inconnu {shown.replace(chr(39), '')} en {path} : absent du jeu de valeurs « {title_fr} » ({url})"
+            fr = (
+                f"Code inconnu {shown.replace(chr(39), '')} en {path} : absent du jeu de valeurs « {title_fr} » ({url})"
+            )
         return Issue(severity, "code-invalid", en, fr, [where])
 
 
@@ -348,13 +406,19 @@ def profiles_for(resource: dict, profile_url: str | None = None) -> tuple[list[C
     if profile_url:
         profile = reg.by_url.get(profile_url.split("|")[0])
         if profile is None:
-            return [], [Issue("error", "not-supported", f"Unknown profile {profile_url}",
-                              f"Profil inconnu {profile_url}", [])]
+            return [], [
+                Issue("error", "not-supported", f"Unknown profile {profile_url}", f"Profil inconnu {profile_url}", [])
+            ]
         if profile.type != resource.get("resourceType"):
-            return [], [Issue("error", "invalid", f"Profile {profile_url} is for {profile.type}, "
-                                                  f"not {resource.get('resourceType')}",
-                              f"Le profil {profile_url} s'applique à {profile.type}, "
-                              f"pas à {resource.get('resourceType')}", ["resourceType"])]
+            return [], [
+                Issue(
+                    "error",
+                    "invalid",
+                    f"Profile {profile_url} is for {profile.type}, not {resource.get('resourceType')}",
+                    f"Le profil {profile_url} s'applique à {profile.type}, pas à {resource.get('resourceType')}",
+                    ["resourceType"],
+                )
+            ]
         return [profile], []
     default = reg.default_for_type.get(resource.get("resourceType"))
     return ([default] if default else []), []
@@ -367,7 +431,9 @@ def validate_resource(resource: dict, lang: str = "en", profile_url: str | None 
     for symmetry with the HTTP layer: every Issue carries both languages, Issue.to_fhir(lang) picks one.
     """
     if not isinstance(resource, dict):
-        return [Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")]
+        return [
+            Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")
+        ]
     profiles, issues = profiles_for(resource, profile_url)
     terminology = registry().terminology
     for profile in profiles:
@@ -375,8 +441,9 @@ def validate_resource(resource: dict, lang: str = "en", profile_url: str | None 
     return issues
 
 
-def validate_for_write(resource: dict, lang: str = "en", profile_url: str | None = None,
-                       enforce_profiles: bool = True) -> list[Issue]:
+def validate_for_write(
+    resource: dict, lang: str = "en", profile_url: str | None = None, enforce_profiles: bool = True
+) -> list[Issue]:
     """Everything a create/update checks: base FHIR R4 parsing, then (when enforced, and only on
     what parses, as the write path does) the SI-DEP profile."""
     from .base_validation import parse_errors
@@ -393,6 +460,7 @@ def has_errors(issues: list[Issue]) -> bool:
 
 
 # --- normalising for storage -----------------------------------------------------------------------
+
 
 def normalise_resource(resource: dict) -> dict:
     """The form the server stores: phones in E.164, FINESS under https://finess.esante.gouv.fr.

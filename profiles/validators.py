@@ -10,12 +10,13 @@ Two layers:
 Every message is bilingual (en, fr). Values that pass the rule but look implausible give warnings,
 not errors: the guide defines what is refused, the rest is advice.
 """
+
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Callable
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -75,15 +76,27 @@ def check_nir(value, path: str, label: str = "NIR") -> list[Issue]:
     if not isinstance(value, str) or not value:
         return _missing(path, f"The {label}", f"Le {label}")
     if not _NIR_SHAPE.match(value):
-        return [_error("value", f"The {label} must be 15 characters without separators "
-                                f"(sex, year, month, département or 2A/2B, commune, order, 2-digit key): '{value}'",
-                       f"Le {label} doit comporter 15 caractères sans séparateur (sexe, année, mois, "
-                       f"département ou 2A/2B, commune, rang, clé sur 2 chiffres) : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The {label} must be 15 characters without separators "
+                f"(sex, year, month, département or 2A/2B, commune, order, 2-digit key): '{value}'",
+                f"Le {label} doit comporter 15 caractères sans séparateur (sexe, année, mois, "
+                f"département ou 2A/2B, commune, rang, clé sur 2 chiffres) : « {value} »",
+                path,
+            )
+        ]
     if nir_key(value) != int(value[13:]):
         # The expected key is deliberately not shown: "fixing" a typo by changing the key would attach
         # the result to somebody else's identity.
-        return [_error("value", f"The {label} control key is wrong: check the number '{value}'",
-                       f"La clé de contrôle du {label} est fausse : vérifiez le numéro « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The {label} control key is wrong: check the number '{value}'",
+                f"La clé de contrôle du {label} est fausse : vérifiez le numéro « {value} »",
+                path,
+            )
+        ]
     return []
 
 
@@ -97,23 +110,44 @@ _FINESS_SHAPE = re.compile(r"^(?:\d{2}|2[AB])\d{7}\Z", re.ASCII)
 
 
 def is_valid_finess(value: str) -> bool:
-    return isinstance(value, str) and bool(_FINESS_SHAPE.match(value)) and (
-        value[:2] in ("2A", "2B") or luhn.is_valid(value))
+    return (
+        isinstance(value, str)
+        and bool(_FINESS_SHAPE.match(value))
+        and (value[:2] in ("2A", "2B") or luhn.is_valid(value))
+    )
 
 
 def check_finess(value, path: str) -> list[Issue]:
     if not isinstance(value, str) or not value:
         return _missing(path, "The FINESS number", "Le numéro FINESS")
     if not _FINESS_SHAPE.match(value):
-        return [_error("value", f"A FINESS number has 9 characters (département then 7 digits): '{value}'",
-                       f"Un numéro FINESS comporte 9 caractères (département puis 7 chiffres) : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"A FINESS number has 9 characters (département then 7 digits): '{value}'",
+                f"Un numéro FINESS comporte 9 caractères (département puis 7 chiffres) : « {value} »",
+                path,
+            )
+        ]
     if value[:2] in ("2A", "2B"):
         # How the Luhn digit treats the Corsican letters is not documented: accept, but say so.
-        return [_warning("value", f"Corsican FINESS '{value}': its check digit cannot be verified",
-                         f"FINESS corse « {value} » : sa clé de contrôle ne peut pas être vérifiée", path)]
+        return [
+            _warning(
+                "value",
+                f"Corsican FINESS '{value}': its check digit cannot be verified",
+                f"FINESS corse « {value} » : sa clé de contrôle ne peut pas être vérifiée",
+                path,
+            )
+        ]
     if not luhn.is_valid(value):
-        return [_error("value", f"The FINESS check digit (Luhn) is wrong: '{value}'",
-                       f"La clé de contrôle (Luhn) du numéro FINESS est fausse : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The FINESS check digit (Luhn) is wrong: '{value}'",
+                f"La clé de contrôle (Luhn) du numéro FINESS est fausse : « {value} »",
+                path,
+            )
+        ]
     return []
 
 
@@ -121,12 +155,24 @@ def check_rpps(value, path: str) -> list[Issue]:
     if not isinstance(value, str) or not value:
         return _missing(path, "The RPPS number", "Le numéro RPPS")
     if not re.fullmatch(r"\d{11}", value, re.ASCII):
-        return [_error("value", f"An RPPS number has 11 digits: '{value}'",
-                       f"Un numéro RPPS comporte 11 chiffres : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"An RPPS number has 11 digits: '{value}'",
+                f"Un numéro RPPS comporte 11 chiffres : « {value} »",
+                path,
+            )
+        ]
     if not luhn.is_valid(value):
         # Sources say the last digit is a Luhn key but this is unverified: warn, never refuse.
-        return [_warning("value", f"The RPPS number '{value}' fails the Luhn check: please verify it",
-                         f"Le numéro RPPS « {value} » ne vérifie pas la clé de Luhn : vérifiez-le", path)]
+        return [
+            _warning(
+                "value",
+                f"The RPPS number '{value}' fails the Luhn check: please verify it",
+                f"Le numéro RPPS « {value} » ne vérifie pas la clé de Luhn : vérifiez-le",
+                path,
+            )
+        ]
     return []
 
 
@@ -189,30 +235,44 @@ def _french_mobile(value: str) -> tuple[str | None, tuple]:
 
 _PHONE_MESSAGES = {
     "empty": ("The phone number is empty", "Le numéro de téléphone est vide"),
-    "separators": ("The phone number must contain digits only, after an optional leading '+': no "
-                   "separators ('.', '-', '/', spaces). Write 0612345678 or +33612345678",
-                   "Le numéro de téléphone ne doit contenir que des chiffres, précédés éventuellement de « + » : "
-                   "aucun séparateur (« . », « - », « / », espaces). Écrire 0612345678 ou +33612345678"),
-    "double-zero": ("International numbers start with '+' and the country code, not '00' "
-                    "(e.g. +44..., not 0044...)",
-                    "Les numéros étrangers commencent par « + » et l'indicatif du pays, pas par « 00 » "
-                    "(ex. +44..., pas 0044...)"),
-    "plus-33-zero": ("After +33 the leading 0 is dropped: write +336... or +337..., not +3306... or +3307...",
-                     "Après +33 le 0 initial disparaît : écrire +336... ou +337..., pas +3306... ou +3307..."),
-    "not-mobile": ("SI-DEP notifies by SMS: a French number must be a mobile starting with 06, 07, +336 "
-                   "or +337 followed by 8 digits",
-                   "SI-DEP notifie par SMS : un numéro français doit être un mobile commençant par 06, 07, "
-                   "+336 ou +337 suivi de 8 chiffres"),
-    "french-length": ("A French mobile number is 06 or 07 (or +336, +337) followed by 8 digits",
-                      "Un numéro de mobile français est 06 ou 07 (ou +336, +337) suivi de 8 chiffres"),
-    "international-length": ("An international number is '+', the country code and the number: 7 to 15 digits",
-                             "Un numéro étranger s'écrit « + », l'indicatif du pays puis le numéro : 7 à 15 chiffres"),
-    "no-prefix": ("A phone number starts with 06, 07, +336, +337, or '+' and the country code",
-                  "Un numéro de téléphone commence par 06, 07, +336, +337, ou « + » et l'indicatif du pays"),
-    "implausible": ("The phone number has a valid format but is not an allocated number for its country "
-                    "(check it: the SMS may not arrive)",
-                    "Le numéro de téléphone a un format valide mais n'est pas un numéro attribué dans son pays "
-                    "(à vérifier : le SMS risque de ne pas arriver)"),
+    "separators": (
+        "The phone number must contain digits only, after an optional leading '+': no "
+        "separators ('.', '-', '/', spaces). Write 0612345678 or +33612345678",
+        "Le numéro de téléphone ne doit contenir que des chiffres, précédés éventuellement de « + » : "
+        "aucun séparateur (« . », « - », « / », espaces). Écrire 0612345678 ou +33612345678",
+    ),
+    "double-zero": (
+        "International numbers start with '+' and the country code, not '00' (e.g. +44..., not 0044...)",
+        "Les numéros étrangers commencent par « + » et l'indicatif du pays, pas par « 00 » (ex. +44..., pas 0044...)",
+    ),
+    "plus-33-zero": (
+        "After +33 the leading 0 is dropped: write +336... or +337..., not +3306... or +3307...",
+        "Après +33 le 0 initial disparaît : écrire +336... ou +337..., pas +3306... ou +3307...",
+    ),
+    "not-mobile": (
+        "SI-DEP notifies by SMS: a French number must be a mobile starting with 06, 07, +336 "
+        "or +337 followed by 8 digits",
+        "SI-DEP notifie par SMS : un numéro français doit être un mobile commençant par 06, 07, "
+        "+336 ou +337 suivi de 8 chiffres",
+    ),
+    "french-length": (
+        "A French mobile number is 06 or 07 (or +336, +337) followed by 8 digits",
+        "Un numéro de mobile français est 06 ou 07 (ou +336, +337) suivi de 8 chiffres",
+    ),
+    "international-length": (
+        "An international number is '+', the country code and the number: 7 to 15 digits",
+        "Un numéro étranger s'écrit « + », l'indicatif du pays puis le numéro : 7 à 15 chiffres",
+    ),
+    "no-prefix": (
+        "A phone number starts with 06, 07, +336, +337, or '+' and the country code",
+        "Un numéro de téléphone commence par 06, 07, +336, +337, ou « + » et l'indicatif du pays",
+    ),
+    "implausible": (
+        "The phone number has a valid format but is not an allocated number for its country "
+        "(check it: the SMS may not arrive)",
+        "Le numéro de téléphone a un format valide mais n'est pas un numéro attribué dans son pays "
+        "(à vérifier : le SMS risque de ne pas arriver)",
+    ),
 }
 
 
@@ -241,8 +301,10 @@ def phone_to_e164(value: str) -> str | None:
 # --- e-mail ---------------------------------------------------------------------------------------
 # Plain ASCII addresses (dot-atom local part, LDH labels, alphabetic TLD) are valid by construction:
 # they skip email-validator, which costs ~20 µs per new address on the write path.
-_PLAIN_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                          r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z")
+_PLAIN_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z"
+)
 
 
 @lru_cache(maxsize=65536)
@@ -261,8 +323,14 @@ def check_email(value, path: str) -> list[Issue]:
         return _missing(path, "The e-mail address", "L'adresse de courriel")
     problem = _email_problem(value)
     if problem:
-        return [_error("value", f"Invalid e-mail address '{value}': {problem}",
-                       f"Adresse de courriel invalide « {value} » : {problem}", path)]
+        return [
+            _error(
+                "value",
+                f"Invalid e-mail address '{value}': {problem}",
+                f"Adresse de courriel invalide « {value} » : {problem}",
+                path,
+            )
+        ]
     return []
 
 
@@ -275,26 +343,56 @@ def check_birth_date(value, path: str, today: date | None = None) -> list[Issue]
         return _missing(path, "The birth date", "La date de naissance")
     match = _DATE.match(value)
     if not match:
-        return [_error("value", f"The birth date must be YYYY-MM-DD: '{value}'",
-                       f"La date de naissance doit être au format AAAA-MM-JJ : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The birth date must be YYYY-MM-DD: '{value}'",
+                f"La date de naissance doit être au format AAAA-MM-JJ : « {value} »",
+                path,
+            )
+        ]
     today = today or date.today()
     year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
     try:
         earliest = date(year, month, day)
     except ValueError:
-        return [_error("value", f"The birth date does not exist: '{value}'",
-                       f"La date de naissance n'existe pas : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The birth date does not exist: '{value}'",
+                f"La date de naissance n'existe pas : « {value} »",
+                path,
+            )
+        ]
     if earliest > today:
-        return [_error("value", f"The birth date is in the future: '{value}'",
-                       f"La date de naissance est dans le futur : « {value} »", path)]
+        return [
+            _error(
+                "value",
+                f"The birth date is in the future: '{value}'",
+                f"La date de naissance est dans le futur : « {value} »",
+                path,
+            )
+        ]
     issues = []
     if year < today.year - 125:
-        issues.append(_warning("value", f"The birth date is implausibly old: '{value}'",
-                               f"La date de naissance est invraisemblablement ancienne : « {value} »", path))
+        issues.append(
+            _warning(
+                "value",
+                f"The birth date is implausibly old: '{value}'",
+                f"La date de naissance est invraisemblablement ancienne : « {value} »",
+                path,
+            )
+        )
     if not match[3]:
         # The citizen portal asks the full birth date: a partial one locks the patient out.
-        issues.append(_warning("incomplete", f"The birth date should be complete (YYYY-MM-DD): '{value}'",
-                               f"La date de naissance devrait être complète (AAAA-MM-JJ) : « {value} »", path))
+        issues.append(
+            _warning(
+                "incomplete",
+                f"The birth date should be complete (YYYY-MM-DD): '{value}'",
+                f"La date de naissance devrait être complète (AAAA-MM-JJ) : « {value} »",
+                path,
+            )
+        )
     return issues
 
 
@@ -306,7 +404,7 @@ def _parse_instant(value: str) -> datetime | None:
         if not match:
             return None
         parsed = datetime(int(match[1]), int(match[2] or 1), int(match[3] or 1))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def check_not_future(value, path: str, now: datetime | None = None) -> list[Issue]:
@@ -315,9 +413,15 @@ def check_not_future(value, path: str, now: datetime | None = None) -> list[Issu
     moment = _parse_instant(value)
     if moment is None:
         return [_error("value", f"Not a valid date-time: '{value}'", f"Date-heure invalide : « {value} »", path)]
-    if moment > (now or datetime.now(timezone.utc)) + FUTURE_TOLERANCE:
-        return [_error("value", f"The date-time is in the future: '{value}'",
-                       f"La date-heure est dans le futur : « {value} »", path)]
+    if moment > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
+        return [
+            _error(
+                "value",
+                f"The date-time is in the future: '{value}'",
+                f"La date-heure est dans le futur : « {value} »",
+                path,
+            )
+        ]
     return []
 
 
@@ -337,8 +441,14 @@ def check_human_name(name, path: str, require_parts: bool = True) -> list[Issue]
     elif not isinstance(family, str) or not family.strip():
         issues += _missing(f"{path}.family", "The family name", "Le nom de famille")
     elif not _NAME_CHARS.match(family.strip()):
-        issues.append(_warning("value", f"Unusual characters in the family name '{family}'",
-                               f"Caractères inhabituels dans le nom de famille « {family} »", f"{path}.family"))
+        issues.append(
+            _warning(
+                "value",
+                f"Unusual characters in the family name '{family}'",
+                f"Caractères inhabituels dans le nom de famille « {family} »",
+                f"{path}.family",
+            )
+        )
     given = name.get("given")
     if given is None and not require_parts:
         pass
@@ -349,8 +459,14 @@ def check_human_name(name, path: str, require_parts: bool = True) -> list[Issue]
             if not isinstance(first, str) or not first.strip():
                 issues += _missing(f"{path}.given[{i}]", "The given name", "Le prénom")
             elif not _NAME_CHARS.match(first.strip()):
-                issues.append(_warning("value", f"Unusual characters in the given name '{first}'",
-                                       f"Caractères inhabituels dans le prénom « {first} »", f"{path}.given[{i}]"))
+                issues.append(
+                    _warning(
+                        "value",
+                        f"Unusual characters in the given name '{first}'",
+                        f"Caractères inhabituels dans le prénom « {first} »",
+                        f"{path}.given[{i}]",
+                    )
+                )
     return issues
 
 
@@ -361,8 +477,14 @@ _COG = re.compile(r"^(?:\d{5}|2[AB]\d{3})\Z", re.ASCII)  # commune (incl. Corsic
 def check_cog_code(value, path: str) -> list[Issue]:
     if isinstance(value, str) and _COG.match(value):
         return []
-    return [_error("value", f"The INSEE (COG) code must be 5 characters (e.g. 75056, 2A004, 99350): '{value}'",
-                   f"Le code INSEE (COG) doit comporter 5 caractères (ex. 75056, 2A004, 99350) : « {value} »", path)]
+    return [
+        _error(
+            "value",
+            f"The INSEE (COG) code must be 5 characters (e.g. 75056, 2A004, 99350): '{value}'",
+            f"Le code INSEE (COG) doit comporter 5 caractères (ex. 75056, 2A004, 99350) : « {value} »",
+            path,
+        )
+    ]
 
 
 # ==================================================================================================
@@ -377,6 +499,7 @@ def validator(key: str):
     def register(fn: Validator) -> Validator:
         VALIDATORS[key] = fn
         return fn
+
     return register
 
 
@@ -394,9 +517,15 @@ def _check_idnat_ps(value, path):
 
 # identifier.system -> check of identifier.value: adding an identifier kind is one line here.
 IDENTIFIER_CHECKS: dict[str, Callable[[object, str], list]] = {
-    INS_NIR: check_nir, INS_NIR_TEST: check_nir, INS_NIR_DEMO: check_nir, INS_NIA: check_nia,
-    FINESS: check_finess, FINESS_OLD: check_finess, RPPS: check_rpps,
-    IDNAT_STRUCT: _check_idnat_struct, IDNAT_PS: _check_idnat_ps,
+    INS_NIR: check_nir,
+    INS_NIR_TEST: check_nir,
+    INS_NIR_DEMO: check_nir,
+    INS_NIA: check_nia,
+    FINESS: check_finess,
+    FINESS_OLD: check_finess,
+    RPPS: check_rpps,
+    IDNAT_STRUCT: _check_idnat_struct,
+    IDNAT_PS: _check_idnat_ps,
 }
 
 
@@ -442,8 +571,14 @@ def validate_birthplace(extension, path, resource):
         return []
     address = extension.get("valueAddress")
     if not isinstance(address, dict):
-        return [_error("required", "The birth place extension needs a valueAddress",
-                       "L'extension lieu de naissance requiert une valueAddress", f"{path}.valueAddress")]
+        return [
+            _error(
+                "required",
+                "The birth place extension needs a valueAddress",
+                "L'extension lieu de naissance requiert une valueAddress",
+                f"{path}.valueAddress",
+            )
+        ]
     if "district" not in address:
         return []  # a birth place given by city/country only is allowed; the INSEE code is optional
     return check_cog_code(address["district"], f"{path}.valueAddress.district")
@@ -461,8 +596,7 @@ def validate_official_name(patient, path, resource):
     en = "The birth family name must be sent as a name with use = 'official'"
     fr = "Le nom de naissance doit être transmis comme un nom avec use = « official »"
     if has_ins:
-        return [_error("required", en + " (required with an INS)", fr + " (obligatoire avec un INS)",
-                       f"{path}.name")]
+        return [_error("required", en + " (required with an INS)", fr + " (obligatoire avec un INS)", f"{path}.name")]
     return [_warning("required", en, fr, f"{path}.name")]
 
 
@@ -479,13 +613,23 @@ def validate_nir_consistency(patient, path, resource):
         sex = {"1": "male", "2": "female"}.get(value[0])
         gender, birth = patient.get("gender"), patient.get("birthDate")
         if sex and gender in ("male", "female") and gender != sex:
-            issues.append(_warning("value", f"The NIR sex digit '{value[0]}' does not match gender '{gender}'",
-                                   f"Le chiffre de sexe du NIR « {value[0]} » ne correspond pas au sexe « {gender} »",
-                                   f"{path}.identifier[{i}].value"))
+            issues.append(
+                _warning(
+                    "value",
+                    f"The NIR sex digit '{value[0]}' does not match gender '{gender}'",
+                    f"Le chiffre de sexe du NIR « {value[0]} » ne correspond pas au sexe « {gender} »",
+                    f"{path}.identifier[{i}].value",
+                )
+            )
         if isinstance(birth, str) and len(birth) >= 4 and birth[2:4] != value[1:3]:
-            issues.append(_warning("value", f"The NIR year '{value[1:3]}' does not match the birth date '{birth}'",
-                                   f"L'année du NIR « {value[1:3]} » ne correspond pas à la date de naissance « {birth} »",
-                                   f"{path}.identifier[{i}].value"))
+            issues.append(
+                _warning(
+                    "value",
+                    f"The NIR year '{value[1:3]}' does not match the birth date '{birth}'",
+                    f"L'année du NIR « {value[1:3]} » ne correspond pas à la date de naissance « {birth} »",
+                    f"{path}.identifier[{i}].value",
+                )
+            )
     return issues
 
 
@@ -494,8 +638,14 @@ def validate_organization_finess(org, path, resource):
     identifiers = org.get("identifier") if isinstance(org, dict) else None
     if any(isinstance(i, dict) and i.get("system") in FINESS_SYSTEMS for i in identifiers or []):
         return []
-    return [_error("required", f"The organization needs a FINESS identifier (system {FINESS})",
-                   f"L'organisation doit avoir un identifiant FINESS (système {FINESS})", f"{path}.identifier")]
+    return [
+        _error(
+            "required",
+            f"The organization needs a FINESS identifier (system {FINESS})",
+            f"L'organisation doit avoir un identifiant FINESS (système {FINESS})",
+            f"{path}.identifier",
+        )
+    ]
 
 
 _DOSSIER_VALUE = re.compile(r"^\S{1,64}\Z")
@@ -520,19 +670,29 @@ def validate_dossier_identifier(request, path, resource):
         if not isinstance(system, str) or not system.startswith(DOSSIER_SYSTEM_PREFIX):
             continue
         found = True
-        scope = system[len(DOSSIER_SYSTEM_PREFIX):]
+        scope = system[len(DOSSIER_SYSTEM_PREFIX) :]
         prefix, check, _, _ = next(s for s in DOSSIER_SCOPES if scope.startswith(s[0]))
-        issues += check(scope[len(prefix):], f"{path}.identifier[{i}].system")
+        issues += check(scope[len(prefix) :], f"{path}.identifier[{i}].system")
         if not isinstance(ident.get("value"), str) or not _DOSSIER_VALUE.match(ident["value"]):
-            issues.append(_error("value", "The dossier number must be 1 to 64 characters without spaces",
-                                 "Le numéro de dossier doit comporter 1 à 64 caractères sans espace",
-                                 f"{path}.identifier[{i}].value"))
+            issues.append(
+                _error(
+                    "value",
+                    "The dossier number must be 1 to 64 characters without spaces",
+                    "Le numéro de dossier doit comporter 1 à 64 caractères sans espace",
+                    f"{path}.identifier[{i}].value",
+                )
+            )
     if not found:
         en = " or ".join(DOSSIER_SYSTEM_PREFIX + s[2] for s in DOSSIER_SCOPES)
         fr = " ou ".join(DOSSIER_SYSTEM_PREFIX + s[3] for s in DOSSIER_SCOPES)
-        issues.append(_error("required", f"The dossier number is missing: an identifier with system {en}",
-                             f"Le numéro de dossier est manquant : un identifiant de système {fr}",
-                             f"{path}.identifier"))
+        issues.append(
+            _error(
+                "required",
+                f"The dossier number is missing: an identifier with system {en}",
+                f"Le numéro de dossier est manquant : un identifiant de système {fr}",
+                f"{path}.identifier",
+            )
+        )
     return issues
 
 
@@ -547,19 +707,34 @@ def validate_observation_value(obs, path, resource):
     value_key = next((k for k in obs if k.startswith("value") and k[5:6].isupper()), None)
     if value_key is None:
         if obs.get("status") in _RESULT_STATUSES and "dataAbsentReason" not in obs:
-            return [_error("required", "A final result needs a value (valueCodeableConcept or valueQuantity)",
-                           "Un résultat final doit avoir une valeur (valueCodeableConcept ou valueQuantity)",
-                           f"{path}.value")]
+            return [
+                _error(
+                    "required",
+                    "A final result needs a value (valueCodeableConcept or valueQuantity)",
+                    "Un résultat final doit avoir une valeur (valueCodeableConcept ou valueQuantity)",
+                    f"{path}.value",
+                )
+            ]
         return []
     scale = _loinc_scale(obs.get("code"))
     if scale == "Qn" and value_key != "valueQuantity":
-        return [_error("value", "This test code is quantitative: its value must be a valueQuantity",
-                       "Ce code d'analyse est quantitatif : sa valeur doit être une valueQuantity",
-                       f"{path}.{value_key}")]
+        return [
+            _error(
+                "value",
+                "This test code is quantitative: its value must be a valueQuantity",
+                "Ce code d'analyse est quantitatif : sa valeur doit être une valueQuantity",
+                f"{path}.{value_key}",
+            )
+        ]
     if scale in ("Ord", "Nom") and value_key != "valueCodeableConcept":
-        return [_error("value", "This test code is qualitative: its value must be a valueCodeableConcept (SNOMED CT)",
-                       "Ce code d'analyse est qualitatif : sa valeur doit être une valueCodeableConcept (SNOMED CT)",
-                       f"{path}.{value_key}")]
+        return [
+            _error(
+                "value",
+                "This test code is qualitative: its value must be a valueCodeableConcept (SNOMED CT)",
+                "Ce code d'analyse est qualitatif : sa valeur doit être une valueCodeableConcept (SNOMED CT)",
+                f"{path}.{value_key}",
+            )
+        ]
     return []
 
 
@@ -585,9 +760,14 @@ def validate_rat_device(device, path, resource):
     from terminology.service import get_service
 
     if get_service().concept(RAT_DEVICES, ident.get("value")) is None:
-        return [_warning("code-invalid", f"Unknown rapid antigen test device id '{ident.get('value')}' "
-                                         "(not in the EU DCC list): no EU certificate can name it",
-                         f"Identifiant de test antigénique rapide inconnu « {ident.get('value')} » (absent de la "
-                         "liste EU DCC) : aucun certificat européen ne pourra le mentionner",
-                         f"{path}.identifier.value")]
+        return [
+            _warning(
+                "code-invalid",
+                f"Unknown rapid antigen test device id '{ident.get('value')}' "
+                "(not in the EU DCC list): no EU certificate can name it",
+                f"Identifiant de test antigénique rapide inconnu « {ident.get('value')} » (absent de la "
+                "liste EU DCC) : aucun certificat européen ne pourra le mentionner",
+                f"{path}.identifier.value",
+            )
+        ]
     return []

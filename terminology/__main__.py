@@ -3,6 +3,7 @@
 A running server reloads through `terminology.service.get_service().reload()` (wired to an admin endpoint
 by the core); this command checks the files parse and expand, which is what an operator wants before that.
 """
+
 from __future__ import annotations
 
 import argparse

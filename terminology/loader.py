@@ -9,6 +9,7 @@ Everything here is data in, resources out: adding a code list is adding a JSON f
   ValueSet `<BASE>/ValueSet/dcc-<valueSetId>`, and its codes are merged into a CodeSystem fragment of their
   system (LOINC and SNOMED codes join our LOINC/SNOMED fragments) so that $lookup knows them too.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,9 +57,15 @@ def load_data_value_sets(valueset_dir: Path = VALUESET_DIR) -> list[dict]:
 def all_codes_value_set(code_system: dict) -> dict:
     """The ValueSet that CodeSystem.valueSet promises: every code of the system."""
     url = code_system["valueSet"]
-    return {"resourceType": "ValueSet", "id": url.rstrip("/").rsplit("/", 1)[-1], "url": url,
-            "name": code_system.get("name"), "title": code_system.get("title"), "status": "active",
-            "compose": {"include": [{"system": code_system["url"]}]}}
+    return {
+        "resourceType": "ValueSet",
+        "id": url.rstrip("/").rsplit("/", 1)[-1],
+        "url": url,
+        "name": code_system.get("name"),
+        "title": code_system.get("title"),
+        "status": "active",
+        "compose": {"include": [{"system": code_system["url"]}]},
+    }
 
 
 def dcc_value_set(doc: dict, file_name: str) -> tuple[dict, dict[str, list[dict]]]:
@@ -70,28 +77,46 @@ def dcc_value_set(doc: dict, file_name: str) -> tuple[dict, dict[str, list[dict]
         if entry.get("active") is False:
             concept["property"] = [{"code": "status", "valueCode": "inactive"}]
         by_system.setdefault(entry["system"], []).append(concept)
-    include = [{"system": system, "concept": [{"code": c["code"]} for c in concepts]}
-               for system, concepts in by_system.items()]
-    value_set = {"resourceType": "ValueSet", "id": vs_id, "url": valueset_url(vs_id),
-                 "name": "Dcc" + "".join(p.capitalize() for p in _slug(doc["valueSetId"]).split("-")),
-                 "title": f"EU DCC value set {doc['valueSetId']}", "status": "active",
-                 "version": doc.get("valueSetDate"), "publisher": "eHealth Network (EU DCC)",
-                 "description": f"Converted from the vendored EU DCC value set file {file_name}.",
-                 "copyright": "EU DCC value sets, Apache-2.0 (ehn-dcc-development/ehn-dcc-valuesets).",
-                 "compose": {"include": include}}
+    include = [
+        {"system": system, "concept": [{"code": c["code"]} for c in concepts]} for system, concepts in by_system.items()
+    ]
+    value_set = {
+        "resourceType": "ValueSet",
+        "id": vs_id,
+        "url": valueset_url(vs_id),
+        "name": "Dcc" + "".join(p.capitalize() for p in _slug(doc["valueSetId"]).split("-")),
+        "title": f"EU DCC value set {doc['valueSetId']}",
+        "status": "active",
+        "version": doc.get("valueSetDate"),
+        "publisher": "eHealth Network (EU DCC)",
+        "description": f"Converted from the vendored EU DCC value set file {file_name}.",
+        "copyright": "EU DCC value sets, Apache-2.0 (ehn-dcc-development/ehn-dcc-valuesets).",
+        "compose": {"include": include},
+    }
     return value_set, by_system
 
 
 def _fragment_for(system: str) -> dict:
     """A CodeSystem fragment for a system we only know through the DCC value sets."""
-    return {"resourceType": "CodeSystem", "id": "dcc-" + _slug(system.split("//")[-1]), "url": system,
-            "name": "Dcc" + _slug(system.split("//")[-1]).replace("-", "_"),
-            "title": f"Codes of {system} used by the EU DCC value sets", "status": "active",
-            "content": "fragment", "caseSensitive": True, "concept": []}
+    return {
+        "resourceType": "CodeSystem",
+        "id": "dcc-" + _slug(system.split("//")[-1]),
+        "url": system,
+        "name": "Dcc" + _slug(system.split("//")[-1]).replace("-", "_"),
+        "title": f"Codes of {system} used by the EU DCC value sets",
+        "status": "active",
+        "content": "fragment",
+        "caseSensitive": True,
+        "concept": [],
+    }
 
 
-STATUS_PROPERTY = {"code": "status", "uri": "http://hl7.org/fhir/concept-properties#status", "type": "code",
-                   "description": "inactive when the DCC list marks the code inactive"}
+STATUS_PROPERTY = {
+    "code": "status",
+    "uri": "http://hl7.org/fhir/concept-properties#status",
+    "type": "code",
+    "description": "inactive when the DCC list marks the code inactive",
+}
 
 
 def _merge_concepts(code_system: dict, concepts: list[dict]) -> None:

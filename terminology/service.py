@@ -4,13 +4,14 @@ All value sets are expanded once at load time (they are small), so every questio
 `reload()` builds a complete new index and swaps it in with one assignment: concurrent readers see either
 the old or the new code lists, never a mix.
 """
+
 from __future__ import annotations
 
 import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import loader
 
@@ -94,9 +95,10 @@ class _Index:
 
     def __init__(self, code_systems: list[dict], value_sets: list[dict]):
         self.code_systems = {cs["url"]: cs for cs in code_systems}
-        self.concepts = {cs["url"]: {raw["code"]: _concept_from(cs["url"], raw)
-                                     for raw in _walk_concepts(cs.get("concept", []))}
-                         for cs in code_systems}
+        self.concepts = {
+            cs["url"]: {raw["code"]: _concept_from(cs["url"], raw) for raw in _walk_concepts(cs.get("concept", []))}
+            for cs in code_systems
+        }
         self.value_sets = {vs["url"]: vs for vs in value_sets}
         self.value_set_ids = {vs["id"]: vs["url"] for vs in value_sets if vs.get("id")}
         self.members: dict[str, dict[tuple[str, str], Concept]] = {}
@@ -127,9 +129,16 @@ class _Index:
         if system:
             known = self.concepts.get(system, {})
             if rule.get("concept"):
-                candidates = [known.get(c["code"]) or Concept(system, c["code"], c.get("display"),
-                                                                search_text=fold(c["code"] + " " + (c.get("display") or "")))
-                              for c in rule["concept"]]
+                candidates = [
+                    known.get(c["code"])
+                    or Concept(
+                        system,
+                        c["code"],
+                        c.get("display"),
+                        search_text=fold(c["code"] + " " + (c.get("display") or "")),
+                    )
+                    for c in rule["concept"]
+                ]
             else:
                 candidates = list(known.values())
             for flt in rule.get("filter", []):
@@ -160,8 +169,10 @@ class TerminologyService:
 
     def summary(self) -> dict:
         idx = self._index
-        return {"codeSystems": {url: len(c) for url, c in idx.concepts.items()},
-                "valueSets": {url: len(m) for url, m in idx.members.items()}}
+        return {
+            "codeSystems": {url: len(c) for url, c in idx.concepts.items()},
+            "valueSets": {url: len(m) for url, m in idx.members.items()},
+        }
 
     def all_resources(self) -> list[dict]:
         """CodeSystem and ValueSet resources, for the server to store at start."""
@@ -205,46 +216,76 @@ class TerminologyService:
         if concept is None:
             return None
         cs = idx.code_systems[system]
-        return {"name": cs.get("title") or cs.get("name"), "version": cs.get("version"),
-                "display": concept.display_in(lang), "code": code, "system": system,
-                "designations": dict(concept.designations), "properties": dict(concept.properties)}
+        return {
+            "name": cs.get("title") or cs.get("name"),
+            "version": cs.get("version"),
+            "display": concept.display_in(lang),
+            "code": code,
+            "system": system,
+            "designations": dict(concept.designations),
+            "properties": dict(concept.properties),
+        }
 
-    def validate_code(self, valueset_url: str, system: str | None, code: str, display: str | None = None,
-                      lang: str = "en") -> dict:
+    def validate_code(
+        self, valueset_url: str, system: str | None, code: str, display: str | None = None, lang: str = "en"
+    ) -> dict:
         """{"result": bool, "message": str|None, "message_fr": str|None, "display": str|None}."""
         vs = self.value_set(valueset_url)
         concept = self.contains(vs["url"], system, code)
         title = vs.get("title") or vs["url"]
         if concept is None:
             where = f" ({system})" if system else ""
-            return {"result": False, "display": None,
-                    "message": f"The code '{code}'{where} is not in the value set '{title}'",
-                    "message_fr": f"Le code « {code} »{where} n'appartient pas au jeu de valeurs "
-                                  f"« {french_title(vs) or title} »"}
+            return {
+                "result": False,
+                "display": None,
+                "message": f"The code '{code}'{where} is not in the value set '{title}'",
+                "message_fr": f"Le code « {code} »{where} n'appartient pas au jeu de valeurs "
+                f"« {french_title(vs) or title} »",
+            }
         if display and not concept.matches_display(display):
             expected = concept.display_in(lang)
-            return {"result": False, "display": expected,
-                    "message": f"The display '{display}' is not a display of code '{code}' (expected '{concept.display}')",
-                    "message_fr": f"Le libellé « {display} » ne correspond pas au code « {code} » "
-                                  f"(attendu « {concept.display_in('fr')} »)"}
+            return {
+                "result": False,
+                "display": expected,
+                "message": f"The display '{display}' is not a display of code '{code}' (expected '{concept.display}')",
+                "message_fr": f"Le libellé « {display} » ne correspond pas au code « {code} » "
+                f"(attendu « {concept.display_in('fr')} »)",
+            }
         return {"result": True, "display": concept.display_in(lang), "message": None, "message_fr": None}
 
-    def expand(self, valueset_url: str, filter: str | None = None, count: int | None = None,
-               offset: int | None = None, lang: str = "en") -> dict:
+    def expand(
+        self,
+        valueset_url: str,
+        filter: str | None = None,
+        count: int | None = None,
+        offset: int | None = None,
+        lang: str = "en",
+    ) -> dict:
         vs = self.value_set(valueset_url)
         concepts = self.members(vs["url"])
         if filter:
             needle = fold(filter)
             concepts = [c for c in concepts if needle in c.search_text]
         total, start = len(concepts), max(int(offset or 0), 0)
-        page = concepts[start:] if count is None else concepts[start:start + max(int(count), 0)]
-        parameters = [{"name": name, value_key: value} for name, value_key, value in (
-            ("filter", "valueString", filter), ("count", "valueInteger", count),
-            ("offset", "valueInteger", offset), ("displayLanguage", "valueCode", lang)) if value is not None]
-        expansion = {"identifier": f"urn:uuid:{uuid.uuid4()}",
-                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "total": total, "offset": start, "parameter": parameters,
-                     "contains": [self._contains_entry(c, lang) for c in page]}
+        page = concepts[start:] if count is None else concepts[start : start + max(int(count), 0)]
+        parameters = [
+            {"name": name, value_key: value}
+            for name, value_key, value in (
+                ("filter", "valueString", filter),
+                ("count", "valueInteger", count),
+                ("offset", "valueInteger", offset),
+                ("displayLanguage", "valueCode", lang),
+            )
+            if value is not None
+        ]
+        expansion = {
+            "identifier": f"urn:uuid:{uuid.uuid4()}",
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "total": total,
+            "offset": start,
+            "parameter": parameters,
+            "contains": [self._contains_entry(c, lang) for c in page],
+        }
         result = {key: value for key, value in vs.items() if key != "compose"}
         result["expansion"] = expansion
         return result
@@ -256,7 +297,7 @@ class TerminologyService:
         if display:
             entry["display"] = display
         if concept.designations:
-            entry["designation"] = [{"language": l, "value": v} for l, v in concept.designations.items()]
+            entry["designation"] = [{"language": lang, "value": v} for lang, v in concept.designations.items()]
         return entry
 
 

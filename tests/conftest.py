@@ -1,5 +1,6 @@
 """Shared fixtures: one real embedded database server (SecantusDB) per test session, one database
 per test (isolation by name), real HTTP servers where a client library needs a socket."""
+
 from __future__ import annotations
 
 import threading
@@ -33,10 +34,16 @@ def redis_url(tmp_path_factory):
 def settings(mongo_uri, tmp_path) -> Settings:
     """A fresh database per test. Indexes are skipped (they cost ~0.5 s a database and change no
     result); tests about indexes use `indexed_settings`."""
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
-                    base_url="http://testserver/fhir", var_dir=str(tmp_path / "var"),
-                    create_indexes=False, enforce_profiles=False, store_code_lists=False,
-                    auth_enabled=False)
+    return Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url="http://testserver/fhir",
+        var_dir=str(tmp_path / "var"),
+        create_indexes=False,
+        enforce_profiles=False,
+        store_code_lists=False,
+        auth_enabled=False,
+    )
 
 
 @pytest.fixture
@@ -55,6 +62,7 @@ class FhirClient:
         if json is not None:
             headers.setdefault("Content-Type", FHIR_JSON)
             import orjson
+
             kwargs["data"] = orjson.dumps(json)
         return self.http.open(url, method=method, headers=headers, **kwargs)
 
@@ -85,10 +93,16 @@ def client(app) -> FhirClient:
 def live_server(mongo_uri, tmp_path):
     """The app on a real socket (threaded), for HTTP client libraries and concurrency tests."""
     port = free_port()
-    config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
-                      base_url=f"http://127.0.0.1:{port}/fhir", var_dir=str(tmp_path / "var"),
-                      create_indexes=False, enforce_profiles=False, store_code_lists=False,
-                      auth_enabled=False)
+    config = Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url=f"http://127.0.0.1:{port}/fhir",
+        var_dir=str(tmp_path / "var"),
+        create_indexes=False,
+        enforce_profiles=False,
+        store_code_lists=False,
+        auth_enabled=False,
+    )
     server = make_server("127.0.0.1", port, create_app(config), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -108,23 +122,28 @@ class SecuredServer:
         self.accounts = app.extensions["sidep.accounts"]
         self.store = app.extensions["sidep.store"]
 
-    def register(self, lab=None, scope="system/*.read system/*.write", role="laboratory", jwks=None,
-                 name="LIS"):
+    def register(self, lab=None, scope="system/*.read system/*.write", role="laboratory", jwks=None, name="LIS"):
         """(client_id, secret) of a new client bound to `lab` (a synthetic Laboratory)."""
         doc, secret = self.accounts.register_client(
-            name, lab.finess if lab else None, [s.finess for s in lab.sites] if lab else [], scope, role, jwks,
-            lab.name if lab else None)
+            name,
+            lab.finess if lab else None,
+            [s.finess for s in lab.sites] if lab else [],
+            scope,
+            role,
+            jwks,
+            lab.name if lab else None,
+        )
         return doc["_id"], secret
 
     def token_response(self, client_id, secret, scope=None, basic=False):
         import requests
+
         data = {"grant_type": "client_credentials"}
         if scope:
             data["scope"] = scope
         if basic:
             return requests.post(self.token_url, data=data, auth=(client_id, secret), timeout=30)
-        return requests.post(self.token_url, data={**data, "client_id": client_id, "client_secret": secret},
-                             timeout=30)
+        return requests.post(self.token_url, data={**data, "client_id": client_id, "client_secret": secret}, timeout=30)
 
     def token(self, client_id, secret, scope=None) -> str:
         response = self.token_response(client_id, secret, scope)
@@ -169,10 +188,17 @@ def secured_factory(mongo_uri, tmp_path):
 
     def start(**overrides) -> SecuredServer:
         port = free_port()
-        config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
-                          base_url=f"http://127.0.0.1:{port}/fhir", var_dir=str(tmp_path / "var"),
-                          create_indexes=False, enforce_profiles=False, store_code_lists=False,
-                          auth_enabled=True, audit_flush_interval=0).but(**overrides)
+        config = Settings(
+            mongodb_uri=mongo_uri,
+            mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+            base_url=f"http://127.0.0.1:{port}/fhir",
+            var_dir=str(tmp_path / "var"),
+            create_indexes=False,
+            enforce_profiles=False,
+            store_code_lists=False,
+            auth_enabled=True,
+            audit_flush_interval=0,
+        ).but(**overrides)
         app = create_app(config)
         server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,14 +1,15 @@
 """AuditEvents: one for each access to patient data, with who (client, organisation, address),
 what (patients and resources, or the query), the outcome (refused accesses included); valid R4;
 searchable by patient and by agent; written off the request path; read-only (test_auth_access)."""
+
 from __future__ import annotations
 
 import base64
 import random
 import time
 
-from profiles.base_validation import parse_errors as structure_issues
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories
+from profiles.base_validation import parse_errors as structure_issues
 
 LAB_A, LAB_B = make_laboratories(random.Random(9), 2)
 
@@ -16,8 +17,10 @@ LAB_A, LAB_B = make_laboratories(random.Random(9), 2)
 def post(session, lab, seed):
     response = session.post("", json=generate_result_bundle(random.Random(seed), lab, include_legal_entity=False))
     assert response.status_code == 200, response.text
-    return {e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
-            for e in response.json()["entry"]}
+    return {
+        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
+        for e in response.json()["entry"]
+    }
 
 
 def subtype(event) -> str:
@@ -25,8 +28,11 @@ def subtype(event) -> str:
 
 
 def whats(event, role: str | None = None) -> set[str]:
-    return {e["what"]["reference"] for e in event.get("entity", [])
-            if "what" in e and (role is None or e["role"]["code"] == role)}
+    return {
+        e["what"]["reference"]
+        for e in event.get("entity", [])
+        if "what" in e and (role is None or e["role"]["code"] == role)
+    }
 
 
 def test_each_access_to_patient_data_is_audited(secured):
@@ -59,8 +65,13 @@ def test_each_access_to_patient_data_is_audited(secured):
     a.get("Organization")  # not patient data: not audited
     events = secured.audit_events()[1:]
     assert [(subtype(e), e["action"], e["outcome"]) for e in events] == [
-        ("read", "R", "0"), ("vread", "R", "0"), ("history-instance", "R", "0"), ("search-type", "E", "0"),
-        ("update", "U", "0"), ("delete", "D", "0")]
+        ("read", "R", "0"),
+        ("vread", "R", "0"),
+        ("history-instance", "R", "0"),
+        ("search-type", "E", "0"),
+        ("update", "U", "0"),
+        ("delete", "D", "0"),
+    ]
     for event in events[:5]:
         assert patient in whats(event, "1"), event
     assert obs in whats(events[0]) and f"Specimen/{ids['Specimen']}" in whats(events[5])
@@ -95,7 +106,10 @@ def test_audit_events_are_searchable_by_patient_and_agent(secured):
     assert by_patient.status_code == 200, by_patient.text
     events = [e["resource"] for e in by_patient.json()["entry"]]
     assert [(subtype(e), e["outcome"], e["agent"][0]["altId"]) for e in events] == [
-        ("transaction", "0", a.client_id), ("read", "0", a.client_id), ("read", "8", b.client_id)]
+        ("transaction", "0", a.client_id),
+        ("read", "0", a.client_id),
+        ("read", "8", b.client_id),
+    ]
     by_agent = auditor.get("AuditEvent", params={"agent": f"Device/{b.client_id}"})
     assert {e["resource"]["agent"][0]["altId"] for e in by_agent.json()["entry"]} == {b.client_id}
     assert len(by_agent.json()["entry"]) == 2

@@ -2,6 +2,7 @@
 tried on every interaction — read, vread, history, search (with _include/_revinclude, chains and
 _has, counts), create, update, delete, the conditional ones, transaction and batch entries,
 $operations on instances — and scopes limit what a token may do."""
+
 from __future__ import annotations
 
 import random
@@ -17,6 +18,7 @@ LAB_A, LAB_B = make_laboratories(random.Random(7), 2)
 @dataclass
 class Posted:
     """The ids a result bundle produced, by type."""
+
     ids: dict
     bundle: dict
 
@@ -47,8 +49,11 @@ def world(secured):
 
 def ids(response, rtype: str | None = None) -> set[str]:
     assert response.status_code == 200, response.text
-    return {e["resource"]["id"] for e in response.json().get("entry", [])
-            if e.get("search", {}).get("mode") != "outcome" and (rtype is None or e["resource"]["resourceType"] == rtype)}
+    return {
+        e["resource"]["id"]
+        for e in response.json().get("entry", [])
+        if e.get("search", {}).get("mode") != "outcome" and (rtype is None or e["resource"]["resourceType"] == rtype)
+    }
 
 
 def refused(response, status: int = 403) -> None:
@@ -63,7 +68,9 @@ def not_there(response, rtype: str, rid: str) -> None:
 
 
 def without_ins(patient: dict) -> dict:
-    others = [i for i in patient.get("identifier", []) if not i.get("system", "").startswith("urn:oid:1.2.250.1.213.1.4.")]
+    others = [
+        i for i in patient.get("identifier", []) if not i.get("system", "").startswith("urn:oid:1.2.250.1.213.1.4.")
+    ]
     rest = {k: v for k, v in patient.items() if k != "identifier"}
     return {**rest, "identifier": others} if others else rest  # FHIR JSON has no empty arrays
 
@@ -96,8 +103,9 @@ def test_searches_see_only_the_organisation_s_results(world):
     for rtype in RESULT_TYPES:
         assert ids(a.get(rtype)) == {r[rtype] for r in results_a}
         assert ids(b.get(rtype)) == {result_b[rtype]}
-        assert ids(b.post(f"{rtype}/_search", data="", headers={"Content-Type": "application/x-www-form-urlencoded"})) \
-            == {result_b[rtype]}
+        assert ids(
+            b.post(f"{rtype}/_search", data="", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        ) == {result_b[rtype]}
         assert ids(operator.get(rtype)) == {r[rtype] for r in results_a} | {result_b[rtype]}
         assert ids(b.get(rtype, params={"_id": results_a[0][rtype]})) == set()
         assert b.get(rtype, params={"_summary": "count"}).json()["total"] == 1
@@ -122,8 +130,13 @@ def test_history_sees_only_the_organisation_s_results(world):
         assert ids(a.get(f"{rtype}/_history")) == {r[rtype] for r in results_a}
     system = b.get("_history")
     assert system.status_code == 200
-    seen = {(e["request"]["url"].split("/")[0] if "/" in e["request"]["url"] else e["request"]["url"], e["fullUrl"].rsplit("/", 1)[1])
-            for e in system.json()["entry"]}
+    seen = {
+        (
+            e["request"]["url"].split("/")[0] if "/" in e["request"]["url"] else e["request"]["url"],
+            e["fullUrl"].rsplit("/", 1)[1],
+        )
+        for e in system.json()["entry"]
+    }
     assert not {rid for _, rid in seen} & {rid for r in results_a for v in r.ids.values() for rid in v}
 
 
@@ -134,26 +147,48 @@ def test_include_and_revinclude_never_bring_another_organisation_s_resources(wor
     # the API refuses both (see test_writes_...). Make them, and search from both sides.
     patient_a, patient_b = results_a[0]["Patient"], result_b["Patient"]
     obs_b = result_b["Observation"]
-    db["Observation"].update_one({"_id": obs_b}, {"$set": {"res.subject.reference": f"Patient/{patient_a}",
-                                                            "s.subject": [f"Patient/{patient_a}"],
-                                                            "s.patient": [f"Patient/{patient_a}"]}})
+    db["Observation"].update_one(
+        {"_id": obs_b},
+        {
+            "$set": {
+                "res.subject.reference": f"Patient/{patient_a}",
+                "s.subject": [f"Patient/{patient_a}"],
+                "s.patient": [f"Patient/{patient_a}"],
+            }
+        },
+    )
     obs_a = results_a[1]["Observation"]
-    db["Observation"].update_one({"_id": obs_a}, {"$set": {"res.subject.reference": f"Patient/{patient_b}",
-                                                            "s.subject": [f"Patient/{patient_b}"],
-                                                            "s.patient": [f"Patient/{patient_b}"]}})
+    db["Observation"].update_one(
+        {"_id": obs_a},
+        {
+            "$set": {
+                "res.subject.reference": f"Patient/{patient_b}",
+                "s.subject": [f"Patient/{patient_b}"],
+                "s.patient": [f"Patient/{patient_b}"],
+            }
+        },
+    )
     included = b.get("Observation", params={"_include": "Observation:subject"})
     assert ids(included, "Observation") == {obs_b}
     assert ids(included, "Patient") == set()  # A's patient is not included
     revincluded = b.get("Patient", params={"_revinclude": "Observation:subject"})
     assert ids(revincluded, "Patient") == {patient_b}
     assert ids(revincluded, "Observation") == set()  # A's observation about B's patient is not included
-    both = b.get("DiagnosticReport", params={"_include": ["DiagnosticReport:subject", "DiagnosticReport:result"],
-                                              "_revinclude": "Observation:based-on"})
+    both = b.get(
+        "DiagnosticReport",
+        params={
+            "_include": ["DiagnosticReport:subject", "DiagnosticReport:result"],
+            "_revinclude": "Observation:based-on",
+        },
+    )
     assert ids(both) == {result_b["DiagnosticReport"], patient_b, obs_b}
     # A sees its own through includes
     assert patient_a in ids(a.get("DiagnosticReport", params={"_include": "DiagnosticReport:subject"}), "Patient")
     # and the operator everything
-    assert ids(operator.get("Observation", params={"_include": "Observation:subject"}), "Patient") >= {patient_a, patient_b}
+    assert ids(operator.get("Observation", params={"_include": "Observation:subject"}), "Patient") >= {
+        patient_a,
+        patient_b,
+    }
 
 
 def test_writes_for_another_laboratory_are_refused(world):
@@ -179,22 +214,32 @@ def test_writes_for_another_laboratory_are_refused(world):
     refused(about_a, 404)
     gone = {**mine_for_b, "subject": {"reference": f"Patient/{mine['Patient'][:-4]}ffff"}}
     assert b.post("Observation", json=gone).json()["issue"][0]["diagnostics"].replace(
-        gone["subject"]["reference"], "X") == about_a.json()["issue"][0]["diagnostics"].replace(
-        f"Patient/{mine['Patient']}", "X")
-    about_b = {**mine_for_b, "subject": {"reference": f"Patient/{result_b['Patient']}"},
-               "basedOn": [{"reference": f"ServiceRequest/{result_b['ServiceRequest']}"}],
-               "specimen": {"reference": f"Specimen/{result_b['Specimen']}"}}
+        gone["subject"]["reference"], "X"
+    ) == about_a.json()["issue"][0]["diagnostics"].replace(f"Patient/{mine['Patient']}", "X")
+    about_b = {
+        **mine_for_b,
+        "subject": {"reference": f"Patient/{result_b['Patient']}"},
+        "basedOn": [{"reference": f"ServiceRequest/{result_b['ServiceRequest']}"}],
+        "specimen": {"reference": f"Specimen/{result_b['Specimen']}"},
+    }
     assert b.post("Observation", json=about_b).status_code == 201
     no_performer = {k: v for k, v in about_b.items() if k != "performer"}
     refused(b.post("Observation", json=no_performer))
-    by_identifier = {**about_b, "performer": [{"identifier": {"system": "https://finess.esante.gouv.fr",
-                                                              "value": LAB_A.sites[0].finess}}]}
+    by_identifier = {
+        **about_b,
+        "performer": [{"identifier": {"system": "https://finess.esante.gouv.fr", "value": LAB_A.sites[0].finess}}],
+    }
     refused(b.post("Observation", json=by_identifier))
     # the performing site's Organization of A cannot be rewritten by B
     site_a = a.get(f"Organization/{mine['Organization']}").json()
     refused(b.put(f"Organization/{site_a['id']}", json=site_a))
-    refused(b.put("Organization", params={"identifier": f"https://finess.esante.gouv.fr|{LAB_A.sites[0].finess}"},
-                  json={k: v for k, v in site_a.items() if k not in ("id", "meta")}))
+    refused(
+        b.put(
+            "Organization",
+            params={"identifier": f"https://finess.esante.gouv.fr|{LAB_A.sites[0].finess}"},
+            json={k: v for k, v in site_a.items() if k not in ("id", "meta")},
+        )
+    )
     refused(b.delete(f"Organization/{site_a['id']}"))
 
 
@@ -205,16 +250,19 @@ def test_conditional_interactions_match_only_the_organisation_s_resources(world)
     identifier = observation["identifier"][0]
     criteria = {"identifier": f"{identifier['system']}|{identifier['value']}"}
     b_body = {k: v for k, v in observation.items() if k not in ("id", "meta")}
-    b_body.update(subject={"reference": f"Patient/{result_b['Patient']}"},
-                  performer=[{"reference": f"Organization/{result_b['Organization']}"}],
-                  basedOn=[{"reference": f"ServiceRequest/{result_b['ServiceRequest']}"}],
-                  specimen={"reference": f"Specimen/{result_b['Specimen']}"})
+    b_body.update(
+        subject={"reference": f"Patient/{result_b['Patient']}"},
+        performer=[{"reference": f"Organization/{result_b['Organization']}"}],
+        basedOn=[{"reference": f"ServiceRequest/{result_b['ServiceRequest']}"}],
+        specimen={"reference": f"Specimen/{result_b['Specimen']}"},
+    )
     # If-None-Exist does not find (nor return) A's observation: B creates its own
     created = b.post("Observation", json=b_body, headers={"If-None-Exist": f"identifier={criteria['identifier']}"})
     assert created.status_code == 201 and created.json()["id"] != mine["Observation"]
     # conditional update and delete do not reach A's either
-    assert b.delete("Observation", params={"identifier": "|".join([identifier["system"], identifier["value"] + "-x"])}
-                    ).status_code in (200, 204)
+    assert b.delete(
+        "Observation", params={"identifier": "|".join([identifier["system"], identifier["value"] + "-x"])}
+    ).status_code in (200, 204)
     b_only = b.delete("Observation", params=criteria)
     assert b_only.status_code in (200, 204)
     assert a.get(f"Observation/{mine['Observation']}").status_code == 200
@@ -241,18 +289,41 @@ def test_transactions_and_batches_are_checked_entry_by_entry(world):
     assert entries[-2]["response"]["status"].startswith("404")
     assert entries[-1]["resource"].get("total", 0) == 0
     # a transaction deleting A's resource deletes nothing; updating it: not there
-    deleting = b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "DELETE", "url": f"Observation/{mine['Observation']}"}}]})
+    deleting = b.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": f"Observation/{mine['Observation']}"}}],
+        },
+    )
     assert deleting.status_code == 200 and a.get(f"Observation/{mine['Observation']}").status_code == 200
     patient = a.get(f"Patient/{mine['Patient']}").json()
     patient = {**patient, "name": [{"family": "Intrus", "given": ["Jean"]}]}
-    refused(b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient, "request": {"method": "PUT", "url": f"Patient/{mine['Patient']}"}}]}), 404)
+    refused(
+        b.post(
+            "",
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": patient, "request": {"method": "PUT", "url": f"Patient/{mine['Patient']}"}}],
+            },
+        ),
+        404,
+    )
     # a batch: each entry refused on its own
-    batch = b.post("", json={"resourceType": "Bundle", "type": "batch", "entry": [
-        {"request": {"method": "GET", "url": f"Patient/{mine['Patient']}"}},
-        {"request": {"method": "DELETE", "url": f"Specimen/{mine['Specimen']}"}},
-        {"request": {"method": "GET", "url": f"Patient/{result_b['Patient']}"}}]})
+    batch = b.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"request": {"method": "GET", "url": f"Patient/{mine['Patient']}"}},
+                {"request": {"method": "DELETE", "url": f"Specimen/{mine['Specimen']}"}},
+                {"request": {"method": "GET", "url": f"Patient/{result_b['Patient']}"}},
+            ],
+        },
+    )
     statuses = [e["response"]["status"] for e in batch.json()["entry"]]
     assert statuses[0].startswith("404") and statuses[1].startswith("204") and statuses[2].startswith("200")
     assert a.get(f"Specimen/{mine['Specimen']}").status_code == 200
@@ -261,10 +332,16 @@ def test_transactions_and_batches_are_checked_entry_by_entry(world):
 def test_operations_on_instances_are_checked(world):
     _, a, b, operator, results_a, result_b = world
     mine = results_a[0]
-    not_there(b.get(f"DiagnosticReport/{mine['DiagnosticReport']}/$generate-certificate"),
-              "DiagnosticReport", mine["DiagnosticReport"])
-    not_there(b.post(f"Observation/{mine['Observation']}/$validate", json={"resourceType": "Parameters"}),
-              "Observation", mine["Observation"])
+    not_there(
+        b.get(f"DiagnosticReport/{mine['DiagnosticReport']}/$generate-certificate"),
+        "DiagnosticReport",
+        mine["DiagnosticReport"],
+    )
+    not_there(
+        b.post(f"Observation/{mine['Observation']}/$validate", json={"resourceType": "Parameters"}),
+        "Observation",
+        mine["Observation"],
+    )
     own = b.post(f"Observation/{result_b['Observation']}/$validate", json={"resourceType": "Parameters"})
     assert own.status_code == 200, own.text
     refused(b.post("$reload-terminology", json={"resourceType": "Parameters"}))
@@ -286,6 +363,7 @@ def test_another_laboratory_sending_the_same_ins_gets_its_own_patient(world):
     assert a.get(f"Patient/{patient['id']}").json() == patient
     not_there(b.get(f"Patient/{patient['id']}"), "Patient", patient["id"])
     from fhir_server.storage.persons import Persons
+
     person = Persons(secured.store.db).of_patient(f"Patient/{patient['id']}")
     assert sorted(person.matched()) == sorted([f"Patient/{patient['id']}", f"Patient/{response.json()['id']}"])
 
@@ -328,8 +406,17 @@ def test_audit_events_are_read_only(world):
     refused(operator.delete(f"AuditEvent/{event['id']}"), 405)
     refused(operator.put("AuditEvent", params={"_id": event["id"]}, json=event), 405)
     refused(operator.delete("AuditEvent", params={"_id": event["id"]}), 405)
-    refused(operator.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": body, "request": {"method": "POST", "url": "AuditEvent"}}]}), 405)
+    refused(
+        operator.post(
+            "",
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": body, "request": {"method": "POST", "url": "AuditEvent"}}],
+            },
+        ),
+        405,
+    )
     assert operator.get(f"AuditEvent/{event['id']}").json() == event
 
 

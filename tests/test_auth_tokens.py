@@ -1,6 +1,7 @@
 """OAuth2 token flows against the real authorisation server, over HTTP: client secret (post and
 basic), private_key_jwt (SMART Backend Services, EC and RSA keys), scopes, expiry, revocation,
 rotation, and the operators' command."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,9 @@ def test_wrong_or_unknown_credentials_are_refused(secured):
     assert basic.status_code == 401 and basic.json()["error"] == "invalid_client"
     unknown = secured.token_response("no-such-client", secret)
     assert unknown.status_code in (400, 401) and unknown.json()["error"] == "invalid_client"
-    grant = requests.post(secured.token_url, data={"grant_type": "password", "client_id": client_id,
-                                                   "client_secret": secret}, timeout=30)
+    grant = requests.post(
+        secured.token_url, data={"grant_type": "password", "client_id": client_id, "client_secret": secret}, timeout=30
+    )
     assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
 
 
@@ -72,16 +74,21 @@ def test_requested_scopes_must_be_registered_ones(secured):
 # -- private_key_jwt (SMART Backend Services) ------------------------------------------------------
 def assertion(key, client_id: str, audience: str, alg: str, **claims) -> str:
     now = int(time.time())
-    payload = {"iss": client_id, "sub": client_id, "aud": audience, "exp": now + 240,
-               "jti": uuid.uuid4().hex, **claims}
+    payload = {"iss": client_id, "sub": client_id, "aud": audience, "exp": now + 240, "jti": uuid.uuid4().hex, **claims}
     return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, payload, key, algorithms=[alg])
 
 
 def jwt_token_response(secured, signed: str, scope="system/*.read"):
-    return requests.post(secured.token_url, data={
-        "grant_type": "client_credentials", "scope": scope,
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": signed}, timeout=30)
+    return requests.post(
+        secured.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "scope": scope,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": signed,
+        },
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize("alg", ["ES384", "RS384"])
@@ -101,9 +108,11 @@ def test_private_key_jwt(secured, alg):
     # signed by another key, for another audience, or expiring too late: refused
     other = ECKey.generate_key("P-384") if alg == "ES384" else RSAKey.generate_key(2048)
     other.ensure_kid()
-    for bad in (assertion(other, client_id, secured.token_url, alg),
-                assertion(key, client_id, "https://elsewhere.example/token", alg),
-                assertion(key, client_id, secured.token_url, alg, exp=int(time.time()) + 3600)):
+    for bad in (
+        assertion(other, client_id, secured.token_url, alg),
+        assertion(key, client_id, "https://elsewhere.example/token", alg),
+        assertion(key, client_id, secured.token_url, alg, exp=int(time.time()) + 3600),
+    ):
         refused = jwt_token_response(secured, bad)
         assert refused.status_code == 400 and refused.json()["error"] == "invalid_client", refused.text
     # a JWK client has no secret to use
@@ -131,9 +140,17 @@ def test_smart_configuration(secured):
 def test_every_endpoint_but_metadata_needs_a_token(secured):
     anonymous = secured.session(None)
     assert anonymous.get("metadata").status_code == 200
-    for method, url in [("GET", "Patient"), ("GET", "Observation/abc"), ("POST", ""), ("GET", "_history"),
-                        ("GET", "Observation/abc/_history/1"), ("POST", "Observation"), ("DELETE", "Observation/abc"),
-                        ("GET", "ValueSet/$expand"), ("POST", "Patient/_search")]:
+    for method, url in [
+        ("GET", "Patient"),
+        ("GET", "Observation/abc"),
+        ("POST", ""),
+        ("GET", "_history"),
+        ("GET", "Observation/abc/_history/1"),
+        ("POST", "Observation"),
+        ("DELETE", "Observation/abc"),
+        ("GET", "ValueSet/$expand"),
+        ("POST", "Patient/_search"),
+    ]:
         response = anonymous.request(method, url, data=b"{}" if method == "POST" else None)
         assert response.status_code == 401, (method, url, response.text)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -204,15 +221,34 @@ def test_register_refuses_bad_input(secured, command):
     with pytest.raises(SystemExit):
         command("clients", "register", "--name", "x", "--org", LAB_A.finess)  # no site
     with pytest.raises(SystemExit):
-        command("clients", "register", "--name", "x", "--org", LAB_A.finess, "--site", LAB_A.sites[0].finess,
-                "--scope", "patient/*.read")
-    out = command("clients", "register", "--name", "Santé publique", "--role", "public-health",
-                  "--scope", "system/*.read system/AuditEvent.read")
+        command(
+            "clients",
+            "register",
+            "--name",
+            "x",
+            "--org",
+            LAB_A.finess,
+            "--site",
+            LAB_A.sites[0].finess,
+            "--scope",
+            "patient/*.read",
+        )
+    out = command(
+        "clients",
+        "register",
+        "--name",
+        "Santé publique",
+        "--role",
+        "public-health",
+        "--scope",
+        "system/*.read system/AuditEvent.read",
+    )
     assert _field(out, "client_id")
 
 
 def test_capability_statement_says_where_tokens_come_from(secured):
     import requests
+
     statement = requests.get(f"{secured.base_url}/metadata", timeout=30).json()
     security = statement["rest"][0]["security"]
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"

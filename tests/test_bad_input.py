@@ -1,4 +1,5 @@
 """Bad input: an OperationOutcome with the right status and location, and nothing written."""
+
 import pytest
 
 
@@ -15,8 +16,12 @@ def outcome(response, status):
 
 
 def test_malformed_json(client):
-    issues = outcome(client.post("/fhir/Patient", data=b'{"resourceType": "Patient",',
-                                 headers={"Content-Type": "application/fhir+json"}), 400)
+    issues = outcome(
+        client.post(
+            "/fhir/Patient", data=b'{"resourceType": "Patient",', headers={"Content-Type": "application/fhir+json"}
+        ),
+        400,
+    )
     assert "line 1" in issues[0]["diagnostics"]
     assert total(client, "Patient") == 0
 
@@ -38,11 +43,14 @@ def test_id_differs_from_url(client):
     assert client.get("/fhir/Patient/b").status_code == 404
 
 
-@pytest.mark.parametrize("field,value,path", [
-    ("birthDate", "1980-02-30", "Patient.birthDate"),
-    ("birthDate", "17/05/1990", "Patient.birthDate"),
-    ("deceasedDateTime", "2021-01-01T25:00:00Z", "Patient.deceasedDateTime"),
-])
+@pytest.mark.parametrize(
+    "field,value,path",
+    [
+        ("birthDate", "1980-02-30", "Patient.birthDate"),
+        ("birthDate", "17/05/1990", "Patient.birthDate"),
+        ("deceasedDateTime", "2021-01-01T25:00:00Z", "Patient.deceasedDateTime"),
+    ],
+)
 def test_invalid_dates_are_located(client, field, value, path):
     issues = outcome(client.post("/fhir/Patient", json={"resourceType": "Patient", field: value}), 400)
     assert issues[0]["expression"] == [path]
@@ -75,8 +83,12 @@ def test_missing_body(client):
 
 def test_bad_if_match(client):
     rid = client.create({"resourceType": "Patient"})["id"]
-    outcome(client.put(f"/fhir/Patient/{rid}", json={"resourceType": "Patient", "id": rid},
-                       headers={"If-Match": "yesterday"}), 400)
+    outcome(
+        client.put(
+            f"/fhir/Patient/{rid}", json={"resourceType": "Patient", "id": rid}, headers={"If-Match": "yesterday"}
+        ),
+        400,
+    )
 
 
 def test_method_not_allowed_is_an_outcome(client):
@@ -87,8 +99,12 @@ def test_conditional_update_with_several_matches_is_412(client):
     for _ in range(2):
         client.create({"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "dup"}]})
     outcome(client.put("/fhir/Patient?identifier=urn:s|dup", json={"resourceType": "Patient"}), 412)
-    outcome(client.post("/fhir/Patient", json={"resourceType": "Patient"},
-                        headers={"If-None-Exist": "identifier=urn:s|dup"}), 412)
+    outcome(
+        client.post(
+            "/fhir/Patient", json={"resourceType": "Patient"}, headers={"If-None-Exist": "identifier=urn:s|dup"}
+        ),
+        412,
+    )
     outcome(client.delete("/fhir/Patient?identifier=urn:s|dup"), 412)
     assert total(client, "Patient") == 2
 

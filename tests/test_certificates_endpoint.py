@@ -1,5 +1,6 @@
 """$generate-certificate through the real server (Flask app, embedded SecantusDB): resources are
 stored over the REST API, then certificates are fetched in every output format."""
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 from tests.test_certificates_hcert import verify_with_pycose
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def store(client, **options) -> dict:
@@ -43,8 +44,7 @@ def published_over_http(client) -> dict:
 
 def test_pdf_by_default(client, settings):
     store(client, sampled_at=NOW - dt.timedelta(hours=4))
-    response = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate",
-                          headers={"Accept": "*/*"})
+    response = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate", headers={"Accept": "*/*"})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "application/pdf"
     assert response.headers["Cache-Control"] == "no-store"
@@ -62,15 +62,15 @@ def test_text_png_and_parameters_on_report_and_observation(client, settings):
     assert "t" in verify_with_pycose(test_hc1, trust)[-260][1]
     assert "r" in verify_with_pycose(recovery_hc1, trust)[-260][1]
 
-    png = client.get("/fhir/Observation/dr-example-obs/$generate-certificate",
-                     headers={"Accept": "image/png"})
+    png = client.get("/fhir/Observation/dr-example-obs/$generate-certificate", headers={"Accept": "image/png"})
     assert png.status_code == 200 and png.mimetype == "image/png"
     [symbol] = decode(Image.open(io.BytesIO(png.data)), symbols=[ZBarSymbol.QRCODE])
     assert decode_and_verify(symbol.data.decode(), trust).payload["t"][0]["tr"] == "260373001"
 
-    parameters = client.post("/fhir/DiagnosticReport/dr-example/$generate-certificate",
-                             json={"resourceType": "Parameters", "parameter": [
-                                 {"name": "format", "valueCode": "application/fhir+json"}]})
+    parameters = client.post(
+        "/fhir/DiagnosticReport/dr-example/$generate-certificate",
+        json={"resourceType": "Parameters", "parameter": [{"name": "format", "valueCode": "application/fhir+json"}]},
+    )
     assert parameters.status_code == 200, parameters.get_data(as_text=True)
     body = parameters.get_json()
     assert body["resourceType"] == "Parameters"
@@ -81,10 +81,13 @@ def test_text_png_and_parameters_on_report_and_observation(client, settings):
     assert [c["part"][0]["valueCode"] for c in certificates] == ["test", "recovery"]
 
 
-@pytest.mark.parametrize("options, status", [
-    (dict(status="preliminary", sampled_at=NOW - dt.timedelta(hours=3)), 409),
-    (dict(sampled_at=NOW - dt.timedelta(days=95)), 410),
-])
+@pytest.mark.parametrize(
+    "options, status",
+    [
+        (dict(status="preliminary", sampled_at=NOW - dt.timedelta(hours=3)), 409),
+        (dict(sampled_at=NOW - dt.timedelta(days=95)), 410),
+    ],
+)
 def test_errors_are_operation_outcomes(client, options, status):
     store(client, **options)
     response = client.get("/fhir/DiagnosticReport/dr-example/$generate-certificate")

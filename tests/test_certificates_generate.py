@@ -1,4 +1,5 @@
 """Which certificates a result gives, read from FHIR resources, and the errors when it can't."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +15,7 @@ from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 from operations.certificates.uvci import has_valid_check_character
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -29,34 +30,37 @@ def issue(keyring, now=NOW, **options):
 
 def verified_payloads(keyring, certificates):
     published = trust_list(keyring)
-    return [decode_and_verify(d.hc1, published, now=certificates.generated_at).payload
-            for d in certificates.dccs]
+    return [decode_and_verify(d.hc1, published, now=certificates.generated_at).payload for d in certificates.dccs]
 
 
 def test_facts_from_fhir_resources():
-    sampled = dt.datetime(2026, 3, 1, 8, 30, tzinfo=dt.timezone.utc)
+    sampled = dt.datetime(2026, 3, 1, 8, 30, tzinfo=dt.UTC)
     resources = example_resources(kind="antigen", sampled_at=sampled, version="3")
     facts = facts_from_resources(**resources)
     assert (facts.family_name, facts.given_names, facts.birth_date) == (
-        "Lefèvre-Dubois", "Françoise-Hélène", "1985-03-07")
+        "Lefèvre-Dubois",
+        "Françoise-Hélène",
+        "1985-03-07",
+    )
     assert (facts.test_kind, facts.loinc, facts.result) == ("antigen", "94558-4", "not-detected")
     assert facts.sampled_at == sampled and facts.device_id == "1232"
     assert facts.lab_finess == resources["organization"]["identifier"][0]["value"]
-    assert facts.version_key == ("DiagnosticReport/dr-example/_history/3"
-                                 "|Observation/dr-example-obs/_history/3")
+    assert facts.version_key == ("DiagnosticReport/dr-example/_history/3|Observation/dr-example-obs/_history/3")
 
 
 def test_birth_list_given_names_extension_wins():
     resources = example_resources(given=("Jean",))
-    resources["patient"]["name"][0]["extension"] = [{
-        "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-birth-list-given-name",
-        "valueString": "Jean Paul  Marie"}]
+    resources["patient"]["name"][0]["extension"] = [
+        {
+            "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-birth-list-given-name",
+            "valueString": "Jean Paul  Marie",
+        }
+    ]
     assert facts_from_resources(**resources).given_names == "Jean Paul Marie"
 
 
 def test_pcr_negative_gives_a_test_certificate(keyring):
-    certificates = issue(keyring, kind="naat", result="not-detected",
-                         sampled_at=NOW - dt.timedelta(hours=10))
+    certificates = issue(keyring, kind="naat", result="not-detected", sampled_at=NOW - dt.timedelta(hours=10))
     [payload] = verified_payloads(keyring, certificates)
     entry = payload["t"][0]
     assert entry["tt"] == "LP6464-4" and entry["tr"] == "260415000" and "ma" not in entry
@@ -109,8 +113,7 @@ def test_positive_after_eleven_days_adds_a_recovery_certificate(keyring):
 
 
 def test_serology_gives_result_sheet_only(keyring):
-    certificates = issue(keyring, kind="serology", result="detected",
-                         sampled_at=NOW - dt.timedelta(days=2))
+    certificates = issue(keyring, kind="serology", result="detected", sampled_at=NOW - dt.timedelta(days=2))
     assert certificates.dccs == ()
 
 
@@ -139,11 +142,14 @@ def test_corrected_result_is_accepted(keyring):
     assert issue(keyring, status="corrected", sampled_at=NOW - dt.timedelta(hours=5)).dccs
 
 
-@pytest.mark.parametrize("family, given, fnt, gnt", [
-    ("Lefèvre-Dubois", ("Françoise-Hélène",), "LEFEVRE<DUBOIS", "FRANCOISE<HELENE"),
-    ("N'Diaye", ("Aïssatou",), "NDIAYE", "AISSATOU"),
-    ("Œuvray", ("Gaëlle", "Marie"), "OEUVRAY", "GAELLE<MARIE"),
-])
+@pytest.mark.parametrize(
+    "family, given, fnt, gnt",
+    [
+        ("Lefèvre-Dubois", ("Françoise-Hélène",), "LEFEVRE<DUBOIS", "FRANCOISE<HELENE"),
+        ("N'Diaye", ("Aïssatou",), "NDIAYE", "AISSATOU"),
+        ("Œuvray", ("Gaëlle", "Marie"), "OEUVRAY", "GAELLE<MARIE"),
+    ],
+)
 def test_names_with_accents_hyphens_apostrophes(keyring, family, given, fnt, gnt):
     certificates = issue(keyring, family=family, given=given, sampled_at=NOW - dt.timedelta(hours=5))
     [payload] = verified_payloads(keyring, certificates)
@@ -171,8 +177,9 @@ def test_non_latin_name_gives_a_clear_outcome(keyring):
 def test_uvci_stable_for_same_version_and_new_for_a_new_version(keyring):
     sampled = NOW - dt.timedelta(hours=5)
     first = issue(keyring, sampled_at=sampled, version="2").dccs[0]
-    again = issue(keyring, sampled_at=sampled, version="2", now=NOW + dt.timedelta(minutes=3),
-                  family="Lefèvre-Dubois-Corrigé").dccs[0]
+    again = issue(
+        keyring, sampled_at=sampled, version="2", now=NOW + dt.timedelta(minutes=3), family="Lefèvre-Dubois-Corrigé"
+    ).dccs[0]
     corrected = issue(keyring, sampled_at=sampled, version="3").dccs[0]
     assert first.uvci == again.uvci
     assert again.payload["nam"]["fn"] == "Lefèvre-Dubois-Corrigé"  # made from current data

@@ -1,5 +1,6 @@
 """HCERT: ICAO names, UVCI, schema validation, signature and encoding, checked with independent
 code (pycose, the base45 package, jsonschema) and the official DCC test vectors."""
+
 from __future__ import annotations
 
 import base64
@@ -14,22 +15,20 @@ from pathlib import Path
 import base45
 import cbor2
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pycose.keys import CoseKey
 from pycose.messages import Sign1Message
 
 from operations.certificates import hcert
-from operations.certificates.dcc_schema import (DccPayloadError, reference_validator,
-                                                validate_payload)
+from operations.certificates.dcc_schema import DccPayloadError, reference_validator, validate_payload
 from operations.certificates.examples import example_resources
 from operations.certificates.facts import facts_from_resources
 from operations.certificates.generate import issue_certificates
 from operations.certificates.icao import transliterate
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
-from operations.certificates.uvci import (has_valid_check_character, luhn_mod_n_check_character,
-                                          uvci_for)
+from operations.certificates.uvci import has_valid_check_character, luhn_mod_n_check_character, uvci_for
 
 VECTORS = Path(__file__).parent / "data" / "dcc-vectors"
 
@@ -49,8 +48,9 @@ def verify_with_pycose(hc1: str, published: dict) -> dict:
     entry = published["certificates"][base64.b64encode(kid).decode()]
     certificate = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
     assert hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()[:8] == kid
-    pem = certificate.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = certificate.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     message.key = CoseKey.from_pem_public_key(pem.decode())
     if not message.verify_signature():
         raise AssertionError("pycose: signature does not verify")
@@ -78,17 +78,21 @@ def keyring(tmp_path):
 
 # ---- ICAO 9303 ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, expected", [
-    ("Lefèvre-Dubois", "LEFEVRE<DUBOIS"),
-    ("N'Diaye", "NDIAYE"),
-    ("Œuvray", "OEUVRAY"),
-    ("Françoise-Hélène", "FRANCOISE<HELENE"),
-    ("Jean  Marie", "JEAN<MARIE"),
-    ("Müller", "MUELLER"),
-    ("Strauß", "STRAUSS"),
-    ("Ægir Ørsted", "AEGIR<OERSTED"),
-    ("d'Červenková Panklová", "DCERVENKOVA<PANKLOVA"),  # the DCC schema's own example
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("Lefèvre-Dubois", "LEFEVRE<DUBOIS"),
+        ("N'Diaye", "NDIAYE"),
+        ("Œuvray", "OEUVRAY"),
+        ("Françoise-Hélène", "FRANCOISE<HELENE"),
+        ("Jean  Marie", "JEAN<MARIE"),
+        ("Müller", "MUELLER"),
+        ("Strauß", "STRAUSS"),
+        ("Ægir Ørsted", "AEGIR<OERSTED"),
+        ("d'Červenková Panklová", "DCERVENKOVA<PANKLOVA"),  # the DCC schema's own example
+    ],
+)
 def test_icao_transliteration(name, expected):
     assert transliterate(name) == expected
 
@@ -99,8 +103,8 @@ def test_non_latin_name_has_no_transliteration():
 
 # ---- UVCI --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["FR_DCC_Test_0011", "FR_DCC_Test_0013", "FR_DCC_Test_0014",
-                                  "FR_DCC_Test_0017"])
+
+@pytest.mark.parametrize("name", ["FR_DCC_Test_0011", "FR_DCC_Test_0013", "FR_DCC_Test_0014", "FR_DCC_Test_0017"])
 def test_uvci_checksum_matches_official_french_vectors(name):
     ci = vector(name)["JSON"]["t"][0]["ci"]
     body, check = ci.split("#")
@@ -125,6 +129,7 @@ def test_uvci_check_detects_a_changed_character():
 
 
 # ---- schema ------------------------------------------------------------------------------------
+
 
 def test_fast_and_reference_validators_agree_on_mutations():
     valid = vector("FR_DCC_Test_0011")["JSON"]
@@ -169,9 +174,8 @@ def test_fast_validator_names_the_failing_field():
 
 
 def test_fast_and_reference_validators_agree_on_recovery_mutations(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
-    facts = facts_from_resources(**example_resources(result="detected",
-                                                     sampled_at=now - dt.timedelta(days=20)))
+    now = dt.datetime.now(dt.UTC)
+    facts = facts_from_resources(**example_resources(result="detected", sampled_at=now - dt.timedelta(days=20)))
     valid = issue_certificates(facts, keyring, now).dcc("recovery").payload
     mutations = {
         "bad df": lambda p: p["r"][0].update(df="2021-02-30"),
@@ -197,11 +201,14 @@ def test_fast_and_reference_validators_agree_on_recovery_mutations(keyring):
 
 
 def test_generated_payloads_pass_the_reference_validator(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
-    for kind, result, days in [("naat", "not-detected", 1), ("antigen", "not-detected", 1),
-                               ("naat", "detected", 20), ("antigen", "detected", 30)]:
-        resources = example_resources(kind=kind, result=result,
-                                      sampled_at=now - dt.timedelta(days=days))
+    now = dt.datetime.now(dt.UTC)
+    for kind, result, days in [
+        ("naat", "not-detected", 1),
+        ("antigen", "not-detected", 1),
+        ("naat", "detected", 20),
+        ("antigen", "detected", 30),
+    ]:
+        resources = example_resources(kind=kind, result=result, sampled_at=now - dt.timedelta(days=days))
         certificates = issue_certificates(facts_from_resources(**resources), keyring, now)
         assert certificates.dccs
         for dcc in certificates.dccs:
@@ -209,6 +216,7 @@ def test_generated_payloads_pass_the_reference_validator(keyring):
 
 
 # ---- signing and encoding ------------------------------------------------------------------------
+
 
 def test_base45_encoder_matches_the_reference_package():
     for length in list(range(0, 40)) + [329, 330, 1001]:
@@ -235,7 +243,7 @@ def test_raw_signature_reads_der_like_cryptography():
 
 def test_cose_message_is_the_plain_cbor_encoding_of_its_parts(keyring):
     """The precomputed framing gives byte for byte what cbor2 encodes for the whole structure."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
     payload = issue_certificates(facts, keyring, now).dccs[0].payload
     claims = hcert.cwt_claims(payload, now, now + dt.timedelta(hours=72))
@@ -248,25 +256,30 @@ def test_cose_message_is_the_plain_cbor_encoding_of_its_parts(keyring):
 def test_zlib_step_equals_zlib_level_9(keyring):
     """Same bytes as zlib.compress(data, 9) (header 0x78 0xDA included) for DCC-sized messages,
     and a valid zlib stream for any size."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     signer = keyring.current_signer()
     for result, days in (("not-detected", 1), ("detected", 20)):
-        facts = facts_from_resources(**example_resources(
-            result=result, family="MARTIN", given=("MARTIN",),  # repeats: LZ77 matches
-            sampled_at=now - dt.timedelta(days=days)))
+        facts = facts_from_resources(
+            **example_resources(
+                result=result,
+                family="MARTIN",
+                given=("MARTIN",),  # repeats: LZ77 matches
+                sampled_at=now - dt.timedelta(days=days),
+            )
+        )
         for dcc in issue_certificates(facts, keyring, now).dccs:
             cose = hcert.sign_cose(hcert.cwt_claims(dcc.payload, now, dcc.expires_at), signer)
             assert hcert.zlib_compress(cose) == zlib.compress(cose, 9)
     text = b"URN:UVCI:01:FR:LABORATOIRE SYNTHETIQUE " * 60
     for length in (0, 1, 100, 700, 1786, 1787, 2400):
-        data = text[:length // 2] + os.urandom(length - length // 2)
+        data = text[: length // 2] + os.urandom(length - length // 2)
         assert zlib.decompress(hcert.zlib_compress(data)) == data
         if length <= 1786:
             assert hcert.zlib_compress(data) == zlib.compress(data, 9)
 
 
 def test_signed_certificate_verifies_with_pycose_and_published_trust_list(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=30)))
     dcc = issue_certificates(facts, keyring, now).dccs[0]
     published = json.loads(json.dumps(trust_list(keyring)))  # as served: plain JSON
@@ -281,7 +294,7 @@ def test_signed_certificate_verifies_with_pycose_and_published_trust_list(keyrin
 
 
 def test_cose_structure_has_es256_and_kid_in_protected_header(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
     hc1 = issue_certificates(facts, keyring, now).dccs[0].hc1
     message = cbor2.loads(zlib.decompress(base45.b45decode(hc1[4:])))
@@ -294,7 +307,7 @@ def test_cose_structure_has_es256_and_kid_in_protected_header(keyring):
 
 
 def test_tampering_with_one_byte_fails_verification(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
     hc1 = issue_certificates(facts, keyring, now).dccs[0].hc1
     published = trust_list(keyring)
@@ -310,7 +323,7 @@ def test_tampering_with_one_byte_fails_verification(keyring):
 
 
 def test_unknown_signer_is_rejected(keyring, tmp_path):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
     hc1 = issue_certificates(facts, keyring, now).dccs[0].hc1
     other = load_keyring(tmp_path / "other-var", environ={})
@@ -320,7 +333,7 @@ def test_unknown_signer_is_rejected(keyring, tmp_path):
 
 
 def test_expired_certificate_is_rejected_by_the_verifier(keyring):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     facts = facts_from_resources(**example_resources(sampled_at=now - dt.timedelta(hours=3)))
     hc1 = issue_certificates(facts, keyring, now).dccs[0].hc1
     with pytest.raises(hcert.HcertVerificationError) as error:
@@ -331,27 +344,26 @@ def test_expired_certificate_is_rejected_by_the_verifier(keyring):
 def test_invalid_payload_is_never_signed(keyring):
     payload = copy.deepcopy(vector("FR_DCC_Test_0011")["JSON"])
     payload["t"][0]["tr"] = "419984006"  # inconclusive: not a DCC test result
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with pytest.raises(DccPayloadError):
         hcert.issue_hcert(payload, keyring.current_signer(), now, now + dt.timedelta(hours=1))
 
 
 # ---- official vectors ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["FR_DCC_Test_0011", "FR_DCC_Test_0013", "FR_DCC_Test_0014",
-                                  "FR_DCC_Test_0017"])
+
+@pytest.mark.parametrize("name", ["FR_DCC_Test_0011", "FR_DCC_Test_0013", "FR_DCC_Test_0014", "FR_DCC_Test_0017"])
 def test_official_french_vectors_verify_at_their_clock(name):
     data = vector(name)
-    verified = hcert.decode_and_verify(data["PREFIX"], vector_trust_list(data),
-                                       now=vector_clock(data))
+    verified = hcert.decode_and_verify(data["PREFIX"], vector_trust_list(data), now=vector_clock(data))
     assert verified.payload == data["JSON"]
     assert verified.claims[1] == "FR"
 
 
-@pytest.mark.parametrize("name, reason", [("common_CO5", "signature"),
-                                          ("common_CO8", "key-usage"),
-                                          ("common_CO17", "expired"),
-                                          ("common_Z1", "zlib")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [("common_CO5", "signature"), ("common_CO8", "key-usage"), ("common_CO17", "expired"), ("common_Z1", "zlib")],
+)
 def test_official_invalid_vectors_are_rejected(name, reason):
     data = vector(name)
     with pytest.raises(hcert.HcertVerificationError) as error:

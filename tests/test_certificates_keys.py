@@ -1,5 +1,6 @@
 """Signing keys: development generation (modes, reuse), rotation, production PEM loading, and the
 published trust list."""
+
 from __future__ import annotations
 
 import base64
@@ -17,13 +18,18 @@ from operations.certificates.examples import example_resources
 from operations.certificates.facts import facts_from_resources
 from operations.certificates.generate import issue_certificates
 from operations.certificates.hcert import decode_and_verify
-from operations.certificates.keys import (DCC_EKU_RECOVERY, DCC_EKU_TEST, KeyConfigurationError,
-                                          forget_loaded_keyrings, load_keyring,
-                                          rotate_development_dsc)
+from operations.certificates.keys import (
+    DCC_EKU_RECOVERY,
+    DCC_EKU_TEST,
+    KeyConfigurationError,
+    forget_loaded_keyrings,
+    load_keyring,
+    rotate_development_dsc,
+)
 from operations.certificates.trustlist import trust_list
 from tests.test_certificates_hcert import verify_with_pycose
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def sign_one(keyring):
@@ -79,30 +85,41 @@ def _write(path, data: bytes):
 
 def _production_pair(tmp_path, name: str, not_before: dt.datetime):
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_before + dt.timedelta(days=365))
-            .add_extension(x509.ExtendedKeyUsage([DCC_EKU_TEST, DCC_EKU_RECOVERY]), False)
-            .sign(key, hashes.SHA256()))
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"), x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + dt.timedelta(days=365))
+        .add_extension(x509.ExtendedKeyUsage([DCC_EKU_TEST, DCC_EKU_RECOVERY]), False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path = _write(tmp_path / f"{name}.cert.pem", cert.public_bytes(serialization.Encoding.PEM))
-    key_path = _write(tmp_path / f"{name}.key.pem", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"s3cret-test-only")))
+    key_path = _write(
+        tmp_path / f"{name}.key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret-test-only"),
+        ),
+    )
     return cert_path, key_path
 
 
 def test_production_keys_come_from_configured_pem_files(tmp_path):
     old_cert, old_key = _production_pair(tmp_path, "dsc-2025", NOW - dt.timedelta(days=200))
     new_cert, new_key = _production_pair(tmp_path, "dsc-2026", NOW - dt.timedelta(days=1))
-    environ = {"CERT_DSC_CERT_FILES": f"{old_cert}{os.pathsep}{new_cert}",
-               "CERT_DSC_KEY_FILE": f"{old_key}{os.pathsep}{new_key}",
-               "CERT_DSC_KEY_PASSWORD": "s3cret-test-only"}
+    environ = {
+        "CERT_DSC_CERT_FILES": f"{old_cert}{os.pathsep}{new_cert}",
+        "CERT_DSC_KEY_FILE": f"{old_key}{os.pathsep}{new_key}",
+        "CERT_DSC_KEY_PASSWORD": "s3cret-test-only",
+    }
     ring = load_keyring(tmp_path / "unused-var", environ=environ)
     assert not (tmp_path / "unused-var").exists()  # nothing generated in production mode
-    assert ring.current_signer().certificate.subject.get_attributes_for_oid(
-        NameOID.COMMON_NAME)[0].value == "dsc-2026"
+    assert ring.current_signer().certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "dsc-2026"
     published = trust_list(ring)
     assert len(published["certificates"]) == 2
     hc1 = sign_one(ring)
@@ -112,8 +129,11 @@ def test_production_keys_come_from_configured_pem_files(tmp_path):
 def test_production_without_matching_key_fails_at_load(tmp_path):
     cert, _ = _production_pair(tmp_path, "dsc-a", NOW - dt.timedelta(days=1))
     _, other_key = _production_pair(tmp_path, "dsc-b", NOW - dt.timedelta(days=1))
-    environ = {"CERT_DSC_CERT_FILES": str(cert), "CERT_DSC_KEY_FILE": str(other_key),
-               "CERT_DSC_KEY_PASSWORD": "s3cret-test-only"}
+    environ = {
+        "CERT_DSC_CERT_FILES": str(cert),
+        "CERT_DSC_KEY_FILE": str(other_key),
+        "CERT_DSC_KEY_PASSWORD": "s3cret-test-only",
+    }
     with pytest.raises(KeyConfigurationError):
         load_keyring(tmp_path / "var", environ=environ)
 
@@ -126,6 +146,5 @@ def test_trust_list_entries(tmp_path):
     assert base64.b64decode(kid) == ring.current_signer().kid
     assert x509.load_der_x509_certificate(der) == ring.current_signer().certificate
     assert entry["country"] == "FR" and entry["keyUsage"] == ["test", "recovery"]
-    assert dt.datetime.fromisoformat(entry["notBefore"]) < NOW < dt.datetime.fromisoformat(
-        entry["notAfter"])
+    assert dt.datetime.fromisoformat(entry["notBefore"]) < NOW < dt.datetime.fromisoformat(entry["notAfter"])
     assert "PRIVATE" not in str(published)

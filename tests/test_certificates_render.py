@@ -2,6 +2,7 @@
 the PDF, pypdf for its text), then verified with the published trust list only.
 
 Needs the Debian packages libzbar0 and poppler-utils."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,7 +26,7 @@ from operations.certificates.qr import qr_matrix, qr_png
 from operations.certificates.trustlist import trust_list
 from tests.test_certificates_hcert import verify_with_pycose
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -44,8 +45,7 @@ def qr_texts(image: Image.Image) -> list[str]:
 def pdf_pages_as_images(pdf: bytes, tmp_path) -> list[Image.Image]:
     assert shutil.which("pdftoppm"), "poppler-utils is required"
     (tmp_path / "c.pdf").write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "110", "-png", str(tmp_path / "c.pdf"), str(tmp_path / "page")],
-                   check=True)
+    subprocess.run(["pdftoppm", "-r", "110", "-png", str(tmp_path / "c.pdf"), str(tmp_path / "page")], check=True)
     return [Image.open(p) for p in sorted(tmp_path.glob("page*.png"))]
 
 
@@ -71,26 +71,36 @@ def test_qr_uses_error_correction_level_q(keyring):
     quiet = 4
     bits = [matrix[quiet + 8][quiet + c] for c in (0, 1)]
     mask = [True, False]
-    assert [b != m for b, m in zip(bits, mask)] == [True, True]
+    assert [b != m for b, m in zip(bits, mask, strict=True)] == [True, True]
 
 
-@pytest.mark.parametrize("options, pages, wording", [
-    (dict(result="not-detected", sampled_at=NOW - dt.timedelta(hours=6)), 2,
-     "en deçà de 72 heures"),
-    (dict(result="detected", sampled_at=NOW - dt.timedelta(days=20)), 3,
-     "+ de 15 jours & - de 6 mois"),
-])
-def test_pdf_has_the_forms_identity_wording_and_readable_qr(keyring, tmp_path, options, pages,
-                                                            wording):
+@pytest.mark.parametrize(
+    "options, pages, wording",
+    [
+        (dict(result="not-detected", sampled_at=NOW - dt.timedelta(hours=6)), 2, "en deçà de 72 heures"),
+        (dict(result="detected", sampled_at=NOW - dt.timedelta(days=20)), 3, "+ de 15 jours & - de 6 mois"),
+    ],
+)
+def test_pdf_has_the_forms_identity_wording_and_readable_qr(keyring, tmp_path, options, pages, wording):
     certificates = issue(keyring, family="N'Diaye-Œuvray", given=("Françoise-Hélène",), **options)
     pdf = render_pdf(certificates)
     assert pdf.startswith(b"%PDF") and len(pdf) <= MAX_PDF_BYTES
     text = pdf_text(pdf)
-    for expected in ["Fiche de résultat", "Certificat numérique européen", "N'Diaye-Œuvray",
-                     "Françoise-Hélène", "07/03/1985", "Laboratoire Synthétique du Parc",
-                     certificates.facts.lab_finess, wording, "Exemples de règle de validité",
-                     "heure de Paris", "Birth name", "Test result sheet",
-                     certificates.dccs[0].uvci]:
+    for expected in [
+        "Fiche de résultat",
+        "Certificat numérique européen",
+        "N'Diaye-Œuvray",
+        "Françoise-Hélène",
+        "07/03/1985",
+        "Laboratoire Synthétique du Parc",
+        certificates.facts.lab_finess,
+        wording,
+        "Exemples de règle de validité",
+        "heure de Paris",
+        "Birth name",
+        "Test result sheet",
+        certificates.dccs[0].uvci,
+    ]:
         assert expected in text, expected
     images = pdf_pages_as_images(pdf, tmp_path)
     assert len(images) == pages
@@ -112,8 +122,7 @@ def test_pdf_shows_sampling_time_in_paris_time(keyring):
 
 
 def test_serology_pdf_is_a_result_sheet_without_qr(keyring, tmp_path):
-    certificates = issue(keyring, kind="serology", result="detected",
-                         sampled_at=NOW - dt.timedelta(days=3))
+    certificates = issue(keyring, kind="serology", result="detected", sampled_at=NOW - dt.timedelta(days=3))
     pdf = render_pdf(certificates)
     text = pdf_text(pdf)
     assert "Fiche de résultat" in text and "Test sérologique" in text
@@ -136,11 +145,9 @@ def test_fast_codewords_and_matrix_equal_qrcode_reference(length):
     rng = random.Random(f"qr-{length}")
     text = ("HC1:" + "".join(rng.choice(alphabet) for _ in range(length)))[:length]
     version = _alphanumeric_version(length)
-    reference = util.create_data(version, ERROR_CORRECT_Q,
-                                 [util.QRData(text, mode=util.MODE_ALPHA_NUM)])
+    reference = util.create_data(version, ERROR_CORRECT_Q, [util.QRData(text, mode=util.MODE_ALPHA_NUM)])
     assert codewords(text, version) == list(reference)
-    code = qrcode.QRCode(version=version, error_correction=ERROR_CORRECT_Q, border=4,
-                         mask_pattern=FIXED_MASK_PATTERN)
+    code = qrcode.QRCode(version=version, error_correction=ERROR_CORRECT_Q, border=4, mask_pattern=FIXED_MASK_PATTERN)
     code.add_data(text, optimize=0)
     code.make(fit=False)
     assert qr_matrix(text) == code.get_matrix()
@@ -150,8 +157,9 @@ def test_pdf_wraps_long_names_and_laboratory_without_losing_text(keyring, tmp_pa
     family = "de la Fontaine-Saint-Exupéry Montmorency-Laval d'Aubigné-Villeneuve"
     given = ("Marie-Françoise Anne-Sophie Geneviève",)
     lab = "Laboratoire de Biologie Médicale Multi-Sites du Grand Hôpital & Associés"
-    certificates = issue(keyring, family=family, given=given, lab_name=lab, result="detected",
-                         sampled_at=NOW - dt.timedelta(days=20))
+    certificates = issue(
+        keyring, family=family, given=given, lab_name=lab, result="detected", sampled_at=NOW - dt.timedelta(days=20)
+    )
     pdf = render_pdf(certificates)
     words = " ".join(pdf_text(pdf).split())  # wrapped lines joined
     for expected in (family, given[0], lab, certificates.dccs[1].uvci):

@@ -1,4 +1,5 @@
 """The code lists are stored as CodeSystem/ValueSet resources at start and can be reloaded."""
+
 from fhir_server import create_app
 from tests.conftest import FhirClient
 

@@ -15,6 +15,7 @@ Profile enforcement is off here on purpose: this is the plain-R4 behaviour of th
 Known failures are listed in KNOWN_FAILURES with their cause; they are strict xfails, so a fix in the
 server makes them XPASS and fails the run until the entry is removed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,9 +46,20 @@ VERSION = "4.0.1"
 INTEGRITY = "sha512-DXBdIZOeQaSKIgCU7w6HOC7sw/6BzylmipLkBW4f//pT+Bc94x+8LImwTdvaNThPJoOzpBzvxAzNqjeu3X/zLw=="
 # examples of each supported type in the package; a type added to SUPPORTED_TYPES needs its count here
 EXPECTED_COUNTS = {
-    "AuditEvent": 9, "Binary": 2, "CodeSystem": 1062, "Communication": 3, "DiagnosticReport": 6,
-    "Observation": 64, "Organization": 13, "Patient": 22, "Practitioner": 14, "PractitionerRole": 1,
-    "ServiceRequest": 20, "Specimen": 5, "Subscription": 2, "ValueSet": 1316,
+    "AuditEvent": 9,
+    "Binary": 2,
+    "CodeSystem": 1062,
+    "Communication": 3,
+    "DiagnosticReport": 6,
+    "Observation": 64,
+    "Organization": 13,
+    "Patient": 22,
+    "Practitioner": 14,
+    "PractitionerRole": 1,
+    "ServiceRequest": 20,
+    "Specimen": 5,
+    "Subscription": 2,
+    "ValueSet": 1316,
 }
 CACHE_ROOT = Path(os.environ.get("SIDEP_EXAMPLES_CACHE") or Path.home() / ".cache" / "sidep-fhir-tests")
 
@@ -71,8 +83,12 @@ def _tarball() -> Path:
         CACHE_ROOT.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="npm-", dir=CACHE_ROOT))
         try:
-            done = subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(work)],
-                                  capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                ["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(work)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"npm pack {PACKAGE}@{VERSION} failed: {done.stderr[-2000:]}")
             (work / tarball.name).replace(tarball)  # atomic: parallel workers may race here
@@ -127,7 +143,8 @@ CODE_NBSP = (
     "4 concept codes end in U+00A0 ('CHEST\u00c2\u00a0': mojibake in the example itself). The code "
     "regex [^\\s]+(\\s[^\\s]+)* accepts them where \\s is XML-Schema/Java whitespace (space, tab, "
     "CR, LF: fhir-base.xsd, HAPI), but fhir_core applies it with Python's Unicode \\s (as the "
-    "ECMAScript fhir.schema.json would), which matches U+00A0, and refuses the codes")
+    "ECMAScript fhir.schema.json would), which matches U+00A0, and refuses the codes"
+)
 
 KNOWN_FAILURES: dict[str, str] = {
     "CodeSystem-v2-0550.json": CODE_NBSP,
@@ -135,8 +152,12 @@ KNOWN_FAILURES: dict[str, str] = {
 
 
 def _params(names):
-    return [pytest.param(n, id=n, marks=[pytest.mark.xfail(reason=KNOWN_FAILURES[n], strict=True)])
-            if n in KNOWN_FAILURES else pytest.param(n, id=n) for n in names]
+    return [
+        pytest.param(n, id=n, marks=[pytest.mark.xfail(reason=KNOWN_FAILURES[n], strict=True)])
+        if n in KNOWN_FAILURES
+        else pytest.param(n, id=n)
+        for n in names
+    ]
 
 
 # -- comparison --------------------------------------------------------------------------------
@@ -163,16 +184,25 @@ def without_version(resource: dict) -> dict:
 # -- fixtures: one database for the whole module -----------------------------------------------
 # The plain R4 server, as in conftest's `settings`: no SI-DEP profiles (not what is tested here), no
 # code lists written at start, and no OAuth/audit layer where this version of Settings has one.
-PLAIN_R4 = {"enforce_profiles": False, "create_indexes": False, "store_code_lists": False,
-            "auth_enabled": False, "audit_enabled": False}
+PLAIN_R4 = {
+    "enforce_profiles": False,
+    "create_indexes": False,
+    "store_code_lists": False,
+    "auth_enabled": False,
+    "audit_enabled": False,
+}
 
 
 @pytest.fixture(scope="module")
 def corpus_settings(mongo_uri, tmp_path_factory) -> Settings:
     fields = Settings.__dataclass_fields__
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=f"corpus_{uuid.uuid4().hex[:12]}",
-                    base_url="http://testserver/fhir", var_dir=str(tmp_path_factory.mktemp("var")),
-                    **{k: v for k, v in PLAIN_R4.items() if k in fields})
+    return Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"corpus_{uuid.uuid4().hex[:12]}",
+        base_url="http://testserver/fhir",
+        var_dir=str(tmp_path_factory.mktemp("var")),
+        **{k: v for k, v in PLAIN_R4.items() if k in fields},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +298,13 @@ def statuses(response_bundle: dict) -> list[str]:
 
 def test_every_transaction_or_batch_example_is_covered():
     names = sorted(p.name for p in EXAMPLES.glob("Bundle-*.json"))
-    assert names == sorted([*TRANSACTIONS_FIRST_UNSUPPORTED, "Bundle-bundle-request-medsallergies.json",
-                            "Bundle-bundle-request-simplesummary.json"])
+    assert names == sorted(
+        [
+            *TRANSACTIONS_FIRST_UNSUPPORTED,
+            "Bundle-bundle-request-medsallergies.json",
+            "Bundle-bundle-request-simplesummary.json",
+        ]
+    )
 
 
 @pytest.mark.parametrize("name", list(TRANSACTIONS_FIRST_UNSUPPORTED))
@@ -338,7 +373,7 @@ def test_xds_transaction_example_supported_part(fresh):
 
     assert result["type"] == "transaction-response"
     assert statuses(result) == ["201", "201", "201", "201"]
-    for entry, sent in zip(result["entry"], example["entry"]):
+    for entry, sent in zip(result["entry"], example["entry"], strict=True):
         rtype, rid = entry["response"]["location"].split("/")[:2]
         assert rtype == sent["resource"]["resourceType"]
         stored = get(fresh, rtype, rid)
@@ -346,8 +381,9 @@ def test_xds_transaction_example_supported_part(fresh):
         assert {k: v for k, v in without_version(stored).items() if k != "id"} == expected
 
 
-@pytest.mark.parametrize("name", ["Bundle-bundle-request-medsallergies.json",
-                                  "Bundle-bundle-request-simplesummary.json"])
+@pytest.mark.parametrize(
+    "name", ["Bundle-bundle-request-medsallergies.json", "Bundle-bundle-request-simplesummary.json"]
+)
 def test_batch_example(fresh, name):
     """The batches as published: reads and searches about Patient/example. Entries on supported types
     succeed; those on types this server does not hold get their own 404 without stopping the rest."""
@@ -361,7 +397,7 @@ def test_batch_example(fresh, name):
 
     assert result["type"] == "batch-response"
     assert len(result["entry"]) == len(example["entry"])
-    for sent, got in zip(example["entry"], result["entry"]):
+    for sent, got in zip(example["entry"], result["entry"], strict=True):
         rtype = sent["request"]["url"].lstrip("/").split("?")[0].split("/")[0]
         if rtype in SUPPORTED_TYPES:
             assert got["response"]["status"].startswith("200"), got
@@ -369,8 +405,9 @@ def test_batch_example(fresh, name):
             assert got["response"]["status"].startswith("404"), got
             assert got["response"]["outcome"]["resourceType"] == "OperationOutcome"
     read = result["entry"][0]["resource"]
-    assert comparable(without_version(json.loads(json.dumps(read), parse_float=Decimal))) == \
-        comparable(without_version(patient))
+    assert comparable(without_version(json.loads(json.dumps(read), parse_float=Decimal))) == comparable(
+        without_version(patient)
+    )
     for entry in result["entry"][1:]:
         if "resource" in entry:
             assert entry["resource"]["type"] == "searchset"

@@ -1,5 +1,6 @@
 """Conditional create/update/delete, and their behaviour under concurrency: two requests with the
 same identifier racing each other make one resource, never two (enforced in the database)."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -8,15 +9,21 @@ HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+
 
 
 def observation(dossier):
-    return {"resourceType": "Observation", "status": "final", "code": {"text": "SARS-CoV-2 RT-PCR"},
-            "identifier": [{"system": "urn:lab:750000000", "value": dossier}]}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "SARS-CoV-2 RT-PCR"},
+        "identifier": [{"system": "urn:lab:750000000", "value": dossier}],
+    }
 
 
 def test_conditional_create(client):
-    first = client.post("/fhir/Observation", json=observation("A"),
-                        headers={"If-None-Exist": "identifier=urn:lab:750000000|A"})
-    again = client.post("/fhir/Observation", json=observation("A"),
-                        headers={"If-None-Exist": "identifier=urn:lab:750000000|A"})
+    first = client.post(
+        "/fhir/Observation", json=observation("A"), headers={"If-None-Exist": "identifier=urn:lab:750000000|A"}
+    )
+    again = client.post(
+        "/fhir/Observation", json=observation("A"), headers={"If-None-Exist": "identifier=urn:lab:750000000|A"}
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.get_json()["id"] == again.get_json()["id"]
     assert again.get_json()["meta"]["versionId"] == "1"
@@ -24,8 +31,9 @@ def test_conditional_create(client):
 
 def test_conditional_update_creates_then_updates(client):
     created = client.put("/fhir/Observation?identifier=urn:lab:750000000|B", json=observation("B"))
-    updated = client.put("/fhir/Observation?identifier=urn:lab:750000000|B",
-                         json={**observation("B"), "status": "amended"})
+    updated = client.put(
+        "/fhir/Observation?identifier=urn:lab:750000000|B", json={**observation("B"), "status": "amended"}
+    )
     assert (created.status_code, updated.status_code) == (201, 200)
     assert updated.get_json()["id"] == created.get_json()["id"]
     assert updated.get_json()["meta"]["versionId"] == "2"
@@ -37,8 +45,9 @@ def test_conditional_delete(client):
     assert client.get(f"/fhir/Observation/{rid}").status_code == 410
     assert client.delete("/fhir/Observation?identifier=urn:lab:750000000|C").status_code == 204
     # after deletion, a conditional create makes a new resource rather than finding the old one
-    again = client.post("/fhir/Observation", json=observation("C"),
-                        headers={"If-None-Exist": "identifier=urn:lab:750000000|C"})
+    again = client.post(
+        "/fhir/Observation", json=observation("C"), headers={"If-None-Exist": "identifier=urn:lab:750000000|C"}
+    )
     assert again.status_code == 201 and again.get_json()["id"] != rid
 
 
@@ -59,8 +68,9 @@ def test_parallel_conditional_writes_make_one_resource(live_server):
         assert {status for status, _ in results} <= {200, 201}
         assert len({rid for _, rid in results}) == 1, results
         assert [status for status, _ in results].count(201) == 1
-        found = requests.get(f"{live_server}/Observation?identifier=urn:lab:750000000|{dossier}",
-                             headers=HEADERS).json()
+        found = requests.get(
+            f"{live_server}/Observation?identifier=urn:lab:750000000|{dossier}", headers=HEADERS
+        ).json()
         assert found["total"] == 1
 
 

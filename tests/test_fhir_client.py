@@ -3,6 +3,7 @@ create, read, update, delete, search (with paging and _include) and a transactio
 
 Profile enforcement is off (the live_server fixture's settings): this is the plain R4 server that
 any generic client should be able to use."""
+
 from __future__ import annotations
 
 import uuid
@@ -18,8 +19,9 @@ def fhir(live_server) -> SyncFHIRClient:
 
 
 def new_patient(fhir: SyncFHIRClient, family: str, **extra):
-    patient = fhir.resource("Patient", name=[{"family": family, "given": ["Peter"]}], gender="male",
-                            birthDate="1974-12-25", **extra)
+    patient = fhir.resource(
+        "Patient", name=[{"family": family, "given": ["Peter"]}], gender="male", birthDate="1974-12-25", **extra
+    )
     patient.save()
     return patient
 
@@ -68,11 +70,16 @@ def test_search_count_paging_and_include(fhir):
     assert sorted(p.id for p in search.limit(2).fetch_all()) == sorted(p.id for p in patients)
     assert search.sort("-_lastUpdated").first().id == patients[-1].id
 
-    observation = fhir.resource("Observation", status="final", code={"text": "test"},
-                                subject=patients[0].to_reference())
+    observation = fhir.resource(
+        "Observation", status="final", code={"text": "test"}, subject=patients[0].to_reference()
+    )
     observation.save()
-    bundle = (fhir.resources("Observation").search(subject=f"Patient/{patients[0].id}")
-              .include("Observation", "subject").fetch_raw())
+    bundle = (
+        fhir.resources("Observation")
+        .search(subject=f"Patient/{patients[0].id}")
+        .include("Observation", "subject")
+        .fetch_raw()
+    )
     found = {(e["resource"]["resourceType"], e["resource"]["id"], e["search"]["mode"]) for e in bundle.entry}
     assert found == {("Observation", observation.id, "match"), ("Patient", patients[0].id, "include")}
 
@@ -80,13 +87,26 @@ def test_search_count_paging_and_include(fhir):
 def test_transaction(fhir):
     family = f"Tx{uuid.uuid4().hex[:8]}"
     patient_url = f"urn:uuid:{uuid.uuid4()}"
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": patient_url, "request": {"method": "POST", "url": "Patient"},
-         "resource": {"resourceType": "Patient", "name": [{"family": family}]}},
-        {"request": {"method": "POST", "url": "Observation"},
-         "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "test"},
-                      "subject": {"reference": patient_url}}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": patient_url,
+                "request": {"method": "POST", "url": "Patient"},
+                "resource": {"resourceType": "Patient", "name": [{"family": family}]},
+            },
+            {
+                "request": {"method": "POST", "url": "Observation"},
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "test"},
+                    "subject": {"reference": patient_url},
+                },
+            },
+        ],
+    }
     result = fhir.execute("", method="post", data=bundle)  # POST [base]
     assert result["type"] == "transaction-response"
     assert [e["response"]["status"] for e in result["entry"]] == ["201 Created", "201 Created"]

@@ -13,6 +13,7 @@ name itself; and A's stored documents are byte for byte what they were before B'
 Hypothesis is derandomized (the same requests on every run) and keeps no example database. The
 figures (requests sent, statuses seen) are printed: `pytest -s tests/test_hostile_input.py`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import pytest
-from bson.raw_bson import RawBSONDocument
 from bson.codec_options import CodecOptions
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from bson.raw_bson import RawBSONDocument
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from fhir_server.search.registry import parameters_for
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories
@@ -37,32 +39,98 @@ RESULT_TYPES = ("Patient", "ServiceRequest", "Specimen", "Observation", "Diagnos
 FHIR_JSON = "application/fhir+json"
 BATCH = 25  # requests per generated example
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", 20))  # batches per test; more for a longer hunt
-FUZZ = settings(derandomize=True, database=None, max_examples=EXAMPLES, deadline=None,
-                phases=(Phase.explicit, Phase.generate),  # a failure names its request: no shrinking
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    max_examples=EXAMPLES,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),  # a failure names its request: no shrinking
+    suppress_health_check=list(HealthCheck),
+)
 
 
 # -- hostile values ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Raw:
     """JSON text put as is where a value goes (what json.dumps cannot write: depth, NaN...)."""
+
     text: str
 
 
-RAW_VALUES = [Raw("[" * 2000 + "]" * 2000), Raw('{"a":' * 80 + "1" + "}" * 80), Raw("1.50"), Raw("1e400"),
-              Raw("-0"), Raw("123456789012345678901234567890"), Raw("18446744073709551616"), Raw("NaN"),
-              Raw("Infinity"), Raw('"\\ud800"'), Raw('"a\\udfffb"'), Raw('"\\u0000"'), Raw("1.0E-3")]
-TEXTS = ["$where", "$gt", '{"$gt": ""}', "'; return true; var x='", "this.a == 1 || true", "a.b", "$", "..",
-         "../../etc/passwd", "%00", "%zz", "\\", "true", "null", "[]", "{}", "\u202eevil\u200f", "\u200f\u200e",
-         "😀", "ﷺ" * 40, "e\u0301" * 30, "\ufeff", "\uffff", "ß" * 200, "x" * 300]  # FHIR strings all the same
-STRINGS = ["", " ", "\x00", "a\x00b", "\r\n", "\x1b[31m", "Patient//x", "./Patient/x", "Patient/x?", "Patient/x#y",
-           "#", "#x", "urn:uuid:", "urn:uuid:nowhere", "Patient?", "Patient?identifier=x", "http://evil.example/Patient/1",
-           "Patient/" + "x" * 65] + TEXTS
+RAW_VALUES = [
+    Raw("[" * 2000 + "]" * 2000),
+    Raw('{"a":' * 80 + "1" + "}" * 80),
+    Raw("1.50"),
+    Raw("1e400"),
+    Raw("-0"),
+    Raw("123456789012345678901234567890"),
+    Raw("18446744073709551616"),
+    Raw("NaN"),
+    Raw("Infinity"),
+    Raw('"\\ud800"'),
+    Raw('"a\\udfffb"'),
+    Raw('"\\u0000"'),
+    Raw("1.0E-3"),
+]
+TEXTS = [
+    "$where",
+    "$gt",
+    '{"$gt": ""}',
+    "'; return true; var x='",
+    "this.a == 1 || true",
+    "a.b",
+    "$",
+    "..",
+    "../../etc/passwd",
+    "%00",
+    "%zz",
+    "\\",
+    "true",
+    "null",
+    "[]",
+    "{}",
+    "\u202eevil\u200f",
+    "\u200f\u200e",
+    "😀",
+    "ﷺ" * 40,
+    "e\u0301" * 30,
+    "\ufeff",
+    "\uffff",
+    "ß" * 200,
+    "x" * 300,
+]  # FHIR strings all the same
+STRINGS = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\r\n",
+    "\x1b[31m",
+    "Patient//x",
+    "./Patient/x",
+    "Patient/x?",
+    "Patient/x#y",
+    "#",
+    "#x",
+    "urn:uuid:",
+    "urn:uuid:nowhere",
+    "Patient?",
+    "Patient?identifier=x",
+    "http://evil.example/Patient/1",
+    "Patient/" + "x" * 65,
+] + TEXTS
 HUGE = ["x" * 5000, "x" * 300_000, "x" * 1_900_000, "x" * (2 * 1024 * 1024 + 1)]
-OPERATOR_OBJECTS = [{"$where": "sleep(1000) || true"}, {"$gt": ""}, {"$ne": None}, {"$regex": ".*"},
-                    {"$in": ["a"]}, {"a.b": 1}, {"$set": {"res": 1}}, {"$expr": {"$eq": [1, 1]}}]
-HOSTILE_KEYS = ["$where", "$gt", "a.b", ".", "", "\x00", "_", "__proto__", "constructor", "é", "resourceType ",
-                "$" * 3]
+OPERATOR_OBJECTS = [
+    {"$where": "sleep(1000) || true"},
+    {"$gt": ""},
+    {"$ne": None},
+    {"$regex": ".*"},
+    {"$in": ["a"]},
+    {"a.b": 1},
+    {"$set": {"res": 1}},
+    {"$expr": {"$eq": [1, 1]}},
+]
+HOSTILE_KEYS = ["$where", "$gt", "a.b", ".", "", "\x00", "_", "__proto__", "constructor", "é", "resourceType ", "$" * 3]
 
 
 def deep(depth: int):
@@ -84,8 +152,9 @@ def hostile_value(draw, pool: list[str]):
     if kind == 2:
         return draw(st.sampled_from([None, {}, [], [None], [{}], [[]], {"": None}]))
     if kind == 3:
-        return draw(st.one_of(st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=True, allow_infinity=True),
-                              st.booleans()))
+        return draw(
+            st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.booleans())
+        )
     if kind == 4:
         return draw(st.text(max_size=40))
     if kind == 5:
@@ -140,8 +209,15 @@ def mutated(draw, document: dict, pool: list[str]):
             parent[last] = draw(st.sampled_from([None, {}, [], "", [None], [{}]]))
         elif action == "retype":  # the same content, the other JSON shape
             value = parent[last]
-            parent[last] = (value[0] if isinstance(value, list) and value else [value] if isinstance(value, dict)
-                            else {"value": value} if not isinstance(value, list) else {})
+            parent[last] = (
+                value[0]
+                if isinstance(value, list) and value
+                else [value]
+                if isinstance(value, dict)
+                else {"value": value}
+                if not isinstance(value, list)
+                else {}
+            )
         elif action == "text" and isinstance(parent[last], str):
             parent[last] = draw(st.sampled_from(TEXTS))
         elif action == "inflate":  # long texts under it, within the body limit: the index multiplies them
@@ -152,8 +228,21 @@ def mutated(draw, document: dict, pool: list[str]):
     return doc
 
 
-ACTIONS = ["key", "delete", "wrap", "unwrap", "value", "value", "empty", "empty", "empty", "retype", "retype", "text",
-           "inflate"]
+ACTIONS = [
+    "key",
+    "delete",
+    "wrap",
+    "unwrap",
+    "value",
+    "value",
+    "empty",
+    "empty",
+    "empty",
+    "retype",
+    "retype",
+    "text",
+    "inflate",
+]
 
 
 def texts(node) -> int:
@@ -167,8 +256,9 @@ def inflated(node, size: int):
     if isinstance(node, str):
         return "x" * size
     if isinstance(node, dict):
-        return {k: inflated(v, size) if k not in ("resourceType", "reference", "system") else v
-                for k, v in node.items()}
+        return {
+            k: inflated(v, size) if k not in ("resourceType", "reference", "system") else v for k, v in node.items()
+        }
     if isinstance(node, list):
         return [inflated(v, size) for v in node]
     return node
@@ -236,22 +326,28 @@ class World:
 
 def returned_ids(body: dict) -> set[str]:
     """The ids of the resources an answer carries (itself, or its Bundle's entries)."""
-    resources = [e.get("resource") or {} for e in body.get("entry", [])] if body.get("resourceType") == "Bundle" \
-        else [body]
+    resources = (
+        [e.get("resource") or {} for e in body.get("entry", [])] if body.get("resourceType") == "Bundle" else [body]
+    )
     return {r["id"] for r in resources if isinstance(r.get("id"), str) and r.get("resourceType") in RESULT_TYPES}
 
 
 def owned_documents(db, owner: str) -> dict:
     """Every stored document owned by `owner` but the audit trail, as raw BSON bytes."""
     raw = CodecOptions(document_class=RawBSONDocument)
-    return {(name, doc["_id"]): doc.raw for name in db.list_collection_names() if name != "AuditEvent"
-            for doc in db.get_collection(name, codec_options=raw).find({"org": owner})}
+    return {
+        (name, doc["_id"]): doc.raw
+        for name in db.list_collection_names()
+        if name != "AuditEvent"
+        for doc in db.get_collection(name, codec_options=raw).find({"org": owner})
+    }
 
 
 def operator_keys(node, path="") -> list[str]:
     if isinstance(node, dict):
-        return [f"{path}.{k}" for k in node if k.startswith("$") or "." in k] + \
-            [p for k, v in node.items() for p in operator_keys(v, f"{path}.{k}")]
+        return [f"{path}.{k}" for k in node if k.startswith("$") or "." in k] + [
+            p for k, v in node.items() for p in operator_keys(v, f"{path}.{k}")
+        ]
     if isinstance(node, list):
         return [p for i, v in enumerate(node) for p in operator_keys(v, f"{path}[{i}]")]
     return []
@@ -312,32 +408,111 @@ def run(world: World, requests) -> None:
 
 # -- request strategies --------------------------------------------------------------------------
 HEADERS = st.dictionaries(
-    st.sampled_from(["Content-Type", "Accept", "Prefer", "If-Match", "If-None-Exist", "Accept-Language",
-                     "Transfer-Encoding"]),
-    st.sampled_from(["application/fhir+json", "application/json", "text/plain", "application/xml", "*/*",
-                     "application/fhir+json; charset=latin-1", "return=minimal", "return=OperationOutcome",
-                     "handling=strict", 'W/"1"', 'W/"x"', "W/", "identifier=$where", "identifier=a|b", "fr",
-                     "en;q=0", "\u00e9", "", "chunked"]), max_size=2)
+    st.sampled_from(
+        ["Content-Type", "Accept", "Prefer", "If-Match", "If-None-Exist", "Accept-Language", "Transfer-Encoding"]
+    ),
+    st.sampled_from(
+        [
+            "application/fhir+json",
+            "application/json",
+            "text/plain",
+            "application/xml",
+            "*/*",
+            "application/fhir+json; charset=latin-1",
+            "return=minimal",
+            "return=OperationOutcome",
+            "handling=strict",
+            'W/"1"',
+            'W/"x"',
+            "W/",
+            "identifier=$where",
+            "identifier=a|b",
+            "fr",
+            "en;q=0",
+            "\u00e9",
+            "",
+            "chunked",
+        ]
+    ),
+    max_size=2,
+)
 
 
 def ids_of(world: World) -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(world.pool), st.sampled_from(STRINGS).map(lambda s: quote(s, safe="")),
-                     st.sampled_from(["%zz", "%00", "..", "a/b", "$where", "x" * 65, "%2e%2e", "é"]))
+    return st.one_of(
+        st.sampled_from(world.pool),
+        st.sampled_from(STRINGS).map(lambda s: quote(s, safe="")),
+        st.sampled_from(["%zz", "%00", "..", "a/b", "$where", "x" * 65, "%2e%2e", "é"]),
+    )
 
 
 def query_of(world: World, rtype: str) -> st.SearchStrategy[str]:
-    names = sorted(parameters_for(rtype)) + ["_id", "_lastUpdated", "_count", "_sort", "_include", "_revinclude",
-                                             "_summary", "_total", "_elements", "_cursor", "_has:Observation:subject:code",
-                                             "subject:Patient.name", "subject.name", "identifier:text", "name:exact",
-                                             "code:not", "date:missing", "$where", "a.b", "", "_count:x", "x" * 300]
-    values = st.one_of(st.sampled_from(STRINGS + HUGE[:1]), st.text(max_size=20), st.sampled_from(world.pool),
-                       st.sampled_from(["gt2021-01-01", "ap2021", "2021-13-45", "le", "|", "a|", "|b", "a,b,c",
-                                        "\\,", "true", "-date", "Observation:subject", "Observation:subject:Patient",
-                                        "count", "١٢", "²", "99999999999999999999", "-1"]),
-                       st.sampled_from([base64.urlsafe_b64encode(json.dumps(c).encode()).decode() for c in (
-                           {"d": "n", "k": [{"$gt": ""}, "x"]}, {"d": "n", "k": [None, {"$ne": None}]},
-                           {"d": "n", "k": "x"}, [1], {"d": "p"}, {"ts": {"$gt": ""}, "key": "x"},
-                           {"ts": {"$d": "nonsense"}, "key": 1}, {"d": "n", "k": [{"$d": "2021-01-01T00:00:00"}, "a"]})]))
+    names = sorted(parameters_for(rtype)) + [
+        "_id",
+        "_lastUpdated",
+        "_count",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_summary",
+        "_total",
+        "_elements",
+        "_cursor",
+        "_has:Observation:subject:code",
+        "subject:Patient.name",
+        "subject.name",
+        "identifier:text",
+        "name:exact",
+        "code:not",
+        "date:missing",
+        "$where",
+        "a.b",
+        "",
+        "_count:x",
+        "x" * 300,
+    ]
+    values = st.one_of(
+        st.sampled_from(STRINGS + HUGE[:1]),
+        st.text(max_size=20),
+        st.sampled_from(world.pool),
+        st.sampled_from(
+            [
+                "gt2021-01-01",
+                "ap2021",
+                "2021-13-45",
+                "le",
+                "|",
+                "a|",
+                "|b",
+                "a,b,c",
+                "\\,",
+                "true",
+                "-date",
+                "Observation:subject",
+                "Observation:subject:Patient",
+                "count",
+                "١٢",
+                "²",
+                "99999999999999999999",
+                "-1",
+            ]
+        ),
+        st.sampled_from(
+            [
+                base64.urlsafe_b64encode(json.dumps(c).encode()).decode()
+                for c in (
+                    {"d": "n", "k": [{"$gt": ""}, "x"]},
+                    {"d": "n", "k": [None, {"$ne": None}]},
+                    {"d": "n", "k": "x"},
+                    [1],
+                    {"d": "p"},
+                    {"ts": {"$gt": ""}, "key": "x"},
+                    {"ts": {"$d": "nonsense"}, "key": 1},
+                    {"d": "n", "k": [{"$d": "2021-01-01T00:00:00"}, "a"]},
+                )
+            ]
+        ),
+    )
     pair = st.tuples(st.sampled_from(names), values).map(lambda p: f"{quote(p[0], safe=':._')}={quote(p[1], safe='')}")
     raw = st.sampled_from(["%%%", "=&=&", "a=%ZZ", "&&", "_count=%00", "name", "=x", "%F0%28%8C%28=1"])
     return st.lists(st.one_of(pair, raw), min_size=1, max_size=4).map("&".join)
@@ -347,10 +522,18 @@ def reads(world: World):
     rtype = st.sampled_from(RESULT_TYPES + ("Organization", "CodeSystem", "Binary", "NoSuchType", "$where"))
     return st.one_of(
         st.builds(lambda t, i: Request("GET", f"/fhir/{t}/{i}"), rtype, ids_of(world)),
-        st.builds(lambda t, i, v: Request("GET", f"/fhir/{t}/{i}/_history/{v}"), rtype, ids_of(world),
-                  st.sampled_from(["1", "2", "0", "-1", "x", "99999999999999999999", "١", "%00", "$gt"])),
-        st.builds(lambda t, i, q: Request("GET", f"/fhir/{t}/{i}/_history?{q}"), rtype, ids_of(world),
-                  query_of(world, "Patient")),
+        st.builds(
+            lambda t, i, v: Request("GET", f"/fhir/{t}/{i}/_history/{v}"),
+            rtype,
+            ids_of(world),
+            st.sampled_from(["1", "2", "0", "-1", "x", "99999999999999999999", "١", "%00", "$gt"]),
+        ),
+        st.builds(
+            lambda t, i, q: Request("GET", f"/fhir/{t}/{i}/_history?{q}"),
+            rtype,
+            ids_of(world),
+            query_of(world, "Patient"),
+        ),
         st.builds(lambda t, q: Request("GET", f"/fhir/{t}/_history?{q}"), rtype, query_of(world, "Patient")),
         st.builds(lambda q: Request("GET", f"/fhir/_history?{q}"), query_of(world, "Patient")),
     )
@@ -361,12 +544,19 @@ def searches(world: World):
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     return st.one_of(
         rtype.flatmap(lambda t: query_of(world, t).map(lambda q: Request("GET", f"/fhir/{t}?{q}"))),
-        rtype.flatmap(lambda t: query_of(world, t).map(
-            lambda q: Request("POST", f"/fhir/{t}/_search", q.encode(), form))),
-        rtype.flatmap(lambda t: st.tuples(query_of(world, t), HEADERS).map(
-            lambda p: Request("POST", f"/fhir/{t}/_search?{p[0]}", p[0].encode(), {**form, **p[1]}))),
-        rtype.flatmap(lambda t: st.tuples(query_of(world, t), HEADERS).map(
-            lambda p: Request("GET", f"/fhir/{t}?{p[0]}", None, p[1]))),
+        rtype.flatmap(
+            lambda t: query_of(world, t).map(lambda q: Request("POST", f"/fhir/{t}/_search", q.encode(), form))
+        ),
+        rtype.flatmap(
+            lambda t: st.tuples(query_of(world, t), HEADERS).map(
+                lambda p: Request("POST", f"/fhir/{t}/_search?{p[0]}", p[0].encode(), {**form, **p[1]})
+            )
+        ),
+        rtype.flatmap(
+            lambda t: st.tuples(query_of(world, t), HEADERS).map(
+                lambda p: Request("GET", f"/fhir/{t}?{p[0]}", None, p[1])
+            )
+        ),
     )
 
 
@@ -386,18 +576,36 @@ def writes(world: World):
 
     return st.one_of(
         rtype.flatmap(lambda t: st.tuples(body(t), headers()).map(lambda p: Request("POST", f"/fhir/{t}", *p))),
-        rtype.flatmap(lambda t: st.tuples(body(t), headers()).map(
-            lambda p: Request("PUT", f"/fhir/{t}/{own_id(t)}", *p))),
-        rtype.flatmap(lambda t: st.tuples(ids_of(world), body(t)).map(
-            lambda p: Request("PUT", f"/fhir/{t}/{p[0]}", p[1]))),
-        rtype.flatmap(lambda t: st.tuples(query_of(world, t), body(t)).map(
-            lambda p: Request("PUT", f"/fhir/{t}?{p[0]}", p[1]))),
+        rtype.flatmap(
+            lambda t: st.tuples(body(t), headers()).map(lambda p: Request("PUT", f"/fhir/{t}/{own_id(t)}", *p))
+        ),
+        rtype.flatmap(
+            lambda t: st.tuples(ids_of(world), body(t)).map(lambda p: Request("PUT", f"/fhir/{t}/{p[0]}", p[1]))
+        ),
+        rtype.flatmap(
+            lambda t: st.tuples(query_of(world, t), body(t)).map(lambda p: Request("PUT", f"/fhir/{t}?{p[0]}", p[1]))
+        ),
         rtype.flatmap(lambda t: query_of(world, t).map(lambda q: Request("DELETE", f"/fhir/{t}?{q}"))),
         st.builds(lambda t, i: Request("DELETE", f"/fhir/{t}/{i}"), rtype, ids_of(world)),
-        st.builds(lambda b, h: Request("POST", "/fhir/Patient", b, h),
-                  st.sampled_from([b"", b"{", b"[]", b"null", b'"x"', b"{}", b"\xff\xfe", b'{"resourceType": null}',
-                                   b'{"resourceType": "Patient", "resourceType": "Observation"}',
-                                   b'{"resourceType": ["Patient"]}', b"\x00"]), HEADERS),
+        st.builds(
+            lambda b, h: Request("POST", "/fhir/Patient", b, h),
+            st.sampled_from(
+                [
+                    b"",
+                    b"{",
+                    b"[]",
+                    b"null",
+                    b'"x"',
+                    b"{}",
+                    b"\xff\xfe",
+                    b'{"resourceType": null}',
+                    b'{"resourceType": "Patient", "resourceType": "Observation"}',
+                    b'{"resourceType": ["Patient"]}',
+                    b"\x00",
+                ]
+            ),
+            HEADERS,
+        ),
     )
 
 
@@ -407,54 +615,128 @@ def bundles(world: World):
 
     kinds = st.sampled_from(["transaction", "batch"])
     return kinds.flatmap(lambda kind: mutated(world.bundle_b, world.pool).map(as_type(kind))).map(
-        lambda body: Request("POST", "/fhir", body))
+        lambda body: Request("POST", "/fhir", body)
+    )
 
 
 def operations(world: World):
     rtype = st.sampled_from(RESULT_TYPES + ("Organization", "Bundle"))
     dr = st.one_of(st.sampled_from(world.ids_b["DiagnosticReport"] + world.ids_a["DiagnosticReport"]), ids_of(world))
-    words = st.one_of(st.sampled_from(STRINGS + HUGE[:1]), st.sampled_from(world.pool),
-                      st.sampled_from(["create", "update", "delete", "pdf", "png", "text", "json", "recovery", "test",
-                                       "http://loinc.org", "94500-6", "fr", "en-GB", "10", "-1"]))
+    words = st.one_of(
+        st.sampled_from(STRINGS + HUGE[:1]),
+        st.sampled_from(world.pool),
+        st.sampled_from(
+            [
+                "create",
+                "update",
+                "delete",
+                "pdf",
+                "png",
+                "text",
+                "json",
+                "recovery",
+                "test",
+                "http://loinc.org",
+                "94500-6",
+                "fr",
+                "en-GB",
+                "10",
+                "-1",
+            ]
+        ),
+    )
 
     def parameters(names):
-        return st.lists(st.tuples(st.sampled_from(names), st.one_of(words.map(lambda w: ("valueString", w)),
-                                                                    hostile_value(world.pool).map(
-                                                                        lambda v: ("valueCode", v)),
-                                                                    hostile_value(world.pool).map(
-                                                                        lambda v: ("resource", v)),
-                                                                    hostile_value(world.pool).map(
-                                                                        lambda v: ("valueCoding", v)))),
-                        max_size=4).map(lambda parts: dumps({"resourceType": "Parameters", "parameter": [
-                            {"name": n, kv[0]: kv[1]} for n, kv in parts]}))
+        return st.lists(
+            st.tuples(
+                st.sampled_from(names),
+                st.one_of(
+                    words.map(lambda w: ("valueString", w)),
+                    hostile_value(world.pool).map(lambda v: ("valueCode", v)),
+                    hostile_value(world.pool).map(lambda v: ("resource", v)),
+                    hostile_value(world.pool).map(lambda v: ("valueCoding", v)),
+                ),
+            ),
+            max_size=4,
+        ).map(
+            lambda parts: dumps(
+                {"resourceType": "Parameters", "parameter": [{"name": n, kv[0]: kv[1]} for n, kv in parts]}
+            )
+        )
 
     def query(names):
         return st.lists(st.tuples(st.sampled_from(names), words), max_size=4).map(
-            lambda pairs: "&".join(f"{quote(n)}={quote(str(v), safe='')}" for n, v in pairs))
+            lambda pairs: "&".join(f"{quote(n)}={quote(str(v), safe='')}" for n, v in pairs)
+        )
 
     validate_names = ["resource", "mode", "profile", "$where"]
     certificate_names = ["format", "certificate", "_format", "a.b"]
-    lookup_names = ["system", "code", "coding", "displayLanguage", "url", "codeableConcept", "display", "filter",
-                    "count", "offset", "version"]
+    lookup_names = [
+        "system",
+        "code",
+        "coding",
+        "displayLanguage",
+        "url",
+        "codeableConcept",
+        "display",
+        "filter",
+        "count",
+        "offset",
+        "version",
+    ]
     accept = st.sampled_from(["application/pdf", "image/png", "text/plain", FHIR_JSON, "*/*", "application/xml", ""])
     return st.one_of(
-        rtype.flatmap(lambda t: mutated(world.resources_b.get(t, world.bundle_b), world.pool).map(
-            lambda doc: Request("POST", f"/fhir/{t}/$validate", dumps(doc)))),
+        rtype.flatmap(
+            lambda t: mutated(world.resources_b.get(t, world.bundle_b), world.pool).map(
+                lambda doc: Request("POST", f"/fhir/{t}/$validate", dumps(doc))
+            )
+        ),
         rtype.flatmap(lambda t: parameters(validate_names).map(lambda b: Request("POST", f"/fhir/{t}/$validate", b))),
-        st.builds(lambda t, i, q: Request("GET", f"/fhir/{t}/{i}/$validate?{q}"), rtype, ids_of(world),
-                  query(validate_names)),
-        st.builds(lambda i, q, a: Request("GET", f"/fhir/DiagnosticReport/{i}/$generate-certificate?{q}",
-                                          headers={"Accept": a}), dr, query(certificate_names), accept),
-        st.builds(lambda i, b: Request("POST", f"/fhir/Observation/{i}/$generate-certificate", b),
-                  st.sampled_from(world.ids_b["Observation"] + world.ids_a["Observation"]), parameters(certificate_names)),
-        st.builds(lambda op, q: Request("GET", f"/fhir/{op}?{q}"),
-                  st.sampled_from(["CodeSystem/$lookup", "ValueSet/$validate-code", "ValueSet/$expand",
-                                   "ValueSet/specimen-types/$expand", "ValueSet/nowhere/$validate-code",
-                                   "$reload-terminology", "Patient/$lookup", "$nothing"]), query(lookup_names)),
-        st.builds(lambda op, b: Request("POST", f"/fhir/{op}", b),
-                  st.sampled_from(["CodeSystem/$lookup", "ValueSet/$validate-code", "ValueSet/$expand",
-                                   "ValueSet/specimen-types/$validate-code", "$reload-terminology"]),
-                  parameters(lookup_names)),
+        st.builds(
+            lambda t, i, q: Request("GET", f"/fhir/{t}/{i}/$validate?{q}"), rtype, ids_of(world), query(validate_names)
+        ),
+        st.builds(
+            lambda i, q, a: Request(
+                "GET", f"/fhir/DiagnosticReport/{i}/$generate-certificate?{q}", headers={"Accept": a}
+            ),
+            dr,
+            query(certificate_names),
+            accept,
+        ),
+        st.builds(
+            lambda i, b: Request("POST", f"/fhir/Observation/{i}/$generate-certificate", b),
+            st.sampled_from(world.ids_b["Observation"] + world.ids_a["Observation"]),
+            parameters(certificate_names),
+        ),
+        st.builds(
+            lambda op, q: Request("GET", f"/fhir/{op}?{q}"),
+            st.sampled_from(
+                [
+                    "CodeSystem/$lookup",
+                    "ValueSet/$validate-code",
+                    "ValueSet/$expand",
+                    "ValueSet/specimen-types/$expand",
+                    "ValueSet/nowhere/$validate-code",
+                    "$reload-terminology",
+                    "Patient/$lookup",
+                    "$nothing",
+                ]
+            ),
+            query(lookup_names),
+        ),
+        st.builds(
+            lambda op, b: Request("POST", f"/fhir/{op}", b),
+            st.sampled_from(
+                [
+                    "CodeSystem/$lookup",
+                    "ValueSet/$validate-code",
+                    "ValueSet/$expand",
+                    "ValueSet/specimen-types/$validate-code",
+                    "$reload-terminology",
+                ]
+            ),
+            parameters(lookup_names),
+        ),
     )
 
 
@@ -485,8 +767,6 @@ def test_hostile_operations(world):
     run(world, operations(world))
 
 
-
-
 # -- every element, every FHIR JSON violation ------------------------------------------------------
 VIOLATIONS = [(None, ""), ({}, ""), ([], ""), ("", ""), ([None], "[0]")]
 
@@ -514,10 +794,13 @@ def test_every_element_refuses_null_and_empty_values_where_it_is(world):
         depth = 9 if rtype == "Patient" else 2
         for path in (p for p in paths(resource) if 1 <= len(p) <= depth and p[0] not in ("resourceType", "id")):
             for value, suffix in VIOLATIONS:
-                method, url = (("POST", f"/fhir/{rtype}") if sent % 2 else
-                               ("PUT", f"/fhir/{rtype}/{resource['id']}"))
-                response = world.http.open(url, method=method, data=dumps(placed(resource, path, value)), headers={
-                    "Authorization": f"Bearer {world.token_b}", "Content-Type": FHIR_JSON})
+                method, url = ("POST", f"/fhir/{rtype}") if sent % 2 else ("PUT", f"/fhir/{rtype}/{resource['id']}")
+                response = world.http.open(
+                    url,
+                    method=method,
+                    data=dumps(placed(resource, path, value)),
+                    headers={"Authorization": f"Bearer {world.token_b}", "Content-Type": FHIR_JSON},
+                )
                 sent += 1
                 world.sent[response.status_code] += 1
                 assert response.status_code == 400, (method, path, value, response.get_data(as_text=True))
@@ -528,8 +811,12 @@ def test_every_element_refuses_null_and_empty_values_where_it_is(world):
         for value, suffix in VIOLATIONS:
             for kind in ("transaction", "batch"):
                 bundle = placed({**world.bundle_b, "type": kind}, ("entry", index, "resource", key), value)
-                response = world.http.open("/fhir", method="POST", data=dumps(bundle), headers={
-                    "Authorization": f"Bearer {world.token_b}", "Content-Type": FHIR_JSON})
+                response = world.http.open(
+                    "/fhir",
+                    method="POST",
+                    data=dumps(bundle),
+                    headers={"Authorization": f"Bearer {world.token_b}", "Content-Type": FHIR_JSON},
+                )
                 sent += 1
                 world.sent[response.status_code] += 1
                 assert response.status_code == 400, (kind, key, value, response.get_data(as_text=True))
@@ -579,26 +866,35 @@ def mode_client(request, settings):
     from fhir_server import create_app
 
     from .conftest import FhirClient
+
     return FhirClient(create_app(settings.but(enforce_profiles=request.param == "profiles")).test_client())
 
 
 # a type without an SI-DEP profile: only the entry's shape decides, in both modes
-ENTRY = {"fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
-         "resource": {"resourceType": "Binary", "contentType": "text/plain"}, "request": {"method": "POST", "url": "Binary"}}
+ENTRY = {
+    "fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+    "resource": {"resourceType": "Binary", "contentType": "text/plain"},
+    "request": {"method": "POST", "url": "Binary"},
+}
 
 
-@pytest.mark.parametrize("entries,where", [
-    ([{**ENTRY, "request": {"method": 1, "url": "Binary"}}], "Bundle.entry[0].request.method"),
-    ([{**ENTRY, "request": {"method": "POST", "url": ["Binary"]}}], "Bundle.entry[0].request.url"),
-    ([{**ENTRY, "request": "POST Binary"}], "Bundle.entry[0].request"),
-    ([{**ENTRY, "request": {"method": "POST", "url": "Binary", "ifNoneExist": ["_id=x"]}}],
-     "Bundle.entry[0].request.ifNoneExist"),
-    ([{**ENTRY, "request": {"method": "PUT", "url": "Binary/a", "ifMatch": 1}}], "Bundle.entry[0].request.ifMatch"),
-    (["Binary"], "Bundle.entry[0]"),
-    ([ENTRY, 42], "Bundle.entry[1]"),
-    ([{**ENTRY, "fullUrl": {"a": 1}}], "Bundle.entry[0].fullUrl"),
-    ([{**ENTRY, "resource": ["Patient"]}], "Bundle.entry[0].resource"),
-])
+@pytest.mark.parametrize(
+    "entries,where",
+    [
+        ([{**ENTRY, "request": {"method": 1, "url": "Binary"}}], "Bundle.entry[0].request.method"),
+        ([{**ENTRY, "request": {"method": "POST", "url": ["Binary"]}}], "Bundle.entry[0].request.url"),
+        ([{**ENTRY, "request": "POST Binary"}], "Bundle.entry[0].request"),
+        (
+            [{**ENTRY, "request": {"method": "POST", "url": "Binary", "ifNoneExist": ["_id=x"]}}],
+            "Bundle.entry[0].request.ifNoneExist",
+        ),
+        ([{**ENTRY, "request": {"method": "PUT", "url": "Binary/a", "ifMatch": 1}}], "Bundle.entry[0].request.ifMatch"),
+        (["Binary"], "Bundle.entry[0]"),
+        ([ENTRY, 42], "Bundle.entry[1]"),
+        ([{**ENTRY, "fullUrl": {"a": 1}}], "Bundle.entry[0].fullUrl"),
+        ([{**ENTRY, "resource": ["Patient"]}], "Bundle.entry[0].resource"),
+    ],
+)
 def test_bundle_entries_of_the_wrong_json_type_are_400_where_they_are(mode_client, entries, where):
     response = mode_client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
     assert response.status_code == 400, response.get_data(as_text=True)
@@ -639,16 +935,19 @@ def test_null_and_empty_elements_are_refused_and_the_patient_stays_updatable(mod
     assert updated.status_code == 200, updated.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("change", [
-    lambda r: r.update(name={"family": "Martin"}),  # an object where a list is expected
-    lambda r: r.update(telecom={"system": "phone", "value": "0612345678"}),
-    lambda r: r.update(gender=["female"]),  # a list where a code is expected
-    lambda r: r.update(birthDate={"value": "1990-01-01"}),
-    lambda r: r.update(address=[["Paris"]]),
-    lambda r: r.update(identifier=[{"system": ["urn:oid:1.2.250.1.213.1.4.8"], "value": {"v": "1"}}]),
-    lambda r: r.update(extension={"url": "http://x"}),
-    lambda r: r["name"][0].update(given="Jean"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.update(name={"family": "Martin"}),  # an object where a list is expected
+        lambda r: r.update(telecom={"system": "phone", "value": "0612345678"}),
+        lambda r: r.update(gender=["female"]),  # a list where a code is expected
+        lambda r: r.update(birthDate={"value": "1990-01-01"}),
+        lambda r: r.update(address=[["Paris"]]),
+        lambda r: r.update(identifier=[{"system": ["urn:oid:1.2.250.1.213.1.4.8"], "value": {"v": "1"}}]),
+        lambda r: r.update(extension={"url": "http://x"}),
+        lambda r: r["name"][0].update(given="Jean"),
+    ],
+)
 def test_validate_answers_the_wrong_shapes_with_an_outcome(mode_client, change):
     patient = a_patient(mode_client)
     changed = copy.deepcopy(patient)
@@ -662,9 +961,12 @@ def test_validate_answers_the_wrong_shapes_with_an_outcome(mode_client, change):
 
 def test_operator_keys_are_refused_and_operator_strings_stored_inertly(mode_client):
     patient = a_patient(mode_client)
-    for body in ({**patient, "$where": "sleep(1000)"}, {**patient, "name": [{"family.x": "a"}]},
-                 {**patient, "identifier": [{"system": "urn:x", "value": {"$gt": ""}}]},
-                 {**patient, "meta": {"$set": {"versionId": "9"}}}):
+    for body in (
+        {**patient, "$where": "sleep(1000)"},
+        {**patient, "name": [{"family.x": "a"}]},
+        {**patient, "identifier": [{"system": "urn:x", "value": {"$gt": ""}}]},
+        {**patient, "meta": {"$set": {"versionId": "9"}}},
+    ):
         response = mode_client.put(f"/fhir/Patient/{patient['id']}", json=body)
         assert response.status_code == 400, response.get_data(as_text=True)
     inert = {**patient, "name": [{"use": "official", "family": "$where", "given": ['{"$gt": ""}']}]}

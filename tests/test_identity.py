@@ -7,6 +7,7 @@ certificate, where A's notifications go — does not change; B gets its own Pati
 record links both by INS. An INS that arrives with another birth date or sex is a conflict
 operators see, never a merge. Conditional matches and references never reach what the caller may
 not see, and answer as for what does not exist."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +17,11 @@ import pytest
 import requests
 
 from fhir_server.identity import CONFLICT_EVENT
-from operations.certificates.hcert import decode_and_verify
 from fhir_server.storage.persons import CONFLICT, MATCH, Persons
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person
+from operations.certificates.hcert import decode_and_verify
 
-from .test_auth_access import LAB_A, LAB_B, Posted, post_bundle
+from .test_auth_access import LAB_A, LAB_B, Posted
 
 BOUND = ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")
 NIR = "urn:oid:1.2.250.1.213.1.4.8"
@@ -54,12 +55,15 @@ def a_view(secured, session, posted: Posted) -> dict:
     db = secured.store.db
     docs = {rtype: sorted(db[rtype].find({"org": LAB_A.finess}), key=lambda d: d["_id"]) for rtype in BOUND}
     reads = {rtype: session.get(f"{rtype}/{posted[rtype]}").json() for rtype in BOUND}
-    hc1 = session.get(f"DiagnosticReport/{posted['DiagnosticReport']}/$generate-certificate",
-                      headers={"Accept": "text/plain"}).text
+    hc1 = session.get(
+        f"DiagnosticReport/{posted['DiagnosticReport']}/$generate-certificate", headers={"Accept": "text/plain"}
+    ).text
     trust = requests.get(secured.base_url.rsplit("/fhir", 1)[0] + "/trust-list", timeout=10).json()
     certificate = decode_and_verify(hc1, trust).payload  # what it certifies, not when it was signed
-    events = sorted((e["kind"], e["payload"].get("report"), e["payload"].get("patient"))
-                    for e in db["_outbox"].find({"payload.report": {"$in": list(docs_ids(docs, "DiagnosticReport"))}}))
+    events = sorted(
+        (e["kind"], e["payload"].get("report"), e["payload"].get("patient"))
+        for e in db["_outbox"].find({"payload.report": {"$in": list(docs_ids(docs, "DiagnosticReport"))}})
+    )
     return {"docs": docs, "reads": reads, "certificate": certificate, "events": events}
 
 
@@ -83,14 +87,16 @@ def labs(secured):
 
 
 def b_patient(person, seed: int = 7, same_traits: bool = True) -> dict:
-    bundle = generate_result_bundle(random.Random(seed), LAB_B, person=impostor(person, seed, same_traits),
-                                    include_legal_entity=False)
+    bundle = generate_result_bundle(
+        random.Random(seed), LAB_B, person=impostor(person, seed, same_traits), include_legal_entity=False
+    )
     return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
 
 
 def b_bundle(person, seed: int, kind: str = "transaction", same_traits: bool = True) -> dict:
-    bundle = generate_result_bundle(random.Random(seed), LAB_B, person=impostor(person, seed, same_traits),
-                                    include_legal_entity=False)
+    bundle = generate_result_bundle(
+        random.Random(seed), LAB_B, person=impostor(person, seed, same_traits), include_legal_entity=False
+    )
     return {**bundle, "type": kind}
 
 
@@ -99,10 +105,14 @@ WRITE_PATHS = {
     "batch": lambda b, person: b.post("", json=_patient_batch(person)),
     "create": lambda b, person: b.post("Patient", json=b_patient(person, 10)),
     "conditional create": lambda b, person: b.post(
-        "Patient", json=b_patient(person, 11), headers={"If-None-Exist": f"identifier={NIR}|{person.ins}"}),
+        "Patient", json=b_patient(person, 11), headers={"If-None-Exist": f"identifier={NIR}|{person.ins}"}
+    ),
     "conditional update": lambda b, person: b.put(
-        "Patient", params={"identifier": f"{NIR}|{person.ins}"}, json=b_patient(person, 12)),
-    "transaction, conditional reference": lambda b, person: b.post("", json=_subject_by_nir(b_bundle(person, 13), person)),
+        "Patient", params={"identifier": f"{NIR}|{person.ins}"}, json=b_patient(person, 12)
+    ),
+    "transaction, conditional reference": lambda b, person: b.post(
+        "", json=_subject_by_nir(b_bundle(person, 13), person)
+    ),
 }
 
 
@@ -110,9 +120,14 @@ def _patient_batch(person) -> dict:
     """A batch (whose entries can't refer to one another) of B's Patient with A's NIR, conditional
     on the NIR then sent again plainly."""
     patient = b_patient(person, 9)
-    return {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": patient, "request": {"method": "PUT", "url": f"Patient?identifier={NIR}|{person.ins}"}},
-        {"resource": patient, "request": {"method": "POST", "url": "Patient"}}]}
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": patient, "request": {"method": "PUT", "url": f"Patient?identifier={NIR}|{person.ins}"}},
+            {"resource": patient, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
 
 
 def _subject_by_nir(bundle: dict, person) -> dict:
@@ -149,12 +164,21 @@ def test_another_laboratory_s_writes_change_nothing_of_what_a_s_results_show(lab
 def test_a_professional_s_form_with_a_laboratory_s_nir_makes_the_professional_s_own_patient(labs):
     secured, a, b, person, posted = labs
     from .test_web_ui import PHARMACY_B, Web, add_user, result_form
+
     users = secured.app.extensions["sidep.users"]
     add_user(users, "pharma", lab=PHARMACY_B)
     before = a_view(secured, a, posted)
     web = Web(secured.app).signed_in("pharma")
-    form = result_form(PHARMACY_B, family="Usurpe", given="Nom", ins=person.ins, sex=person.sex,
-                       birth_date=person.birth_date.isoformat(), phone="0698765432", email="autre@example.org")
+    form = result_form(
+        PHARMACY_B,
+        family="Usurpe",
+        given="Nom",
+        ins=person.ins,
+        sex=person.sex,
+        birth_date=person.birth_date.isoformat(),
+        phone="0698765432",
+        email="autre@example.org",
+    )
     response = web.enter(form)
     assert response.status_code == 302, response.get_data(as_text=True)
     assert a_view(secured, a, posted) == before
@@ -166,8 +190,11 @@ def test_b_s_results_with_a_s_nir_notify_b_s_contact_and_certify_b_s_identity(la
     secured, a, b, person, posted = labs
     response = b.post("", json=b_bundle(person, 8))
     assert response.status_code == 200, response.text
-    report = next(e["response"]["location"].split("/")[1] for e in response.json()["entry"]
-                  if e["response"]["location"].startswith("DiagnosticReport/"))
+    report = next(
+        e["response"]["location"].split("/")[1]
+        for e in response.json()["entry"]
+        if e["response"]["location"].startswith("DiagnosticReport/")
+    )
     patient_b = b.get(f"DiagnosticReport/{report}").json()["subject"]["reference"]
     assert patient_b != f"Patient/{posted['Patient']}"
     event = secured.store.db["_outbox"].find_one({"payload.report": report})
@@ -259,8 +286,11 @@ def test_a_transaction_is_authorised_on_the_state_the_whole_bundle_produces(secu
 
 def test_business_identifiers_are_unique(secured):
     session = secured.client_session(LAB_A)
-    site = next(e["resource"] for e in generate_result_bundle(random.Random(3), LAB_A, include_legal_entity=False)["entry"]
-                if e["resource"]["resourceType"] == "Organization")
+    site = next(
+        e["resource"]
+        for e in generate_result_bundle(random.Random(3), LAB_A, include_legal_entity=False)["entry"]
+        if e["resource"]["resourceType"] == "Organization"
+    )
     first = session.post("Organization", json=site)
     assert first.status_code == 201, first.text
     again = session.post("Organization", json={**site, "name": site["name"] + " (bis)"})
@@ -274,8 +304,10 @@ def test_business_identifiers_are_unique(secured):
     assert session.post("", json=bundle).status_code == 200
     # a dossier number sent again in a plain create is the same ServiceRequest
     request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
-    stored = session.get("ServiceRequest", params={"identifier": f"{request['identifier'][0]['system']}|"
-                                                                 f"{request['identifier'][0]['value']}"}).json()
+    stored = session.get(
+        "ServiceRequest",
+        params={"identifier": f"{request['identifier'][0]['system']}|{request['identifier'][0]['value']}"},
+    ).json()
     rid = stored["entry"][0]["resource"]["id"]
     body = {**stored["entry"][0]["resource"], "status": "revoked"}
     body.pop("id")
@@ -288,6 +320,7 @@ def test_business_identifiers_are_unique(secured):
 def test_the_database_refuses_a_second_holder(secured):
     """Even written around the API, a business identifier has one holder."""
     from pymongo.errors import DuplicateKeyError
+
     collection = secured.store.db["Organization"]
     collection.insert_one({"_id": "x1", "k": ["Organization|https://finess.esante.gouv.fr|123456789"]})
     with pytest.raises(DuplicateKeyError):
@@ -315,6 +348,7 @@ def test_operators_see_identity_conflicts_in_the_console_and_the_command(labs, m
     import sys
 
     from .test_web_ui import Web, add_user, text
+
     secured, a, b, person, posted = labs
     response = b.post("Patient", json=b_patient(person, 20, same_traits=False))
     theirs = f"Patient/{response.json()['id']}"
@@ -324,8 +358,13 @@ def test_operators_see_identity_conflicts_in_the_console_and_the_command(labs, m
     assert "Personnes en conflit 1" in page and theirs in page and f"Patient/{posted['Patient']}" in page
     assert "date de naissance" in page and person.birth_date.isoformat() not in page
     env = dict(os.environ, MONGODB_URI=mongo_uri, MONGODB_DB=secured.settings.mongodb_db)
-    listed = subprocess.run([sys.executable, "-m", "fhir_server", "persons", "--conflicts"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "persons", "--conflicts"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "1 person record(s) with an identity conflict" in listed.stdout
     assert f"{theirs}  {LAB_B.finess}  conflict  birthDate" in listed.stdout
@@ -336,28 +375,63 @@ def test_a_reference_to_another_s_patient_answers_as_a_missing_one_on_every_path
     secured, a, b, person, posted = labs
     theirs, nobody = f"Patient/{posted['Patient']}", f"Patient/{posted['Patient'][:-4]}ffff"
     site_b = b.post("", json=generate_result_bundle(random.Random(3), LAB_B, include_legal_entity=False))
-    site = next(e["response"]["location"].split("/_history")[0] for e in site_b.json()["entry"]
-                if e["response"]["location"].startswith("Organization/"))
+    site = next(
+        e["response"]["location"].split("/_history")[0]
+        for e in site_b.json()["entry"]
+        if e["response"]["location"].startswith("Organization/")
+    )
 
     def observation(subject: str) -> dict:
-        return {"resourceType": "Observation", "status": "final", "code": {"text": "test"},
-                "subject": {"reference": subject}, "performer": [{"reference": site}]}
+        return {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "test"},
+            "subject": {"reference": subject},
+            "performer": [{"reference": site}],
+        }
 
     def answers(send) -> list:
         found = []
         for ref in (theirs, nobody):
             response = send(observation(ref))
             assert response.status_code == 404, response.text
-            found.append((response.json()["issue"][0]["diagnostics"].replace(ref, "<ref>"),
-                          response.json()["issue"][0].get("expression")))
+            found.append(
+                (
+                    response.json()["issue"][0]["diagnostics"].replace(ref, "<ref>"),
+                    response.json()["issue"][0].get("expression"),
+                )
+            )
         return found
 
     created = answers(lambda body: b.post("Observation", json=body))
     assert created[0] == created[1]
-    in_bundle = answers(lambda body: b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": body, "request": {"method": "POST", "url": "Observation"}}]}))
+    in_bundle = answers(
+        lambda body: b.post(
+            "",
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": body, "request": {"method": "POST", "url": "Observation"}}],
+            },
+        )
+    )
     assert in_bundle[0] == in_bundle[1]
-    absolute = answers(lambda body: b.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {**body, "subject": {"reference": f"{secured.base_url}/{body['subject']['reference']}"}},
-         "request": {"method": "POST", "url": "Observation"}}]}))
+    absolute = answers(
+        lambda body: b.post(
+            "",
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": {
+                            **body,
+                            "subject": {"reference": f"{secured.base_url}/{body['subject']['reference']}"},
+                        },
+                        "request": {"method": "POST", "url": "Observation"},
+                    }
+                ],
+            },
+        )
+    )
     assert absolute[0] == absolute[1]

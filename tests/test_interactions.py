@@ -1,8 +1,13 @@
 """read, vread, create, update, delete, history against the real embedded database."""
+
 from email.utils import parsedate_to_datetime
 
-PATIENT = {"resourceType": "Patient", "name": [{"family": "Martin", "given": ["Léa"]}],
-           "birthDate": "1990-05-17", "gender": "female"}
+PATIENT = {
+    "resourceType": "Patient",
+    "name": [{"family": "Martin", "given": ["Léa"]}],
+    "birthDate": "1990-05-17",
+    "gender": "female",
+}
 
 
 def test_create_assigns_id_version_and_headers(client):
@@ -59,11 +64,13 @@ def test_update_creates_with_client_id(client):
 
 def test_if_match_stale_version_gives_412_and_changes_nothing(client):
     rid = client.create(PATIENT)["id"]
-    ok = client.put(f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "gender": "male"},
-                    headers={"If-Match": 'W/"1"'})
+    ok = client.put(
+        f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "gender": "male"}, headers={"If-Match": 'W/"1"'}
+    )
     assert ok.status_code == 200
-    stale = client.put(f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "gender": "other"},
-                       headers={"If-Match": 'W/"1"'})
+    stale = client.put(
+        f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "gender": "other"}, headers={"If-Match": 'W/"1"'}
+    )
     assert stale.status_code == 412
     assert stale.get_json()["resourceType"] == "OperationOutcome"
     assert client.get(f"/fhir/Patient/{rid}").get_json()["gender"] == "male"
@@ -130,8 +137,11 @@ def test_json_only(client):
     assert client.get("/fhir/Patient?_format=xml").status_code == 406
     assert client.get("/fhir/Patient?_format=json").status_code == 200
     assert client.get("/fhir/Patient", headers={"Accept": "application/json"}).status_code == 200
-    xml = client.post("/fhir/Patient", headers={"Content-Type": "application/fhir+xml"},
-                      data=b"<Patient xmlns='http://hl7.org/fhir'/>")
+    xml = client.post(
+        "/fhir/Patient",
+        headers={"Content-Type": "application/fhir+xml"},
+        data=b"<Patient xmlns='http://hl7.org/fhir'/>",
+    )
     assert xml.status_code == 415
     assert xml.get_json()["resourceType"] == "OperationOutcome"
 
@@ -143,15 +153,23 @@ def test_capability_statement_lists_what_is_supported(client):
     assert "Observation" in resources and "Foo" not in resources
     observation_params = {p["name"] for p in resources["Observation"]["searchParam"]}
     assert {"code", "date", "patient", "subject", "value-concept", "_id", "_lastUpdated"} <= observation_params
-    assert {i["code"] for i in resources["Patient"]["interaction"]} >= {"read", "vread", "create", "update",
-                                                                        "delete", "search-type"}
+    assert {i["code"] for i in resources["Patient"]["interaction"]} >= {
+        "read",
+        "vread",
+        "create",
+        "update",
+        "delete",
+        "search-type",
+    }
     assert {"create", "update", "delete"}.isdisjoint({i["code"] for i in resources["AuditEvent"]["interaction"]})
     assert {i["code"] for i in statement["rest"][0]["interaction"]} >= {"transaction", "batch"}
 
 
 def test_decimals_keep_their_precision(client):
-    body = (b'{"resourceType": "Observation", "status": "final", "code": {"text": "IgG"},'
-            b' "valueQuantity": {"value": 1.50, "unit": "U/mL"}, "referenceRange": [{"low": {"value": 1.0E-3}}]}')
+    body = (
+        b'{"resourceType": "Observation", "status": "final", "code": {"text": "IgG"},'
+        b' "valueQuantity": {"value": 1.50, "unit": "U/mL"}, "referenceRange": [{"low": {"value": 1.0E-3}}]}'
+    )
     created = client.post("/fhir/Observation", data=body, headers={"Content-Type": "application/fhir+json"})
     assert created.status_code == 201
     text = client.get(f"/fhir/Observation/{created.get_json()['id']}").get_data()

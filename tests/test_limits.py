@@ -2,6 +2,7 @@
 that names the limit, with nothing written: string length, JSON values per body, nesting depth,
 stored document size, search value length, and the body size of a chunked request (over a real
 socket: that is where werkzeug cut such bodies short)."""
+
 from __future__ import annotations
 
 import http.client
@@ -19,8 +20,7 @@ from fhir_server.synthetic.generator import generate_result_bundle
 
 from .conftest import FhirClient
 
-SMALL = dict(max_string_length=100, max_elements=60, max_depth=8, max_document_bytes=6_000,
-             max_search_value_length=40)
+SMALL = dict(max_string_length=100, max_elements=60, max_depth=8, max_document_bytes=6_000, max_search_value_length=40)
 
 
 @pytest.fixture
@@ -67,10 +67,16 @@ def test_nesting_deeper_than_the_limit_is_413(small):
     assert stored(small) == 0
 
 
-@pytest.mark.parametrize("body", [
-    b'{"resourceType": "Patient", "extension": ' + b"[" * 3000 + b"]" * 3000 + b"}",  # past the JSON parser's own
-    b'{"resourceType": "Patient", "x": 1.50, "y": ' + b"[" * 3000 + b"]" * 3000 + b"}",  # the decimal-keeping parser
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType": "Patient", "extension": ' + b"[" * 3000 + b"]" * 3000 + b"}",  # past the JSON parser's own
+        b'{"resourceType": "Patient", "x": 1.50, "y": '
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}",  # the decimal-keeping parser
+    ],
+)
 def test_nesting_that_breaks_the_parsers_is_413_too(client, body):
     outcome(client.post("/fhir/Patient", data=body, headers={"Content-Type": "application/fhir+json"}), 413)
 
@@ -86,13 +92,20 @@ def test_a_stored_document_over_the_limit_is_413_before_writing(small):
 def test_a_resource_whose_index_would_pass_mongodb_s_16_mb_is_413_not_500(client):
     """The real case, default settings: a 4.8 MB Patient under the 5 MB body limit whose stored
     document (resource plus extracted index fields) would be about 25 MB."""
-    patient = {"resourceType": "Patient", "name": [{"family": "f" * 1_600_000, "given": ["g" * 1_600_000,
-                                                                                       "h" * 1_600_000]}]}
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"family": "f" * 1_600_000, "given": ["g" * 1_600_000, "h" * 1_600_000]}],
+    }
     issue = outcome(client.post("/fhir/Patient", json=patient), 413)
     assert "16000000" in issue["diagnostics"] and issue["expression"] == ["Patient"]
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": patient, "request": {"method": "POST", "url": "Patient"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": patient, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
     issue = outcome(client.post("/fhir", json=bundle), 413)
     assert issue["expression"][0] == "Bundle.entry[1]"
     assert stored(client) == 0  # the transaction's first entry was not written either
@@ -104,8 +117,14 @@ def test_search_values_and_names_over_the_limit_are_400(small):
     issue = outcome(small.get("/fhir/Patient?name=" + "x" * 41), 400)
     assert issue["expression"] == ["name"] and "40" in issue["diagnostics"]
     outcome(small.get("/fhir/Patient?" + "n" * 41 + "=x"), 400)
-    outcome(small.post("/fhir/Patient/_search", data="name=" + "x" * 41,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    outcome(
+        small.post(
+            "/fhir/Patient/_search",
+            data="name=" + "x" * 41,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        400,
+    )
     # as matched: case and accents folded ("ﷺ" folds to 18 characters)
     outcome(small.get("/fhir/Patient?name=" + "ﷺ" * 3), 400)
     # conditional criteria are search values too
@@ -132,9 +151,13 @@ def chunked_post(base_url: str, path: str, body: bytes, chunk: int = 64 * 1024) 
     url = urlsplit(base_url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     try:
-        connection.request("POST", url.path + path, body=(body[i:i + chunk] for i in range(0, len(body), chunk)),
-                           headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
-                           encode_chunked=True)
+        connection.request(
+            "POST",
+            url.path + path,
+            body=(body[i : i + chunk] for i in range(0, len(body), chunk)),
+            headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+            encode_chunked=True,
+        )
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -148,8 +171,9 @@ def test_a_chunked_body_over_the_limit_is_413_not_malformed_json(live_server):
     assert status == 413 and body["resourceType"] == "OperationOutcome", body
     assert str(limit) in body["issue"][0]["diagnostics"]
     # under the limit, the same way, it is read whole
-    status, body = chunked_post(live_server, "/Patient", orjson.dumps({"resourceType": "Patient",
-                                                                        "name": [{"family": "x" * 100_000}]}))
+    status, body = chunked_post(
+        live_server, "/Patient", orjson.dumps({"resourceType": "Patient", "name": [{"family": "x" * 100_000}]})
+    )
     assert status == 201 and len(body["name"][0]["family"]) == 100_000
     # a transaction too
     bundle = generate_result_bundle(random.Random(5))
@@ -159,9 +183,19 @@ def test_a_chunked_body_over_the_limit_is_413_not_malformed_json(live_server):
 
 
 def test_limits_are_read_from_the_environment(monkeypatch):
-    for name, value in (("MAX_STRING_LENGTH", "11"), ("MAX_ELEMENTS", "12"), ("MAX_DEPTH", "13"),
-                        ("MAX_DOCUMENT_BYTES", "14"), ("MAX_SEARCH_VALUE_LENGTH", "15")):
+    for name, value in (
+        ("MAX_STRING_LENGTH", "11"),
+        ("MAX_ELEMENTS", "12"),
+        ("MAX_DEPTH", "13"),
+        ("MAX_DOCUMENT_BYTES", "14"),
+        ("MAX_SEARCH_VALUE_LENGTH", "15"),
+    ):
         monkeypatch.setenv(name, value)
     config = Settings.from_env()
-    assert (config.max_string_length, config.max_elements, config.max_depth, config.max_document_bytes,
-            config.max_search_value_length) == (11, 12, 13, 14, 15)
+    assert (
+        config.max_string_length,
+        config.max_elements,
+        config.max_depth,
+        config.max_document_bytes,
+        config.max_search_value_length,
+    ) == (11, 12, 13, 14, 15)

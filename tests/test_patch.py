@@ -1,6 +1,7 @@
 """PATCH with a JSON Patch (RFC 6902) on an instance and conditionally: an update like the others
 (the same validation, write hooks in the same transaction, If-Match, Prefer: return, authorisation),
 and a patch document that is bad or cannot be applied gives an OperationOutcome, changing nothing."""
+
 from __future__ import annotations
 
 import random
@@ -13,14 +14,22 @@ from tests.test_auth_access import LAB_A, LAB_B, post_bundle, refused
 from tests.test_submission import events, post, resources_of, sidep  # noqa: F401 (fixture)
 
 JSON_PATCH = "application/json-patch+json"
-PATIENT = {"resourceType": "Patient", "name": [{"family": "Durand", "given": ["Léa"]}], "gender": "female",
-           "identifier": [{"system": "urn:example:dossier", "value": "P-1"}]}
+PATIENT = {
+    "resourceType": "Patient",
+    "name": [{"family": "Durand", "given": ["Léa"]}],
+    "gender": "female",
+    "identifier": [{"system": "urn:example:dossier", "value": "P-1"}],
+}
 
 
 def patch(client, url, operations, headers=None, content_type=JSON_PATCH):
     data = operations if isinstance(operations, bytes) else orjson.dumps(operations)
-    return client.http.open(url, method="PATCH", data=data,
-                            headers={"Accept": "application/fhir+json", "Content-Type": content_type, **(headers or {})})
+    return client.http.open(
+        url,
+        method="PATCH",
+        data=data,
+        headers={"Accept": "application/fhir+json", "Content-Type": content_type, **(headers or {})},
+    )
 
 
 def outcome(response, status: int) -> list[dict]:
@@ -37,9 +46,15 @@ def version(client, url) -> str:
 def test_patch_changes_the_resource_and_makes_a_version(client):
     rid = client.create(PATIENT)["id"]
     url = f"/fhir/Patient/{rid}"
-    response = patch(client, url, [{"op": "replace", "path": "/gender", "value": "other"},
-                                   {"op": "add", "path": "/name/0/given/-", "value": "Marie"},
-                                   {"op": "add", "path": "/telecom", "value": [{"system": "email", "value": "a@b.fr"}]}])
+    response = patch(
+        client,
+        url,
+        [
+            {"op": "replace", "path": "/gender", "value": "other"},
+            {"op": "add", "path": "/name/0/given/-", "value": "Marie"},
+            {"op": "add", "path": "/telecom", "value": [{"system": "email", "value": "a@b.fr"}]},
+        ],
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["ETag"] == 'W/"2"' and response.headers["Location"].endswith(f"/Patient/{rid}/_history/2")
     stored = client.get(url).get_json()
@@ -53,12 +68,23 @@ def test_patch_changes_the_resource_and_makes_a_version(client):
 
 def test_patch_honours_prefer_return(client):
     rid = client.create(PATIENT)["id"]
-    minimal = patch(client, f"/fhir/Patient/{rid}", [{"op": "replace", "path": "/gender", "value": "male"}],
-                    {"Prefer": "return=minimal"})
+    minimal = patch(
+        client,
+        f"/fhir/Patient/{rid}",
+        [{"op": "replace", "path": "/gender", "value": "male"}],
+        {"Prefer": "return=minimal"},
+    )
     assert minimal.status_code == 200 and minimal.get_data() == b"" and minimal.headers["ETag"] == 'W/"2"'
-    told = patch(client, f"/fhir/Patient/{rid}", [{"op": "replace", "path": "/gender", "value": "other"}],
-                 {"Prefer": "return=OperationOutcome"})
-    assert told.get_json()["resourceType"] == "OperationOutcome" and "version 3" in told.get_json()["issue"][0]["diagnostics"]
+    told = patch(
+        client,
+        f"/fhir/Patient/{rid}",
+        [{"op": "replace", "path": "/gender", "value": "other"}],
+        {"Prefer": "return=OperationOutcome"},
+    )
+    assert (
+        told.get_json()["resourceType"] == "OperationOutcome"
+        and "version 3" in told.get_json()["issue"][0]["diagnostics"]
+    )
 
 
 def test_if_match(client):
@@ -70,32 +96,46 @@ def test_if_match(client):
     assert done.status_code == 200 and "gender" not in done.get_json()
 
 
-@pytest.mark.parametrize("body", [
-    b'[{"op": "replace", "path": "/gender", "value": "male"',  # not JSON
-    b'{"op": "replace", "path": "/gender", "value": "male"}',  # not an array
-    b'["replace"]',
-    b'[{"op": "frobnicate", "path": "/gender"}]',
-    b'[{"path": "/gender", "value": "male"}]',
-    b'[{"op": "replace", "path": "/gender"}]',
-    b'[{"op": "move", "path": "/gender"}]',
-    b'[{"op": "replace", "path": "gender", "value": "male"}]',
-    b'[{"op": "replace", "path": 3, "value": "male"}]',
-    b'',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"op": "replace", "path": "/gender", "value": "male"',  # not JSON
+        b'{"op": "replace", "path": "/gender", "value": "male"}',  # not an array
+        b'["replace"]',
+        b'[{"op": "frobnicate", "path": "/gender"}]',
+        b'[{"path": "/gender", "value": "male"}]',
+        b'[{"op": "replace", "path": "/gender"}]',
+        b'[{"op": "move", "path": "/gender"}]',
+        b'[{"op": "replace", "path": "gender", "value": "male"}]',
+        b'[{"op": "replace", "path": 3, "value": "male"}]',
+        b'',
+    ],
+)
 def test_a_bad_patch_document_is_400(client, body):
     rid = client.create(PATIENT)["id"]
     outcome(patch(client, f"/fhir/Patient/{rid}", body), 400)
     assert version(client, f"/fhir/Patient/{rid}") == "1"
 
 
-@pytest.mark.parametrize("operations, where", [
-    ([{"op": "test", "path": "/gender", "value": "male"}, {"op": "replace", "path": "/gender", "value": "other"}],
-     "operation 0"),
-    ([{"op": "replace", "path": "/gender", "value": "other"}, {"op": "remove", "path": "/birthDate"}], "operation 1"),
-    ([{"op": "replace", "path": "/name/5/family", "value": "X"}], "operation 0"),
-    ([{"op": "copy", "from": "/nothing", "path": "/other"}], "operation 0"),
-    ([{"op": "add", "path": "/name/first/family", "value": "X"}], "operation 0"),
-])
+@pytest.mark.parametrize(
+    "operations, where",
+    [
+        (
+            [
+                {"op": "test", "path": "/gender", "value": "male"},
+                {"op": "replace", "path": "/gender", "value": "other"},
+            ],
+            "operation 0",
+        ),
+        (
+            [{"op": "replace", "path": "/gender", "value": "other"}, {"op": "remove", "path": "/birthDate"}],
+            "operation 1",
+        ),
+        ([{"op": "replace", "path": "/name/5/family", "value": "X"}], "operation 0"),
+        ([{"op": "copy", "from": "/nothing", "path": "/other"}], "operation 0"),
+        ([{"op": "add", "path": "/name/first/family", "value": "X"}], "operation 0"),
+    ],
+)
 def test_a_patch_that_cannot_be_applied_is_422_and_changes_nothing(client, operations, where):
     rid = client.create(PATIENT)["id"]
     issues = outcome(patch(client, f"/fhir/Patient/{rid}", operations), 422)
@@ -105,22 +145,33 @@ def test_a_patch_that_cannot_be_applied_is_422_and_changes_nothing(client, opera
 
 def test_a_failed_test_does_not_quote_the_stored_value(client):
     rid = client.create(PATIENT)["id"]
-    [issue] = outcome(patch(client, f"/fhir/Patient/{rid}", [{"op": "test", "path": "/name/0/family", "value": "X"}]), 422)
+    [issue] = outcome(
+        patch(client, f"/fhir/Patient/{rid}", [{"op": "test", "path": "/name/0/family", "value": "X"}]), 422
+    )
     assert "Durand" not in str(issue)
 
 
 def test_a_passing_test_lets_the_patch_through(client):
     rid = client.create(PATIENT)["id"]
-    response = patch(client, f"/fhir/Patient/{rid}", [{"op": "test", "path": "/gender", "value": "female"},
-                                                      {"op": "replace", "path": "/gender", "value": "unknown"}])
+    response = patch(
+        client,
+        f"/fhir/Patient/{rid}",
+        [
+            {"op": "test", "path": "/gender", "value": "female"},
+            {"op": "replace", "path": "/gender", "value": "unknown"},
+        ],
+    )
     assert response.status_code == 200 and response.get_json()["gender"] == "unknown"
 
 
-@pytest.mark.parametrize("operations, element", [
-    ([{"op": "replace", "path": "/id", "value": "other"}], "Patient.id"),
-    ([{"op": "replace", "path": "/resourceType", "value": "Practitioner"}], "Patient.resourceType"),
-    ([{"op": "remove", "path": "/id"}], "Patient.id"),
-])
+@pytest.mark.parametrize(
+    "operations, element",
+    [
+        ([{"op": "replace", "path": "/id", "value": "other"}], "Patient.id"),
+        ([{"op": "replace", "path": "/resourceType", "value": "Practitioner"}], "Patient.resourceType"),
+        ([{"op": "remove", "path": "/id"}], "Patient.id"),
+    ],
+)
 def test_a_patch_may_not_change_id_or_resource_type(client, operations, element):
     rid = client.create(PATIENT)["id"]
     issues = outcome(patch(client, f"/fhir/Patient/{rid}", operations), 422)
@@ -162,8 +213,11 @@ def test_content_types(client):
     operations = [{"op": "replace", "path": "/gender", "value": "male"}]
     outcome(patch(client, f"/fhir/Patient/{rid}", operations, content_type="application/fhir+json"), 415)
     outcome(patch(client, f"/fhir/Patient/{rid}", operations, content_type="application/json"), 415)
-    posted = client.http.post("/fhir/Patient", data=orjson.dumps(PATIENT),
-                              headers={"Content-Type": JSON_PATCH, "Accept": "application/fhir+json"})
+    posted = client.http.post(
+        "/fhir/Patient",
+        data=orjson.dumps(PATIENT),
+        headers={"Content-Type": JSON_PATCH, "Accept": "application/fhir+json"},
+    )
     outcome(posted, 415)
     assert version(client, f"/fhir/Patient/{rid}") == "1"
 

@@ -1,4 +1,5 @@
 """Each SI-DEP profile rule refuses bad data at the right FHIRPath location; normalisation; $validate."""
+
 import copy
 import json
 import time
@@ -15,27 +16,43 @@ LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
 
 
 def patient():
-    return {"resourceType": "Patient",
-            "identifier": [{"system": INS_NIR, "value": "253072A07300443"}],
-            "name": [{"use": "official", "family": "Lefèvre", "given": ["Élodie", "Marie-Hélène"]}],
-            "gender": "female", "birthDate": "1953-07-14",
-            "telecom": [{"system": "phone", "value": "0612345678", "use": "mobile"},
-                        {"system": "email", "value": "elodie.lefevre@example.fr"}],
-            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
-                           "valueAddress": {"district": "2A004", "city": "Ajaccio"}}]}
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS_NIR, "value": "253072A07300443"}],
+        "name": [{"use": "official", "family": "Lefèvre", "given": ["Élodie", "Marie-Hélène"]}],
+        "gender": "female",
+        "birthDate": "1953-07-14",
+        "telecom": [
+            {"system": "phone", "value": "0612345678", "use": "mobile"},
+            {"system": "email", "value": "elodie.lefevre@example.fr"},
+        ],
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                "valueAddress": {"district": "2A004", "city": "Ajaccio"},
+            }
+        ],
+    }
 
 
 def observation():
-    return {"resourceType": "Observation", "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": "94500-6"}]},
-            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-02T09:30:00+02:00",
-            "performer": [{"reference": "Organization/site1"}],
-            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260373001", "display": "Detected"}]}}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "94500-6"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-05-02T09:30:00+02:00",
+        "performer": [{"reference": "Organization/site1"}],
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260373001", "display": "Detected"}]},
+    }
 
 
 def organization():
-    return {"resourceType": "Organization", "name": "Laboratoire",
-            "identifier": [{"system": FINESS, "value": "750712184"}]}
+    return {
+        "resourceType": "Organization",
+        "name": "Laboratoire",
+        "identifier": [{"system": FINESS, "value": "750712184"}],
+    }
 
 
 def errors(issues):
@@ -57,26 +74,33 @@ def test_every_profile_file_compiles_and_names_known_validators():
         assert compiled.rules
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda p: p.pop("birthDate"), ("required", "Patient.birthDate")),
-    (lambda p: p.pop("gender"), ("required", "Patient.gender")),
-    (lambda p: p.pop("name"), ("required", "Patient.name")),
-    (lambda p: p["name"][0].pop("family"), ("required", "Patient.name[0].family")),
-    (lambda p: p["name"][0].pop("given"), ("required", "Patient.name[0].given")),
-    (lambda p: p.update(gender="M"), ("code-invalid", "Patient.gender")),
-    (lambda p: p.update(birthDate="2999-01-01"), ("value", "Patient.birthDate")),
-    (lambda p: p["identifier"][0].update(value="253072A07300444"), ("value", "Patient.identifier[0].value")),
-    (lambda p: p["identifier"].insert(0, {"system": "urn:oid:1.2.250.1.213.1.4.9", "value": "123"}),
-     ("value", "Patient.identifier[0].value")),
-    (lambda p: p["telecom"][0].update(value="06.12.34.56.78"), ("value", "Patient.telecom[0].value")),
-    (lambda p: p["telecom"][0].update(value="0044740012345"), ("value", "Patient.telecom[0].value")),
-    (lambda p: p["telecom"][1].update(value="elodie@"), ("value", "Patient.telecom[1].value")),
-    (lambda p: p["telecom"][1].pop("system"), ("required", "Patient.telecom[1].system")),
-    (lambda p: p["name"][0].update(use="birth"), ("code-invalid", "Patient.name[0].use")),
-    (lambda p: p["name"][0].update(use="usual"), ("required", "Patient.name")),  # INS requires the birth name
-    (lambda p: p["extension"][0]["valueAddress"].update(district="2C004"),
-     ("value", "Patient.extension[0].valueAddress.district")),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda p: p.pop("birthDate"), ("required", "Patient.birthDate")),
+        (lambda p: p.pop("gender"), ("required", "Patient.gender")),
+        (lambda p: p.pop("name"), ("required", "Patient.name")),
+        (lambda p: p["name"][0].pop("family"), ("required", "Patient.name[0].family")),
+        (lambda p: p["name"][0].pop("given"), ("required", "Patient.name[0].given")),
+        (lambda p: p.update(gender="M"), ("code-invalid", "Patient.gender")),
+        (lambda p: p.update(birthDate="2999-01-01"), ("value", "Patient.birthDate")),
+        (lambda p: p["identifier"][0].update(value="253072A07300444"), ("value", "Patient.identifier[0].value")),
+        (
+            lambda p: p["identifier"].insert(0, {"system": "urn:oid:1.2.250.1.213.1.4.9", "value": "123"}),
+            ("value", "Patient.identifier[0].value"),
+        ),
+        (lambda p: p["telecom"][0].update(value="06.12.34.56.78"), ("value", "Patient.telecom[0].value")),
+        (lambda p: p["telecom"][0].update(value="0044740012345"), ("value", "Patient.telecom[0].value")),
+        (lambda p: p["telecom"][1].update(value="elodie@"), ("value", "Patient.telecom[1].value")),
+        (lambda p: p["telecom"][1].pop("system"), ("required", "Patient.telecom[1].system")),
+        (lambda p: p["name"][0].update(use="birth"), ("code-invalid", "Patient.name[0].use")),
+        (lambda p: p["name"][0].update(use="usual"), ("required", "Patient.name")),  # INS requires the birth name
+        (
+            lambda p: p["extension"][0]["valueAddress"].update(district="2C004"),
+            ("value", "Patient.extension[0].valueAddress.district"),
+        ),
+    ],
+)
 def test_patient_rules(mutate, expected):
     resource = patient()
     mutate(resource)
@@ -99,23 +123,39 @@ def test_nir_inconsistent_with_gender_is_a_warning_only():
     assert issues[0].expression == ["Patient.identifier[0].value"]
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda o: o["code"]["coding"][0].update(code="12345-6"), ("code-invalid", "Observation.code.coding[0]")),
-    (lambda o: o["code"]["coding"][0].update(system="http://example.org"), ("code-invalid", "Observation.code.coding[0]")),
-    (lambda o: o.update(status="done"), ("code-invalid", "Observation.status")),
-    (lambda o: o["valueCodeableConcept"]["coding"][0].update(code="10828004x"),
-     ("code-invalid", "Observation.valueCodeableConcept.coding[0]")),
-    (lambda o: o.pop("effectiveDateTime"), ("required", "Observation.effective")),
-    (lambda o: o.pop("performer"), ("required", "Observation.performer")),
-    (lambda o: o.pop("subject"), ("required", "Observation.subject")),
-    (lambda o: o.update(subject={"reference": "Group/g1"}), ("structure", "Observation.subject.reference")),
-    (lambda o: o.update(performer=[{"reference": "Patient/p1"}]), ("structure", "Observation.performer[0].reference")),
-    (lambda o: (o.pop("effectiveDateTime"), o.update(effectivePeriod={"start": "2024-05-02"})),
-     ("structure", "Observation.effectivePeriod")),
-    (lambda o: (o.pop("valueCodeableConcept"), o.update(valueString="positif")), ("structure", "Observation.valueString")),
-    (lambda o: o.pop("valueCodeableConcept"), ("required", "Observation.value")),
-    (lambda o: o.update(effectiveDateTime="2999-01-01T00:00:00Z"), ("value", "Observation.effectiveDateTime")),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda o: o["code"]["coding"][0].update(code="12345-6"), ("code-invalid", "Observation.code.coding[0]")),
+        (
+            lambda o: o["code"]["coding"][0].update(system="http://example.org"),
+            ("code-invalid", "Observation.code.coding[0]"),
+        ),
+        (lambda o: o.update(status="done"), ("code-invalid", "Observation.status")),
+        (
+            lambda o: o["valueCodeableConcept"]["coding"][0].update(code="10828004x"),
+            ("code-invalid", "Observation.valueCodeableConcept.coding[0]"),
+        ),
+        (lambda o: o.pop("effectiveDateTime"), ("required", "Observation.effective")),
+        (lambda o: o.pop("performer"), ("required", "Observation.performer")),
+        (lambda o: o.pop("subject"), ("required", "Observation.subject")),
+        (lambda o: o.update(subject={"reference": "Group/g1"}), ("structure", "Observation.subject.reference")),
+        (
+            lambda o: o.update(performer=[{"reference": "Patient/p1"}]),
+            ("structure", "Observation.performer[0].reference"),
+        ),
+        (
+            lambda o: (o.pop("effectiveDateTime"), o.update(effectivePeriod={"start": "2024-05-02"})),
+            ("structure", "Observation.effectivePeriod"),
+        ),
+        (
+            lambda o: (o.pop("valueCodeableConcept"), o.update(valueString="positif")),
+            ("structure", "Observation.valueString"),
+        ),
+        (lambda o: o.pop("valueCodeableConcept"), ("required", "Observation.value")),
+        (lambda o: o.update(effectiveDateTime="2999-01-01T00:00:00Z"), ("value", "Observation.effectiveDateTime")),
+    ],
+)
 def test_observation_rules(mutate, expected):
     resource = observation()
     mutate(resource)
@@ -146,13 +186,17 @@ def test_wrong_display_is_a_warning_and_french_display_is_accepted():
     resource["valueCodeableConcept"]["coding"][0]["display"] = "Positive-ish"
     issues = engine.validate_resource(resource)
     assert [(i.severity, i.expression[0]) for i in issues] == [
-        ("warning", "Observation.valueCodeableConcept.coding[0].display")]
+        ("warning", "Observation.valueCodeableConcept.coding[0].display")
+    ]
 
 
 def test_specimen_rules():
-    specimen = {"resourceType": "Specimen", "subject": {"reference": "Patient/p1"},
-                "type": {"coding": [{"system": SNOMED, "code": "258500001"}]},
-                "collection": {"collectedDateTime": "2024-05-02T09:00:00+02:00"}}
+    specimen = {
+        "resourceType": "Specimen",
+        "subject": {"reference": "Patient/p1"},
+        "type": {"coding": [{"system": SNOMED, "code": "258500001"}]},
+        "collection": {"collectedDateTime": "2024-05-02T09:00:00+02:00"},
+    }
     assert engine.validate_resource(specimen) == []
     no_time = copy.deepcopy(specimen)
     no_time["collection"] = {"quantity": {"value": 1}}
@@ -166,9 +210,14 @@ def test_specimen_rules():
 
 
 def test_service_request_dossier_identifier():
-    request = {"resourceType": "ServiceRequest", "status": "completed", "intent": "order",
-               "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Organization/o1"}],
-               "identifier": [{"system": "https://sidep.example.fr/dossier/750712184", "value": "240502000123"}]}
+    request = {
+        "resourceType": "ServiceRequest",
+        "status": "completed",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Organization/o1"}],
+        "identifier": [{"system": "https://sidep.example.fr/dossier/750712184", "value": "240502000123"}],
+    }
     assert engine.validate_resource(request) == []
     bad_lab = copy.deepcopy(request)
     bad_lab["identifier"][0]["system"] = "https://sidep.example.fr/dossier/750712185"
@@ -184,9 +233,14 @@ def test_service_request_dossier_identifier():
 def test_a_dossier_system_is_scoped_to_a_finess_or_to_an_rpps():
     """A nurse or doctor without organisation numbers their dossiers in .../dossier/rpps-<RPPS>."""
     rpps = "10000000009"  # 11 digits, valid Luhn key
-    request = {"resourceType": "ServiceRequest", "status": "completed", "intent": "order",
-               "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Practitioner/pr1"}],
-               "identifier": [{"system": f"https://sidep.example.fr/dossier/rpps-{rpps}", "value": "240502000123"}]}
+    request = {
+        "resourceType": "ServiceRequest",
+        "status": "completed",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Practitioner/pr1"}],
+        "identifier": [{"system": f"https://sidep.example.fr/dossier/rpps-{rpps}", "value": "240502000123"}],
+    }
     assert engine.validate_resource(request) == []
     short = copy.deepcopy(request)
     short["identifier"][0]["system"] = "https://sidep.example.fr/dossier/rpps-1234"
@@ -204,10 +258,15 @@ def test_a_dossier_system_is_scoped_to_a_finess_or_to_an_rpps():
 
 
 def test_diagnostic_report_rules():
-    report = {"resourceType": "DiagnosticReport", "status": "final",
-              "code": {"coding": [{"system": LOINC, "code": "94500-6"}]}, "subject": {"reference": "Patient/p1"},
-              "issued": "2024-05-02T18:00:00+02:00", "performer": [{"reference": "Organization/o1"}],
-              "result": [{"reference": "Observation/o1"}]}
+    report = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "94500-6"}]},
+        "subject": {"reference": "Patient/p1"},
+        "issued": "2024-05-02T18:00:00+02:00",
+        "performer": [{"reference": "Organization/o1"}],
+        "result": [{"reference": "Observation/o1"}],
+    }
     assert engine.validate_resource(report) == []
     report.pop("result")
     report["status"] = "finished"
@@ -231,11 +290,23 @@ def test_organization_rules():
 
 
 def test_custom_profile_with_fixed_pattern_and_max():
-    sd = {"resourceType": "StructureDefinition", "url": "https://example.org/sd/strict-obs", "name": "Strict",
-          "type": "Observation", "differential": {"element": [
-              {"path": "Observation.status", "fixedCode": "final"},
-              {"path": "Observation.category", "min": 1, "max": "1",
-               "patternCodeableConcept": {"coding": [{"code": "laboratory"}]}}]}}
+    sd = {
+        "resourceType": "StructureDefinition",
+        "url": "https://example.org/sd/strict-obs",
+        "name": "Strict",
+        "type": "Observation",
+        "differential": {
+            "element": [
+                {"path": "Observation.status", "fixedCode": "final"},
+                {
+                    "path": "Observation.category",
+                    "min": 1,
+                    "max": "1",
+                    "patternCodeableConcept": {"coding": [{"code": "laboratory"}]},
+                },
+            ]
+        },
+    }
     engine.register_profile(sd)
     resource = observation()
     resource["status"] = "amended"
@@ -284,7 +355,11 @@ def test_normalise_rewrites_phones_and_old_finess_without_touching_input():
     normalised = engine.normalise_resource(source)
     assert source == original
     assert [t["value"] for t in normalised["telecom"]] == [
-        "+33612345678", "elodie.lefevre@example.fr", "+262692123456", "06.12.34.56.78"]
+        "+33612345678",
+        "elodie.lefevre@example.fr",
+        "+262692123456",
+        "06.12.34.56.78",
+    ]
     org = organization()
     org["identifier"][0]["system"] = FINESS_OLD
     org["partOf"] = {"identifier": {"system": FINESS_OLD, "value": "750712184"}}

@@ -3,6 +3,7 @@ batch), in both server modes: `Type/id`, `Type/id/_history/n`, an absolute URL e
 `#contained`, and inside a Bundle `urn:uuid:`, `urn:oid:` and `Type?criteria`. Anything else
 (`Patient/1?`, `Patient/1#x`, `Patient//1`, `./Patient/1`...) is a 400 at the element, with nothing
 written, where it used to be stored and half-resolved later (search keys, authorisation)."""
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,22 @@ from profiles.base_validation import reference_problem, reference_type, relative
 
 from .conftest import FhirClient
 
-BAD_FORMS = ["{type}/{id}?", "{type}/{id}#x", "{type}//{id}", "./{type}/{id}", "/{type}/{id}", "{type}/{id}/",
-             "{type}/{id}/_history/", "{type}/{id}/extra", "{type} /{id}", "{type}/{id}?_format=json",
-             "http://testserver/fhir/{type}//{id}", "{type}?", "urn:uuid:", "#a/b"]
+BAD_FORMS = [
+    "{type}/{id}?",
+    "{type}/{id}#x",
+    "{type}//{id}",
+    "./{type}/{id}",
+    "/{type}/{id}",
+    "{type}/{id}/",
+    "{type}/{id}/_history/",
+    "{type}/{id}/extra",
+    "{type} /{id}",
+    "{type}/{id}?_format=json",
+    "http://testserver/fhir/{type}//{id}",
+    "{type}?",
+    "urn:uuid:",
+    "#a/b",
+]
 
 
 @pytest.fixture(params=["plain R4", "profiles"])
@@ -90,9 +104,13 @@ def test_malformed_references_are_refused_on_every_write_path(world, rtype, elem
 def test_the_valid_forms_are_accepted(world):
     client, bundle, stored = world
     patient, specimen = stored["Patient"], stored["Specimen"]
-    for value in (f"Patient/{patient['id']}", f"Patient/{patient['id']}/_history/1",
-                  f"http://testserver/fhir/Patient/{patient['id']}", "https://other.example/fhir/Patient/p-1.a",
-                  f"http://other.example/base/fhir/Patient/{patient['id']}/_history/2"):
+    for value in (
+        f"Patient/{patient['id']}",
+        f"Patient/{patient['id']}/_history/1",
+        f"http://testserver/fhir/Patient/{patient['id']}",
+        "https://other.example/fhir/Patient/p-1.a",
+        f"http://other.example/base/fhir/Patient/{patient['id']}/_history/2",
+    ):
         response = client.put(f"/fhir/Specimen/{specimen['id']}", json=with_reference(specimen, ("subject",), value))
         assert response.status_code == 200, (value, response.get_data(as_text=True))
     # inside a transaction: urn:uuid: (the generator's bundle already), urn:oid: and conditional references
@@ -100,23 +118,39 @@ def test_the_valid_forms_are_accepted(world):
     ins = next(i for i in patient["identifier"] if i["system"].startswith("urn:oid:1.2.250.1.213.1.4."))
     conditional = copy.deepcopy(bundle)
     conditional["entry"][index]["resource"]["subject"] = {
-        "reference": f"Patient?identifier={ins['system']}|{ins['value']}"}
+        "reference": f"Patient?identifier={ins['system']}|{ins['value']}"
+    }
     response = client.post("/fhir", json=conditional)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["entry"][index]["resource"]["subject"]["reference"] == f"Patient/{patient['id']}"
 
 
 def test_contained_references_are_accepted(client):
-    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "test"},
-                   "contained": [{"resourceType": "Patient", "id": "p1"}], "subject": {"reference": "#p1"}}
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "test"},
+        "contained": [{"resourceType": "Patient", "id": "p1"}],
+        "subject": {"reference": "#p1"},
+    }
     assert client.post("/fhir/Observation", json=observation).status_code == 201
 
 
-@pytest.mark.parametrize("value", ["urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "urn:oid:1.2.250.1.71",
-                                   "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|1"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+        "urn:oid:1.2.250.1.71",
+        "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|1",
+    ],
+)
 def test_bundle_local_references_are_refused_outside_a_bundle(client, value):
-    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "test"},
-                   "subject": {"reference": value}}
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "test"},
+        "subject": {"reference": value},
+    }
     response = client.post("/fhir/Observation", json=observation)
     refused_at(response, "Observation.subject.reference")
     assert "Bundle" in response.get_json()["issue"][0]["diagnostics"]

@@ -1,6 +1,7 @@
 """Required bindings of R4 core elements are checked on every write, in plain R4 mode as with the
 SI-DEP profiles: a code outside its element's code list is 400 with the element's location, and
 nothing is written."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,36 +18,90 @@ from tests.test_bad_input import outcome, total
 BAD_CODES = [
     ({"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}}, "Observation.status"),
     ({"resourceType": "DiagnosticReport", "status": "done", "code": {"text": "x"}}, "DiagnosticReport.status"),
-    ({"resourceType": "ServiceRequest", "status": "busy", "intent": "order", "subject": {"reference": "Patient/p"}},
-     "ServiceRequest.status"),
-    ({"resourceType": "ServiceRequest", "status": "active", "intent": "wish", "subject": {"reference": "Patient/p"}},
-     "ServiceRequest.intent"),
+    (
+        {"resourceType": "ServiceRequest", "status": "busy", "intent": "order", "subject": {"reference": "Patient/p"}},
+        "ServiceRequest.status",
+    ),
+    (
+        {"resourceType": "ServiceRequest", "status": "active", "intent": "wish", "subject": {"reference": "Patient/p"}},
+        "ServiceRequest.intent",
+    ),
     ({"resourceType": "Specimen", "status": "lost"}, "Specimen.status"),
     ({"resourceType": "Patient", "gender": "f"}, "Patient.gender"),
-    ({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "1"}, {"system": "pigeon", "value": "2"}]},
-     "Patient.telecom[1].system"),
-    ({"resourceType": "Patient", "telecom": [{"system": "phone", "use": "office", "value": "1"}]},
-     "Patient.telecom[0].use"),
+    (
+        {"resourceType": "Patient", "telecom": [{"system": "phone", "value": "1"}, {"system": "pigeon", "value": "2"}]},
+        "Patient.telecom[1].system",
+    ),
+    (
+        {"resourceType": "Patient", "telecom": [{"system": "phone", "use": "office", "value": "1"}]},
+        "Patient.telecom[0].use",
+    ),
     ({"resourceType": "Patient", "identifier": [{"use": "main", "value": "1"}]}, "Patient.identifier[0].use"),
     ({"resourceType": "Patient", "name": [{"use": "nick", "family": "A"}]}, "Patient.name[0].use"),
     ({"resourceType": "Patient", "address": [{"use": "holiday"}]}, "Patient.address[0].use"),
     ({"resourceType": "Patient", "address": [{"type": "postal"}, {"type": "mail"}]}, "Patient.address[1].type"),
     ({"resourceType": "Patient", "contact": [{"gender": "x"}]}, "Patient.contact[0].gender"),
-    ({"resourceType": "Subscription", "status": "on", "reason": "r", "criteria": "Observation?",
-      "channel": {"type": "rest-hook"}}, "Subscription.status"),
-    ({"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": "Observation?",
-      "channel": {"type": "carrier-pigeon"}}, "Subscription.channel.type"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "valueQuantity": {"value": 1, "comparator": "~"}}, "Observation.valueQuantity.comparator"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "component": [{"code": {"text": "c"}, "referenceRange": [{"low": {"value": 1, "comparator": "=="}}]}]},
-     "Observation.component[0].referenceRange[0].low.comparator"),
-    ({"resourceType": "Patient", "extension": [{"url": "http://example.org/x", "valueContactPoint": {"system": "telex"}}]},
-     "Patient.extension[0].valueContactPoint.system"),
-    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-      "contained": [{"resourceType": "Patient", "id": "p", "gender": "m"}]}, "Observation.contained[0].gender"),
-    ({"resourceType": "Patient", "text": {"status": "written", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}},
-     "Patient.text.status"),
+    (
+        {
+            "resourceType": "Subscription",
+            "status": "on",
+            "reason": "r",
+            "criteria": "Observation?",
+            "channel": {"type": "rest-hook"},
+        },
+        "Subscription.status",
+    ),
+    (
+        {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "r",
+            "criteria": "Observation?",
+            "channel": {"type": "carrier-pigeon"},
+        },
+        "Subscription.channel.type",
+    ),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "valueQuantity": {"value": 1, "comparator": "~"},
+        },
+        "Observation.valueQuantity.comparator",
+    ),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "component": [{"code": {"text": "c"}, "referenceRange": [{"low": {"value": 1, "comparator": "=="}}]}],
+        },
+        "Observation.component[0].referenceRange[0].low.comparator",
+    ),
+    (
+        {
+            "resourceType": "Patient",
+            "extension": [{"url": "http://example.org/x", "valueContactPoint": {"system": "telex"}}],
+        },
+        "Patient.extension[0].valueContactPoint.system",
+    ),
+    (
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "contained": [{"resourceType": "Patient", "id": "p", "gender": "m"}],
+        },
+        "Observation.contained[0].gender",
+    ),
+    (
+        {
+            "resourceType": "Patient",
+            "text": {"status": "written", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+        },
+        "Patient.text.status",
+    ),
     ({"resourceType": "Communication", "status": "sent"}, "Communication.status"),
     ({"resourceType": "CodeSystem", "status": "live", "content": "complete"}, "CodeSystem.status"),
 ]
@@ -73,22 +128,46 @@ def test_the_same_with_the_sidep_profiles_on(enforcing, resource, where):
 
 
 def test_every_code_of_the_list_is_accepted(client):
-    for status in ("registered", "preliminary", "final", "amended", "corrected", "cancelled",
-                   "entered-in-error", "unknown"):
-        response = client.post("/fhir/Observation", json={"resourceType": "Observation", "status": status,
-                                                           "code": {"text": "x"}})
+    for status in (
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ):
+        response = client.post(
+            "/fhir/Observation", json={"resourceType": "Observation", "status": status, "code": {"text": "x"}}
+        )
         assert response.status_code == 201, response.get_data(as_text=True)
 
 
 def test_update_and_transaction_are_checked_and_located(client):
     made = client.create({"resourceType": "Patient", "gender": "female"})
-    issues = outcome(client.put(f"/fhir/Patient/{made['id']}", json={"resourceType": "Patient", "id": made["id"],
-                                                                     "gender": "femme"}), 400)
+    issues = outcome(
+        client.put(
+            f"/fhir/Patient/{made['id']}", json={"resourceType": "Patient", "id": made["id"], "gender": "femme"}
+        ),
+        400,
+    )
     assert issues[0]["expression"] == ["Patient.gender"]
     assert client.get(f"/fhir/Patient/{made['id']}").get_json()["gender"] == "female"
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Specimen", "status": "gone"}, "request": {"method": "POST", "url": "Specimen"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "gender": "male"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Specimen", "status": "gone"},
+                "request": {"method": "POST", "url": "Specimen"},
+            },
+        ],
+    }
     issues = outcome(client.post("/fhir", json=bundle), 400)
     assert issues[0]["expression"] == ["Bundle.entry[1].resource.status"]
     assert total(client, "Patient") == 1 and total(client, "Specimen") == 0
@@ -114,9 +193,24 @@ def test_the_project_code_lists_agree_with_the_r4_definitions():
 
 def test_the_table_reaches_every_named_element():
     elements = load()["elements"]
-    for path in ("Observation.status", "DiagnosticReport.status", "ServiceRequest.status", "ServiceRequest.intent",
-                 "Specimen.status", "Patient.gender", "ContactPoint.system", "ContactPoint.use", "Identifier.use",
-                 "HumanName.use", "Address.use", "Address.type", "Bundle.type", "Subscription.status",
-                 "Subscription.channel.type", "AuditEvent.action", "Timing.repeat.when"):
+    for path in (
+        "Observation.status",
+        "DiagnosticReport.status",
+        "ServiceRequest.status",
+        "ServiceRequest.intent",
+        "Specimen.status",
+        "Patient.gender",
+        "ContactPoint.system",
+        "ContactPoint.use",
+        "Identifier.use",
+        "HumanName.use",
+        "Address.use",
+        "Address.type",
+        "Bundle.type",
+        "Subscription.status",
+        "Subscription.channel.type",
+        "AuditEvent.action",
+        "Timing.repeat.when",
+    ):
         structure, name = path.rsplit(".", 1)
         assert "codes" in elements[structure][name], path

@@ -2,15 +2,16 @@
 descending sorts on repeating elements, `:[type]` on reference parameters, `:text` and `:missing` on
 text-only concepts, and the escapes of search values. Each runs with the SI-DEP profiles on and off
 where the types allow it (Practitioner and Communication have no SI-DEP profile)."""
+
 from __future__ import annotations
 
 import pytest
 
 from fhir_server import create_app
+from fhir_server.context import plan_builder
 from fhir_server.search.extract import sort_keys
 from fhir_server.search.registry import compound_indexes
 from fhir_server.storage.mongo import index_plan
-from fhir_server.context import plan_builder
 from tests.conftest import FhirClient
 from tests.test_search_params import found, issue_expressions, matches, search
 from tests.test_search_results import follow, links
@@ -67,16 +68,24 @@ def test_descending_sort_on_repeating_dates_uses_the_latest(client):
 
 
 def test_descending_sort_on_a_period_uses_its_end(client):
-    long = client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                          "effectivePeriod": {"start": "2021-03-01", "end": "2021-03-20"}})["id"]
+    long = client.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "effectivePeriod": {"start": "2021-03-01", "end": "2021-03-20"},
+        }
+    )["id"]
     day = timed_observation(client, "2021-03-10")
     assert matches(search(client, "Observation", [("_sort", "date")])) == [long, day]
     assert matches(search(client, "Observation", [("_sort", "-date")])) == [long, day]
 
 
 def test_keyset_paging_on_a_descending_repeating_sort_repeats_and_skips_nothing(client):
-    latest = {timed_observation(client, f"2021-03-0{lo}T10:00:00Z", f"2021-03-{hi}T10:00:00Z"): hi
-              for lo, hi in ((1, 11), (2, 15), (3, 12), (4, 15), (5, 19))}
+    latest = {
+        timed_observation(client, f"2021-03-0{lo}T10:00:00Z", f"2021-03-{hi}T10:00:00Z"): hi
+        for lo, hi in ((1, 11), (2, 15), (3, 12), (4, 15), (5, 19))
+    }
     latest.update({timed_observation(client, f"2021-03-{day}T10:00:00Z"): day for day in (13, 17)})
     pages = [search(client, "Observation", [("_sort", "-date"), ("_count", "2")])]
     while "next" in links(pages[-1]):
@@ -100,8 +109,9 @@ def test_newest_first_sorts_match_a_compound_index(app):
     with app.app_context():
         plan = plan_builder().build("Observation", [("patient", "p1"), ("_sort", "-date")])
     assert ["s.patient"] + [f for f, _ in plan.sort] in compound_indexes()["Observation"]
-    index = next(keys for keys in index_plan(["Observation"])["Observation"] if keys[0][0] == "s.patient"
-                 and len(keys) == 3)
+    index = next(
+        keys for keys in index_plan(["Observation"])["Observation"] if keys[0][0] == "s.patient" and len(keys) == 3
+    )
     assert index[1:] == plan.sort
 
 
@@ -207,10 +217,12 @@ def test_reindex_rewrites_the_index_fields_of_stored_resources(app, client, sett
     db["Observation"].update_many({}, {"$set": {"o": {"date": datetime(2021, 3, 1)}}})
     db["Practitioner"].update_one({"_id": barred}, {"$set": {"s.identifier": ["a|b", "urn:example:rpps|a|b"]}})
     assert found(client, "Practitioner", ("identifier", r"a\|b")) == set()
-    env = dict(os.environ, MONGODB_URI=settings.mongodb_uri, MONGODB_DB=settings.mongodb_db,
-               FHIR_BASE_URL=settings.base_url)
-    done = subprocess.run([sys.executable, "-m", "fhir_server", "reindex"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = dict(
+        os.environ, MONGODB_URI=settings.mongodb_uri, MONGODB_DB=settings.mongodb_db, FHIR_BASE_URL=settings.base_url
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "reindex"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "Observation: 2 rewritten" in done.stdout and "Practitioner: 1 rewritten" in done.stdout
     assert matches(search(client, "Observation", [("_sort", "-date")])) == [spread, middle]

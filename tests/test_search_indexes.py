@@ -1,6 +1,7 @@
 """Index use: with the indexes created at start, the common searches are index scans, and every
 query shape still gives the right answer when an index serves it (an index must never change a
 result)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,21 @@ import pytest
 from fhir_server import create_app
 from fhir_server.context import plan_builder, store
 from tests.conftest import FhirClient
-from tests.test_search_params import (ANTIGEN, DETECTED, DOSSIER, INS, LOINC, PCR, SNOMED, found, lab_result,
-                                      matches, organization, patient, search)
+from tests.test_search_params import (
+    ANTIGEN,
+    DETECTED,
+    DOSSIER,
+    INS,
+    LOINC,
+    PCR,
+    SNOMED,
+    found,
+    lab_result,
+    matches,
+    organization,
+    patient,
+    search,
+)
 
 
 @pytest.fixture

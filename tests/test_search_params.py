@@ -3,6 +3,7 @@ reference, date), chains, _has, :missing, comma OR and repeated-parameter AND.
 
 Every test writes its own synthetic data through the API and searches it back over HTTP.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -51,35 +52,79 @@ def patient(client, family="Dupont", given=("Jean",), **extra) -> dict:
 
 
 def organization(client, name, finess, **extra) -> dict:
-    return client.create({"resourceType": "Organization", "name": name,
-                          "identifier": [{"system": FINESS, "value": finess}], **extra})
+    return client.create(
+        {"resourceType": "Organization", "name": name, "identifier": [{"system": FINESS, "value": finess}], **extra}
+    )
 
 
-def lab_result(client, patient_id: str, org_id: str, dossier: str, when: str, positive: bool,
-               code: str = PCR, subject_ref: str | None = None) -> dict[str, dict]:
+def lab_result(
+    client,
+    patient_id: str,
+    org_id: str,
+    dossier: str,
+    when: str,
+    positive: bool,
+    code: str = PCR,
+    subject_ref: str | None = None,
+) -> dict[str, dict]:
     """One laboratory dossier: ServiceRequest, Specimen, Observation, DiagnosticReport."""
     subject = {"reference": subject_ref or f"Patient/{patient_id}"}
     lab = {"reference": f"Organization/{org_id}"}
-    concept = {"coding": [{"system": LOINC, "code": code, "display": "SARS-CoV-2 ARN (détection)"}],
-               "text": "Recherche SARS-CoV-2"}
-    sr = client.create({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
-                        "identifier": [{"system": DOSSIER, "value": dossier}], "code": concept,
-                        "subject": subject, "authoredOn": when, "requester": lab, "performer": [lab]})
-    sp = client.create({"resourceType": "Specimen", "identifier": [{"system": DOSSIER, "value": dossier}],
-                        "type": {"coding": [{"system": SNOMED, "code": NASOPHARYNGEAL}]},
-                        "subject": subject, "collection": {"collectedDateTime": when}})
+    concept = {
+        "coding": [{"system": LOINC, "code": code, "display": "SARS-CoV-2 ARN (détection)"}],
+        "text": "Recherche SARS-CoV-2",
+    }
+    sr = client.create(
+        {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "identifier": [{"system": DOSSIER, "value": dossier}],
+            "code": concept,
+            "subject": subject,
+            "authoredOn": when,
+            "requester": lab,
+            "performer": [lab],
+        }
+    )
+    sp = client.create(
+        {
+            "resourceType": "Specimen",
+            "identifier": [{"system": DOSSIER, "value": dossier}],
+            "type": {"coding": [{"system": SNOMED, "code": NASOPHARYNGEAL}]},
+            "subject": subject,
+            "collection": {"collectedDateTime": when},
+        }
+    )
     result = DETECTED if positive else NOT_DETECTED
-    obs = client.create({"resourceType": "Observation", "status": "final", "code": concept,
-                         "identifier": [{"system": DOSSIER, "value": dossier}],
-                         "subject": subject, "effectiveDateTime": when,
-                         "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": result}]},
-                         "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
-                         "specimen": {"reference": f"Specimen/{sp['id']}"}, "performer": [lab]})
-    dr = client.create({"resourceType": "DiagnosticReport", "status": "final", "code": concept,
-                        "identifier": [{"system": DOSSIER, "value": dossier}],
-                        "subject": subject, "effectiveDateTime": when, "issued": when,
-                        "result": [{"reference": f"Observation/{obs['id']}"}],
-                        "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}], "performer": [lab]})
+    obs = client.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": concept,
+            "identifier": [{"system": DOSSIER, "value": dossier}],
+            "subject": subject,
+            "effectiveDateTime": when,
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": result}]},
+            "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
+            "specimen": {"reference": f"Specimen/{sp['id']}"},
+            "performer": [lab],
+        }
+    )
+    dr = client.create(
+        {
+            "resourceType": "DiagnosticReport",
+            "status": "final",
+            "code": concept,
+            "identifier": [{"system": DOSSIER, "value": dossier}],
+            "subject": subject,
+            "effectiveDateTime": when,
+            "issued": when,
+            "result": [{"reference": f"Observation/{obs['id']}"}],
+            "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
+            "performer": [lab],
+        }
+    )
     return {"sr": sr, "sp": sp, "obs": obs, "dr": dr}
 
 
@@ -93,6 +138,7 @@ def test_id_single_and_comma_or(client):
 
 def test_last_updated(client):
     import time
+
     first = patient(client, "Premier")
     time.sleep(0.02)
     second = patient(client, "Second")
@@ -117,7 +163,10 @@ def test_identifier_token_forms(client, rtype):
     assert found(client, rtype, ("identifier", "|1840512345678")) == {no_system["id"]}
     assert found(client, rtype, ("identifier", f"{INS}|")) == {with_system["id"]}
     assert found(client, rtype, ("identifier", f"{INS}|999")) == set()
-    assert found(client, rtype, ("identifier", f"{INS}|1840512345678,urn:other|999")) == {with_system["id"], other["id"]}
+    assert found(client, rtype, ("identifier", f"{INS}|1840512345678,urn:other|999")) == {
+        with_system["id"],
+        other["id"],
+    }
     assert found(client, rtype, ("identifier:not", f"{INS}|1840512345678")) == {no_system["id"], other["id"]}
 
 
@@ -126,8 +175,12 @@ def test_identifier_on_clinical_types(client):
     org = organization(client, "Laboratoire Test", "010000024")
     one = lab_result(client, p["id"], org["id"], "D-0001", "2021-03-04T10:00:00Z", True)
     lab_result(client, p["id"], org["id"], "D-0002", "2021-03-05T10:00:00Z", False)
-    for key, rtype in (("sr", "ServiceRequest"), ("sp", "Specimen"), ("obs", "Observation"),
-                       ("dr", "DiagnosticReport")):
+    for key, rtype in (
+        ("sr", "ServiceRequest"),
+        ("sp", "Specimen"),
+        ("obs", "Observation"),
+        ("dr", "DiagnosticReport"),
+    ):
         assert found(client, rtype, ("identifier", f"{DOSSIER}|D-0001")) == {one[key]["id"]}, rtype
         assert found(client, rtype, ("identifier", "D-0001")) == {one[key]["id"]}, rtype
 
@@ -177,13 +230,24 @@ def test_string_comma_or_and_repeated_and(client):
 
 
 def test_patient_demographics(client):
-    f = patient(client, "Durand", ("Alice",), gender="female", birthDate="1990-03-04",
-                telecom=[{"system": "phone", "value": "0612345678"},
-                         {"system": "email", "value": "alice.durand@example.org"}],
-                address=[{"line": ["1 rue de la Paix"], "city": "Paris", "postalCode": "75011"}])
-    m = patient(client, "Durand", ("Bruno",), gender="male", birthDate="1985-12-31",
-                telecom=[{"system": "email", "value": "0612345678"}],
-                address=[{"city": "Lyon", "postalCode": "69003"}])
+    f = patient(
+        client,
+        "Durand",
+        ("Alice",),
+        gender="female",
+        birthDate="1990-03-04",
+        telecom=[{"system": "phone", "value": "0612345678"}, {"system": "email", "value": "alice.durand@example.org"}],
+        address=[{"line": ["1 rue de la Paix"], "city": "Paris", "postalCode": "75011"}],
+    )
+    m = patient(
+        client,
+        "Durand",
+        ("Bruno",),
+        gender="male",
+        birthDate="1985-12-31",
+        telecom=[{"system": "email", "value": "0612345678"}],
+        address=[{"city": "Lyon", "postalCode": "69003"}],
+    )
     nobody = patient(client, "Durand", ("Chris",))
     assert found(client, "Patient", ("gender", "female")) == {f["id"]}
     assert found(client, "Patient", ("gender", "male,female")) == {f["id"], m["id"]}
@@ -213,19 +277,34 @@ def test_patient_demographics(client):
 # -- token --------------------------------------------------------------------------------------
 def test_token_forms_and_modifiers(client):
     p = patient(client)
-    loinc = client.create({"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{p['id']}"},
-                           "code": {"coding": [{"system": LOINC, "code": PCR, "display": "SARS-CoV-2 ARN Détection"}]}})
-    antigen = client.create({"resourceType": "Observation", "status": "preliminary",
-                             "code": {"coding": [{"system": LOINC, "code": ANTIGEN}], "text": "Test antigénique"}})
+    loinc = client.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "subject": {"reference": f"Patient/{p['id']}"},
+            "code": {"coding": [{"system": LOINC, "code": PCR, "display": "SARS-CoV-2 ARN Détection"}]},
+        }
+    )
+    antigen = client.create(
+        {
+            "resourceType": "Observation",
+            "status": "preliminary",
+            "code": {"coding": [{"system": LOINC, "code": ANTIGEN}], "text": "Test antigénique"},
+        }
+    )
     local = client.create({"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": PCR}]}})
-    other_system = client.create({"resourceType": "Observation", "status": "final",
-                                  "code": {"coding": [{"system": "urn:local", "code": PCR}]}})
+    other_system = client.create(
+        {"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "urn:local", "code": PCR}]}}
+    )
     everything = {loinc["id"], antigen["id"], local["id"], other_system["id"]}
     assert found(client, "Observation", ("code", PCR)) == {loinc["id"], local["id"], other_system["id"]}
     assert found(client, "Observation", ("code", f"{LOINC}|{PCR}")) == {loinc["id"]}
     assert found(client, "Observation", ("code", f"|{PCR}")) == {local["id"]}
     assert found(client, "Observation", ("code", f"{LOINC}|")) == {loinc["id"], antigen["id"]}
-    assert found(client, "Observation", ("code", f"{LOINC}|{ANTIGEN},urn:local|{PCR}")) == {antigen["id"], other_system["id"]}
+    assert found(client, "Observation", ("code", f"{LOINC}|{ANTIGEN},urn:local|{PCR}")) == {
+        antigen["id"],
+        other_system["id"],
+    }
     assert found(client, "Observation", ("code", f"{LOINC}|,|{PCR}")) == {loinc["id"], antigen["id"], local["id"]}
     assert found(client, "Observation", ("code:not", PCR)) == {antigen["id"]}
     assert found(client, "Observation", ("code:not", f"{LOINC}|{PCR}")) == everything - {loinc["id"]}
@@ -246,8 +325,15 @@ def test_reference_forms(client):
     p1, p2 = patient(client, "Un"), patient(client, "Deux")
     org = organization(client, "Laboratoire", "010000024")
     relative = lab_result(client, p1["id"], org["id"], "D-1", "2021-03-04T10:00:00Z", True)
-    absolute = lab_result(client, p2["id"], org["id"], "D-2", "2021-03-04T10:00:00Z", False,
-                          subject_ref=f"http://testserver/fhir/Patient/{p2['id']}")
+    absolute = lab_result(
+        client,
+        p2["id"],
+        org["id"],
+        "D-2",
+        "2021-03-04T10:00:00Z",
+        False,
+        subject_ref=f"http://testserver/fhir/Patient/{p2['id']}",
+    )
     o1, o2 = relative["obs"]["id"], absolute["obs"]["id"]
     for param in ("subject", "patient"):
         assert found(client, "Observation", (param, f"Patient/{p1['id']}")) == {o1}
@@ -293,7 +379,9 @@ def test_has_one_level(client):
     lab_result(client, neg["id"], org["id"], "D-2", "2021-03-04T10:00:00Z", False, code=ANTIGEN)
     assert found(client, "Patient", ("_has:Observation:patient:code", PCR)) == {pos["id"]}
     assert found(client, "Patient", ("_has:Observation:patient:code", f"{PCR},{ANTIGEN}")) == {pos["id"], neg["id"]}
-    assert found(client, "Patient", ("_has:Observation:subject:value-concept", f"{SNOMED}|{NOT_DETECTED}")) == {neg["id"]}
+    assert found(client, "Patient", ("_has:Observation:subject:value-concept", f"{SNOMED}|{NOT_DETECTED}")) == {
+        neg["id"]
+    }
     assert found(client, "Patient", ("_has:DiagnosticReport:patient:status", "final")) == {pos["id"], neg["id"]}
     assert found(client, "Patient", ("_has:Observation:patient:code", "0000-0")) == set()
     assert none["id"] not in found(client, "Patient", ("_has:Observation:patient:status", "final"))
@@ -340,8 +428,12 @@ def test_specimen_parameters(client, two_dossiers):
     assert found(client, "Specimen", ("collected", "2021-03")) == {a, b}
     assert found(client, "Specimen", ("type", f"{SNOMED}|{NASOPHARYNGEAL}")) == {a, b}
     assert found(client, "Specimen", ("type", "119342007")) == set()
-    period = client.create({"resourceType": "Specimen", "collection": {
-        "collectedPeriod": {"start": "2021-03-10T08:00:00Z", "end": "2021-03-10T09:00:00Z"}}})
+    period = client.create(
+        {
+            "resourceType": "Specimen",
+            "collection": {"collectedPeriod": {"start": "2021-03-10T08:00:00Z", "end": "2021-03-10T09:00:00Z"}},
+        }
+    )
     assert found(client, "Specimen", ("collected", "2021-03-10")) == {period["id"]}
     assert found(client, "Specimen", ("collected", "2021-03-10T08:30:00Z")) == set()  # not contained
     assert period["id"] in found(client, "Specimen", ("collected", "ap2021-03-10T08:30:00Z"))
@@ -382,11 +474,23 @@ def test_diagnostic_report_parameters(client, two_dossiers):
 
 
 def test_organization_parameters(client):
-    group = client.create({"resourceType": "Organization", "name": "Groupe Biologie Île-de-France",
-                           "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]})
-    site = organization(client, "Laboratoire Élysée", "750000010", alias=["Labo Champs"],
-                        partOf={"reference": f"Organization/{group['id']}"},
-                        type=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "other"}]}])
+    group = client.create(
+        {
+            "resourceType": "Organization",
+            "name": "Groupe Biologie Île-de-France",
+            "type": [
+                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}
+            ],
+        }
+    )
+    site = organization(
+        client,
+        "Laboratoire Élysée",
+        "750000010",
+        alias=["Labo Champs"],
+        partOf={"reference": f"Organization/{group['id']}"},
+        type=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "other"}]}],
+    )
     assert found(client, "Organization", ("name", "labo")) == {site["id"]}  # name and alias
     assert found(client, "Organization", ("name", "laboratoire elysee")) == {site["id"]}
     assert found(client, "Organization", ("name", "groupe biologie ile")) == {group["id"]}
@@ -395,20 +499,35 @@ def test_organization_parameters(client):
     assert found(client, "Organization", ("partof:missing", "true")) == {group["id"]}
     assert found(client, "Organization", ("type", "prov")) == {group["id"]}
     # FINESS identifiers sent under the older system spelling are found under either spelling
-    legacy = client.create({"resourceType": "Organization", "name": "Ancien",
-                            "identifier": [{"system": "http://finess.sante.gouv.fr", "value": "690000014"}]})
+    legacy = client.create(
+        {
+            "resourceType": "Organization",
+            "name": "Ancien",
+            "identifier": [{"system": "http://finess.sante.gouv.fr", "value": "690000014"}],
+        }
+    )
     assert found(client, "Organization", ("identifier", "http://finess.sante.gouv.fr|690000014")) == {legacy["id"]}
     assert found(client, "Organization", ("identifier", "https://finess.esante.gouv.fr|690000014")) == {legacy["id"]}
-    assert found(client, "Organization", ("type", "http://terminology.hl7.org/CodeSystem/organization-type|other")) == {site["id"]}
+    assert found(client, "Organization", ("type", "http://terminology.hl7.org/CodeSystem/organization-type|other")) == {
+        site["id"]
+    }
 
 
 # -- date ---------------------------------------------------------------------------------------
 @pytest.fixture
 def dated(client):
     """Observations whose dates test precision, time zones and periods."""
+
     def obs(**when):
-        return client.create({"resourceType": "Observation", "status": "final",
-                              "code": {"coding": [{"system": LOINC, "code": PCR}]}, **when})["id"]
+        return client.create(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": PCR}]},
+                **when,
+            }
+        )["id"]
+
     return {
         "o1": obs(effectiveDateTime="2021-03-04T23:30:00+02:00"),  # 2021-03-04T21:30Z
         "o2": obs(effectiveDateTime="2021-03-05T01:30:00+02:00"),  # 2021-03-04T23:30Z
@@ -473,8 +592,14 @@ def test_bad_date_is_400_naming_the_parameter(client, value):
 
 
 def test_date_fraction_of_second_has_its_own_precision(client):
-    obs = client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                         "effectiveDateTime": "2021-03-04T10:00:00.53Z"})["id"]
+    obs = client.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "effectiveDateTime": "2021-03-04T10:00:00.53Z",
+        }
+    )["id"]
     assert found(client, "Observation", ("date", "2021-03-04T10:00:00.5Z")) == {obs}  # 500-599 ms
     assert found(client, "Observation", ("date", "2021-03-04T10:00:00.53Z")) == {obs}
     assert found(client, "Observation", ("date", "2021-03-04T10:00:00.530Z")) == set()  # 530-539 not in 530

@@ -1,6 +1,7 @@
 """Search results: _count, _sort, _include/_revinclude, _summary, _total, _elements, Bundle links
 and keyset paging under concurrent writes, POST _search, errors and unknown parameters, deleted and
 updated resources."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
@@ -9,8 +10,7 @@ import pytest
 
 from fhir_server import create_app
 from tests.conftest import FhirClient
-from tests.test_search_params import (LOINC, PCR, issue_expressions, lab_result, matches, organization,
-                                      patient, search)
+from tests.test_search_params import LOINC, PCR, issue_expressions, lab_result, matches, organization, patient, search
 
 SUBSETTED = "SUBSETTED"
 
@@ -33,8 +33,15 @@ def outcomes(bundle: dict) -> list[dict]:
 
 
 def observation(client, when: str, status="final", **extra) -> dict:
-    return client.create({"resourceType": "Observation", "status": status, "effectiveDateTime": when,
-                          "code": {"coding": [{"system": LOINC, "code": PCR}]}, **extra})
+    return client.create(
+        {
+            "resourceType": "Observation",
+            "status": status,
+            "effectiveDateTime": when,
+            "code": {"coding": [{"system": LOINC, "code": PCR}]},
+            **extra,
+        }
+    )
 
 
 # -- _count ---------------------------------------------------------------------------------------
@@ -113,8 +120,11 @@ def test_include_and_revinclude(client):
 
     bundle = search(client, "Observation", [("_include", "Observation:patient"), ("_sort", "date")])
     assert matches(bundle) == [a["obs"]["id"], b["obs"]["id"]]
-    included = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]
-                if e["search"]["mode"] == "include"]
+    included = [
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "include"
+    ]
     assert sorted(included) == sorted([("Patient", alice["id"]), ("Patient", bob["id"])])
     assert all(e["fullUrl"].startswith("http://testserver/fhir/") for e in bundle["entry"])
 
@@ -124,17 +134,29 @@ def test_include_and_revinclude(client):
     bundle = search(client, "Observation", [("_include", "Observation:performer:Practitioner")])
     assert [e for e in bundle["entry"] if e["search"]["mode"] == "include"] == []
 
-    bundle = search(client, "DiagnosticReport", [("patient", alice["id"]), ("_include", "DiagnosticReport:result"),
-                                                 ("_include", "DiagnosticReport:based-on")])
+    bundle = search(
+        client,
+        "DiagnosticReport",
+        [("patient", alice["id"]), ("_include", "DiagnosticReport:result"), ("_include", "DiagnosticReport:based-on")],
+    )
     assert matches(bundle) == [a["dr"]["id"]]
-    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]
-            if e["search"]["mode"] == "include"} == {("Observation", a["obs"]["id"]), ("ServiceRequest", a["sr"]["id"])}
+    assert {
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "include"
+    } == {("Observation", a["obs"]["id"]), ("ServiceRequest", a["sr"]["id"])}
 
-    bundle = search(client, "Patient", [("_id", alice["id"]), ("_revinclude", "Observation:patient"),
-                                        ("_revinclude", "DiagnosticReport:subject")])
+    bundle = search(
+        client,
+        "Patient",
+        [("_id", alice["id"]), ("_revinclude", "Observation:patient"), ("_revinclude", "DiagnosticReport:subject")],
+    )
     assert matches(bundle) == [alice["id"]]
-    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]
-            if e["search"]["mode"] == "include"} == {("Observation", a["obs"]["id"]), ("DiagnosticReport", a["dr"]["id"])}
+    assert {
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "include"
+    } == {("Observation", a["obs"]["id"]), ("DiagnosticReport", a["dr"]["id"])}
 
     # a deleted target is not included
     assert client.delete(f"/fhir/Patient/{bob['id']}").status_code in (200, 204)
@@ -143,8 +165,15 @@ def test_include_and_revinclude(client):
     assert [e for e in bundle["entry"] if e["search"]["mode"] == "include"] == []
 
 
-@pytest.mark.parametrize("param,value", [("_include", "Observation:code"), ("_include", "Patient:organization"),
-                                         ("_include", "nonsense"), ("_revinclude", "Observation:nosuch")])
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("_include", "Observation:code"),
+        ("_include", "Patient:organization"),
+        ("_include", "nonsense"),
+        ("_revinclude", "Observation:nosuch"),
+    ],
+)
 def test_bad_include_is_400(client, param, value):
     body = search(client, "Observation", [(param, value)], status=400)
     assert param in issue_expressions(body)
@@ -176,9 +205,15 @@ def _tags(resource):
 
 
 def test_summary_modes_and_elements_mark_subsetted(client):
-    p = patient(client, "Durand", ("Alice",), gender="female", birthDate="1990-03-04",
-                maritalStatus={"text": "Célibataire"},
-                text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Alice Durand</div>'})
+    p = patient(
+        client,
+        "Durand",
+        ("Alice",),
+        gender="female",
+        birthDate="1990-03-04",
+        maritalStatus={"text": "Célibataire"},
+        text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Alice Durand</div>'},
+    )
     full = search(client, "Patient", [("_id", p["id"])])["entry"][0]["resource"]
     assert SUBSETTED not in _tags(full) and "maritalStatus" in full
 
@@ -217,8 +252,11 @@ def _walk(client, first: dict, between=None) -> list[list[str]]:
 def test_paging_while_resources_are_created(client):
     originals = [observation(client, "2021-03-04T10:00:00Z")["id"] for _ in range(7)]
     added: list[str] = []
-    pages = _walk(client, search(client, "Observation", [("_count", "3")]),
-                  lambda n: added.append(observation(client, "2021-03-04T10:00:00Z")["id"]))
+    pages = _walk(
+        client,
+        search(client, "Observation", [("_count", "3")]),
+        lambda n: added.append(observation(client, "2021-03-04T10:00:00Z")["id"]),
+    )
     seen = [i for page in pages for i in page]
     assert len(seen) == len(set(seen)), "an entry was repeated"
     assert set(originals) <= set(seen), "an entry was skipped"
@@ -288,13 +326,21 @@ def test_post_search_equals_get(client):
     org = organization(client, "Laboratoire", "010000024")
     lab_result(client, alice["id"], org["id"], "D-1", "2021-03-04T10:00:00+02:00", True)
     lab_result(client, bob["id"], org["id"], "D-2", "2021-03-05T10:00:00Z", False)
-    params = [("date", "ge2021-03-04T00:00:00+01:00"), ("code", f"{LOINC}|{PCR}"), ("_sort", "-date"),
-              ("_include", "Observation:patient"), ("_count", "1")]
+    params = [
+        ("date", "ge2021-03-04T00:00:00+01:00"),
+        ("code", f"{LOINC}|{PCR}"),
+        ("_sort", "-date"),
+        ("_include", "Observation:patient"),
+        ("_count", "1"),
+    ]
     got = search(client, "Observation", params)
     from urllib.parse import urlencode
-    response = client.http.post("/fhir/Observation/_search", data=urlencode(params),
-                                headers={"Content-Type": "application/x-www-form-urlencoded",
-                                         "Accept": "application/fhir+json"})
+
+    response = client.http.post(
+        "/fhir/Observation/_search",
+        data=urlencode(params),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/fhir+json"},
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     posted = response.get_json()
     assert [e["resource"]["id"] for e in posted["entry"]] == [e["resource"]["id"] for e in got["entry"]]
@@ -302,9 +348,11 @@ def test_post_search_equals_get(client):
     # the next link of a POSTed search is a GET that continues it
     assert matches(follow(client, links(posted)["next"])) == matches(follow(client, links(got)["next"]))
     # parameters may be split between the URL and the body
-    response = client.http.post(f"/fhir/Observation/_search?patient={bob['id']}", data="status=final",
-                                headers={"Content-Type": "application/x-www-form-urlencoded",
-                                         "Accept": "application/fhir+json"})
+    response = client.http.post(
+        f"/fhir/Observation/_search?patient={bob['id']}",
+        data="status=final",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/fhir+json"},
+    )
     assert response.status_code == 200 and len(matches(response.get_json())) == 1
 
 
@@ -332,8 +380,16 @@ def test_unknown_parameter_is_400_with_strict_handling(client):
     assert len(matches(search(client, "Patient", [("family", "alice")], headers={"Prefer": "handling=strict"}))) == 1
 
 
-@pytest.mark.parametrize("param,value", [("gender:missing", "yes"), ("family:below", "x"), ("code:nosuch", "x"),
-                                         ("subject:identifier", "x|1"), ("_id:exact", "x")])
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("gender:missing", "yes"),
+        ("family:below", "x"),
+        ("code:nosuch", "x"),
+        ("subject:identifier", "x|1"),
+        ("_id:exact", "x"),
+    ],
+)
 def test_bad_modifier_or_value_is_400(client, param, value):
     rtype = "Observation" if param.split(":")[0] in ("code", "subject") else "Patient"
     body = search(client, rtype, [(param, value)], status=400)
@@ -357,8 +413,10 @@ def test_deleted_resource_is_not_found(client):
 def test_updated_resource_appears_once_with_its_new_version(client):
     p = patient(client, "Ancien", gender="male")
     other = patient(client, "Autre")
-    response = client.put(f"/fhir/Patient/{p['id']}", json={"resourceType": "Patient", "id": p["id"],
-                                                            "name": [{"family": "Nouveau"}], "gender": "female"})
+    response = client.put(
+        f"/fhir/Patient/{p['id']}",
+        json={"resourceType": "Patient", "id": p["id"], "name": [{"family": "Nouveau"}], "gender": "female"},
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     bundle = search(client, "Patient")
     assert sorted(matches(bundle)) == sorted([p["id"], other["id"]])
@@ -375,8 +433,9 @@ def test_paging_over_resources_without_the_sort_value(client, sort):
     """Resources lacking the sort value sort first ascending and last descending; paging forward
     and back over them repeats and skips nothing."""
     dated = [observation(client, f"2021-03-0{d}T10:00:00Z")["id"] for d in (2, 1, 3, 1)]
-    undated = [client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})["id"]
-               for _ in range(3)]
+    undated = [
+        client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})["id"] for _ in range(3)
+    ]
     pages = [search(client, "Observation", [("_sort", sort), ("_count", "2")])]
     while "next" in links(pages[-1]):
         pages.append(follow(client, links(pages[-1])["next"]))

@@ -1,5 +1,6 @@
 """The submission contract: SI-DEP profiles enforced on writes, resends update instead of
 duplicating, patient matching by INS, and re-notification only on contact or result changes."""
+
 import random
 
 import pytest
@@ -44,18 +45,22 @@ def test_new_result_is_stored_and_notified_once(sidep):
     assert {e["response"]["status"] for e in response["entry"]} == {"201 Created"}
     report = resources_of(response)["DiagnosticReport"]
     assert [(e["kind"], e["payload"]["report"], e["payload"]["reasons"]) for e in events(store)] == [
-        ("notify-result", report["id"], ["new-result"])]
+        ("notify-result", report["id"], ["new-result"])
+    ]
 
 
 RESULT_TYPES = ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")
 
 
-@pytest.mark.parametrize("change,reason,changed", [
-    ("none", None, ()),
-    ("identity", None, RESULT_TYPES),  # the XMAJ tag marks every resource of the dossier
-    ("contact", "contact-changed", RESULT_TYPES),
-    ("result", "result-changed", ("Observation", "DiagnosticReport")),
-])
+@pytest.mark.parametrize(
+    "change,reason,changed",
+    [
+        ("none", None, ()),
+        ("identity", None, RESULT_TYPES),  # the XMAJ tag marks every resource of the dossier
+        ("contact", "contact-changed", RESULT_TYPES),
+        ("result", "result-changed", ("Observation", "DiagnosticReport")),
+    ],
+)
 def test_resend_updates_and_renotifies_only_on_contact_or_result(sidep, change, reason, changed):
     client, store = sidep
     rng = random.Random(7)
@@ -102,8 +107,12 @@ def test_plain_conditional_puts_update_instead_of_duplicating(sidep):
 
 def test_same_ins_is_the_same_patient_even_when_posted(sidep):
     client, _ = sidep
-    patient = next(e["resource"] for seed in range(20) for e in bundle(seed)["entry"]
-                   if e["resource"]["resourceType"] == "Patient" and e["resource"].get("identifier"))
+    patient = next(
+        e["resource"]
+        for seed in range(20)
+        for e in bundle(seed)["entry"]
+        if e["resource"]["resourceType"] == "Patient" and e["resource"].get("identifier")
+    )
     first = client.post("/fhir/Patient", json=patient)
     second = client.post("/fhir/Patient", json={k: v for k, v in patient.items() if k != "telecom"})
     assert (first.status_code, second.status_code) == (201, 200)
@@ -126,9 +135,13 @@ def test_unknown_test_code_is_refused_with_its_location(sidep):
 
 def test_bad_nir_key_is_refused_in_french(sidep):
     client, _ = sidep
-    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
-               "gender": "female", "birthDate": "1985-04-12",
-               "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}]}
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
+        "gender": "female",
+        "birthDate": "1985-04-12",
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}],
+    }
     response = client.post("/fhir/Patient", json=patient, headers={"Accept-Language": "fr"})
     assert response.status_code == 422
     issue = response.get_json()["issue"][0]
@@ -138,8 +151,12 @@ def test_bad_nir_key_is_refused_in_french(sidep):
 
 def test_phone_numbers_are_checked_and_stored_in_e164(sidep):
     client, _ = sidep
-    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Petit", "given": ["Noé"]}],
-               "gender": "male", "birthDate": "2001-09-30"}
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": "Petit", "given": ["Noé"]}],
+        "gender": "male",
+        "birthDate": "2001-09-30",
+    }
     good = client.post("/fhir/Patient", json={**patient, "telecom": [{"system": "phone", "value": "0612345678"}]})
     assert good.status_code == 201, good.get_data(as_text=True)
     assert good.get_json()["telecom"][0]["value"] == "+33612345678"
@@ -149,8 +166,14 @@ def test_phone_numbers_are_checked_and_stored_in_e164(sidep):
 
 
 def test_enforcement_off_is_a_plain_r4_server(client):
-    response = client.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final",
-                                                     "code": {"coding": [{"system": "http://loinc.org", "code": "0000-0"}]}})
+    response = client.post(
+        "/fhir/Observation",
+        json={
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "0000-0"}]},
+        },
+    )
     assert response.status_code == 201
 
 
@@ -165,23 +188,31 @@ def test_identity_correction_reaches_the_certificate(sidep, settings):
     first = generate_result_bundle(rng, positive_rate=0.0, kind="naat")
     report = resources_of(post(client, first))["DiagnosticReport"]
     corrected = resend_bundle(rng, first, "identity")
-    new_family = next(e["resource"]["name"][0]["family"] for e in corrected["entry"]
-                      if e["resource"]["resourceType"] == "Patient")
+    new_family = next(
+        e["resource"]["name"][0]["family"] for e in corrected["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
     post(client, corrected)
     text = client.get(f"/fhir/DiagnosticReport/{report['id']}/$generate-certificate?format=text/plain")
     assert text.status_code == 200, text.get_data(as_text=True)
-    payload = decode_and_verify(text.get_data(as_text=True).splitlines()[0],
-                                trust_list(load_keyring(settings.var_dir))).payload
+    payload = decode_and_verify(
+        text.get_data(as_text=True).splitlines()[0], trust_list(load_keyring(settings.var_dir))
+    ).payload
     assert payload["nam"]["fn"] == new_family
 
 
 def test_validate_operation_returns_what_the_write_would(sidep):
     client, _ = sidep
-    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
-               "gender": "female", "birthDate": "1985-04-12",
-               "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}]}
-    checked = client.post("/fhir/Patient/$validate", json={"resourceType": "Parameters", "parameter": [
-        {"name": "resource", "resource": patient}]})
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": "Durand", "given": ["Éloïse"]}],
+        "gender": "female",
+        "birthDate": "1985-04-12",
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "285047512345699"}],
+    }
+    checked = client.post(
+        "/fhir/Patient/$validate",
+        json={"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient}]},
+    )
     assert checked.status_code == 200
     issues = [i for i in checked.get_json()["issue"] if i["severity"] == "error"]
     written = client.post("/fhir/Patient", json=patient)
@@ -212,8 +243,12 @@ def test_expand_an_stored_value_set_by_id(sidep, settings):
 def test_an_accepted_write_reports_its_warnings(sidep):
     """A value that passes the rule but looks implausible is a warning: stored, and reported."""
     client, _ = sidep
-    patient = {"resourceType": "Patient", "name": [{"use": "official", "family": "Martin", "given": ["Lou"]}],
-               "gender": "female", "birthDate": "1880-02-02"}
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": "Martin", "given": ["Lou"]}],
+        "gender": "female",
+        "birthDate": "1880-02-02",
+    }
     response = client.post("/fhir/Patient", json=patient, headers={"Prefer": "return=OperationOutcome"})
     assert response.status_code == 201
     warnings = [i for i in response.get_json()["issue"] if i["severity"] == "warning"]

@@ -1,22 +1,30 @@
 """The synthetic data generator: valid FHIR R4, conforming to the SI-DEP profiles, realistic mixes."""
+
 import json
 import random
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from stdnum import luhn
 
-from fhir_server.synthetic import (default_laboratories, generate_bundles, generate_result_bundle, make_laboratories,
-                                   make_nir, make_person, resend_bundle)
+from fhir_server.synthetic import (
+    default_laboratories,
+    generate_bundles,
+    generate_result_bundle,
+    make_laboratories,
+    make_nir,
+    make_person,
+    resend_bundle,
+)
 from profiles import validators as v
 from profiles.base_validation import parse_errors
 from profiles.engine import validate_resource
 
-NOW = datetime(2024, 6, 30, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 30, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +34,10 @@ def bundles():
 
 
 def resources_of(bundle):
-    return {e["resource"]["resourceType"] + ("-site" if "partOf" in e["resource"] else ""): e["resource"]
-            for e in bundle["entry"]}
+    return {
+        e["resource"]["resourceType"] + ("-site" if "partOf" in e["resource"] else ""): e["resource"]
+        for e in bundle["entry"]
+    }
 
 
 def test_bundles_parse_as_r4_and_conform_to_the_profiles(bundles):
@@ -46,8 +56,14 @@ def test_bundle_shape_and_conditional_requests(bundles):
     bundle = bundles[0]
     assert bundle["type"] == "transaction"
     types = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    assert Counter(types) == {"Organization": 2, "Patient": 1, "ServiceRequest": 1, "Specimen": 1,
-                              "Observation": 1, "DiagnosticReport": 1}
+    assert Counter(types) == {
+        "Organization": 2,
+        "Patient": 1,
+        "ServiceRequest": 1,
+        "Specimen": 1,
+        "Observation": 1,
+        "DiagnosticReport": 1,
+    }
     full_urls = {e["fullUrl"] for e in bundle["entry"]}
     assert all(u.startswith("urn:uuid:") for u in full_urls) and len(full_urls) == len(bundle["entry"])
     for entry in bundle["entry"]:
@@ -62,8 +78,12 @@ def test_bundle_shape_and_conditional_requests(bundles):
         assert value in {i["value"] for i in resource["identifier"]}
     # references point at entries of the same bundle
     res = resources_of(bundle)
-    for ref in (res["Observation"]["subject"]["reference"], res["Observation"]["performer"][0]["reference"],
-                res["DiagnosticReport"]["result"][0]["reference"], res["Organization-site"]["partOf"]["reference"]):
+    for ref in (
+        res["Observation"]["subject"]["reference"],
+        res["Observation"]["performer"][0]["reference"],
+        res["DiagnosticReport"]["result"][0]["reference"],
+        res["Organization-site"]["partOf"]["reference"],
+    ):
         assert ref in full_urls
 
 
@@ -75,7 +95,9 @@ def test_dossier_identifiers_are_scoped_to_the_lab(bundles):
         assert system == v.DOSSIER_SYSTEM_PREFIX + legal
         dossier = res["ServiceRequest"]["identifier"][0]["value"]
         assert res["Observation"]["identifier"][0] == {
-            "system": system, "value": f"{dossier}-{res['Observation']['code']['coding'][0]['code']}"}
+            "system": system,
+            "value": f"{dossier}-{res['Observation']['code']['coding'][0]['code']}",
+        }
         assert res["DiagnosticReport"]["identifier"][0]["value"] == dossier
     dossiers = [resources_of(b)["ServiceRequest"]["identifier"][0]["value"] for b in bundles]
     assert len(set(dossiers)) == len(dossiers)
@@ -189,11 +211,40 @@ def test_resends_keep_the_dossier_keys(change):
 
 def test_command_line_prints_ndjson(tmp_path):
     out = tmp_path / "bundles.ndjson"
-    subprocess.run([sys.executable, "-m", "fhir_server.synthetic", "--count", "3", "--seed", "9",
-                    "--now", "2024-06-30T12:00:00+00:00", "--out", str(out)], cwd=REPO, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fhir_server.synthetic",
+            "--count",
+            "3",
+            "--seed",
+            "9",
+            "--now",
+            "2024-06-30T12:00:00+00:00",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+    )
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and all(json.loads(line)["type"] == "transaction" for line in lines)
-    stdout = subprocess.run([sys.executable, "-m", "fhir_server.synthetic", "--count", "3", "--seed", "9",
-                             "--now", "2024-06-30T12:00:00+00:00"], cwd=REPO, check=True, capture_output=True,
-                            text=True).stdout
+    stdout = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fhir_server.synthetic",
+            "--count",
+            "3",
+            "--seed",
+            "9",
+            "--now",
+            "2024-06-30T12:00:00+00:00",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert stdout.splitlines() == lines

@@ -1,4 +1,5 @@
 """Terminology: code lists as data, the in-memory service, and the $lookup/$validate-code/$expand operations."""
+
 import json
 import shutil
 import subprocess
@@ -19,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def call(name, level, resource_type, parameters, resource_id=None, lang="en"):
-    return OperationCall(name, level, resource_type, resource_id, {k: [v] for k, v in parameters.items()},
-                         None, None, None, lang)
+    return OperationCall(
+        name, level, resource_type, resource_id, {k: [v] for k, v in parameters.items()}, None, None, None, lang
+    )
 
 
 def test_loinc_subset_is_complete_and_licensed():
@@ -46,10 +48,14 @@ def test_all_resources_are_codesystems_and_valuesets_with_consistent_urls():
     ours = [vs for vs in value_sets if vs["url"].startswith(loader.BASE_URL)]
     assert all(vs["url"] == f"{loader.BASE_URL}/ValueSet/{vs['id']}" for vs in ours)
     urls = {vs["url"] for vs in value_sets}
-    assert {TESTS_VS, RESULTS_VS, f"{loader.BASE_URL}/ValueSet/specimen-types",
-            f"{loader.BASE_URL}/ValueSet/dcc-covid-19-lab-result",
-            f"{loader.BASE_URL}/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name",
-            "http://hl7.org/fhir/ValueSet/administrative-gender"} <= urls
+    assert {
+        TESTS_VS,
+        RESULTS_VS,
+        f"{loader.BASE_URL}/ValueSet/specimen-types",
+        f"{loader.BASE_URL}/ValueSet/dcc-covid-19-lab-result",
+        f"{loader.BASE_URL}/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name",
+        "http://hl7.org/fhir/ValueSet/administrative-gender",
+    } <= urls
 
 
 def test_resources_parse_as_fhir():
@@ -120,7 +126,9 @@ def test_reload_swaps_in_edited_code_lists(tmp_path):
     assert service.lookup(LOINC, "99999-9") is None
     path = data / "loinc-sars-cov-2.json"
     cs = json.loads(path.read_text(encoding="utf-8"))
-    cs["concept"].append({"code": "99999-9", "display": "Test code", "property": [{"code": "kind", "valueCode": "naat"}]})
+    cs["concept"].append(
+        {"code": "99999-9", "display": "Test code", "property": [{"code": "kind", "valueCode": "naat"}]}
+    )
     path.write_text(json.dumps(cs), encoding="utf-8")
     summary = service.reload()
     assert summary["codeSystems"][LOINC] == cs_count(service)
@@ -132,26 +140,40 @@ def cs_count(service):
 
 
 def test_reload_command_prints_what_was_loaded():
-    out = subprocess.run([sys.executable, "-m", "terminology", "reload"], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "terminology", "reload"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert "http://loinc.org: 31 concepts" in out
     assert f"{TESTS_VS}: 29 codes" in out
 
 
 # --- operations ------------------------------------------------------------------------------------
 
+
 def test_lookup_operation():
     from operations.lookup import lookup
 
-    result = lookup(call("lookup", "type", "CodeSystem",
-                         {"system": LOINC, "code": "94309-2", "displayLanguage": "fr-FR"}))
+    result = lookup(
+        call("lookup", "type", "CodeSystem", {"system": LOINC, "code": "94309-2", "displayLanguage": "fr-FR"})
+    )
     params = {p["name"]: p for p in result["parameter"] if "part" not in p}
     assert result["resourceType"] == "Parameters"
     assert params["display"]["valueString"].startswith("ARN SARS-CoV-2")
     props = {p["part"][0]["valueCode"]: p["part"][1] for p in result["parameter"] if p["name"] == "property"}
     assert props["kind"] == {"name": "value", "valueCode": "naat"}
-    coding = lookup(OperationCall("lookup", "type", "CodeSystem", None,
-                                  {"coding": [{"system": SNOMED, "code": "119364003"}]}, None, None, None, "fr"))
+    coding = lookup(
+        OperationCall(
+            "lookup",
+            "type",
+            "CodeSystem",
+            None,
+            {"coding": [{"system": SNOMED, "code": "119364003"}]},
+            None,
+            None,
+            None,
+            "fr",
+        )
+    )
     assert next(p for p in coding["parameter"] if p["name"] == "display")["valueString"] == "Sérum"
     with pytest.raises(FhirError) as missing:
         lookup(call("lookup", "type", "CodeSystem", {"system": LOINC, "code": "0000-0"}))
@@ -164,16 +186,38 @@ def test_lookup_operation():
 def test_validate_code_operation_type_and_instance():
     from operations.validate_code import validate_code
 
-    ok = validate_code(call("validate-code", "type", "ValueSet", {"url": RESULTS_VS, "system": SNOMED, "code": "419984006"}))
+    ok = validate_code(
+        call("validate-code", "type", "ValueSet", {"url": RESULTS_VS, "system": SNOMED, "code": "419984006"})
+    )
     assert ok["parameter"][0] == {"name": "result", "valueBoolean": True}
-    no = validate_code(call("validate-code", "instance", "ValueSet", {"system": LOINC, "code": "1234-5"},
-                            resource_id="sars-cov-2-tests", lang="fr"))
+    no = validate_code(
+        call(
+            "validate-code",
+            "instance",
+            "ValueSet",
+            {"system": LOINC, "code": "1234-5"},
+            resource_id="sars-cov-2-tests",
+            lang="fr",
+        )
+    )
     assert no["parameter"][0]["valueBoolean"] is False
     assert "n'appartient pas" in next(p for p in no["parameter"] if p["name"] == "message")["valueString"]
-    concept = OperationCall("validate-code", "type", "ValueSet", None,
-                            {"url": [TESTS_VS], "codeableConcept": [{"coding": [
-                                {"system": "http://example.org", "code": "x"}, {"system": LOINC, "code": "94762-2"}]}]},
-                            None, None, None, "en")
+    concept = OperationCall(
+        "validate-code",
+        "type",
+        "ValueSet",
+        None,
+        {
+            "url": [TESTS_VS],
+            "codeableConcept": [
+                {"coding": [{"system": "http://example.org", "code": "x"}, {"system": LOINC, "code": "94762-2"}]}
+            ],
+        },
+        None,
+        None,
+        None,
+        "en",
+    )
     assert validate_code(concept)["parameter"][0]["valueBoolean"] is True
     with pytest.raises(FhirError) as unknown:
         validate_code(call("validate-code", "type", "ValueSet", {"url": "https://nowhere/vs", "code": "x"}))

@@ -4,24 +4,45 @@ LAB = "https://sidep.example.fr/dossier/750000000"
 
 
 def result_bundle(dossier: str, result_code: str = "260415000", nir: str = "1800175123456") -> dict:
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:p1", "resource": {
-            "resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": nir}],
-            "name": [{"family": "Dupont", "given": ["Jean"]}], "birthDate": "1980-01-01"},
-         "request": {"method": "PUT", "url": f"Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|{nir}"}},
-        {"fullUrl": "urn:uuid:o1", "resource": {
-            "resourceType": "Observation", "status": "final",
-            "identifier": [{"system": LAB, "value": dossier}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "94500-6"}]},
-            "subject": {"reference": "urn:uuid:p1"},
-            "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": result_code}]}},
-         "request": {"method": "PUT", "url": f"Observation?identifier={LAB}|{dossier}"}},
-        {"fullUrl": "urn:uuid:r1", "resource": {
-            "resourceType": "DiagnosticReport", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "94500-6"}]},
-            "subject": {"reference": "urn:uuid:p1"}, "result": [{"reference": "urn:uuid:o1"}]},
-         "request": {"method": "POST", "url": "DiagnosticReport"}},
-    ]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": nir}],
+                    "name": [{"family": "Dupont", "given": ["Jean"]}],
+                    "birthDate": "1980-01-01",
+                },
+                "request": {"method": "PUT", "url": f"Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|{nir}"},
+            },
+            {
+                "fullUrl": "urn:uuid:o1",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "identifier": [{"system": LAB, "value": dossier}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "94500-6"}]},
+                    "subject": {"reference": "urn:uuid:p1"},
+                    "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": result_code}]},
+                },
+                "request": {"method": "PUT", "url": f"Observation?identifier={LAB}|{dossier}"},
+            },
+            {
+                "fullUrl": "urn:uuid:r1",
+                "resource": {
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "94500-6"}]},
+                    "subject": {"reference": "urn:uuid:p1"},
+                    "result": [{"reference": "urn:uuid:o1"}],
+                },
+                "request": {"method": "POST", "url": "DiagnosticReport"},
+            },
+        ],
+    }
 
 
 def count(client, url):
@@ -86,10 +107,21 @@ def test_unresolved_urn_uuid_is_refused(client):
 
 def test_conditional_reference_is_resolved(client):
     patient = client.create({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "42"}]})
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"},
-                      "subject": {"reference": "Patient?identifier=urn:x|42"}},
-         "request": {"method": "POST", "url": "Observation"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "t"},
+                    "subject": {"reference": "Patient?identifier=urn:x|42"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            }
+        ],
+    }
     response = client.post("/fhir", json=bundle).get_json()
     assert response["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{patient['id']}"
     bundle["entry"][0]["resource"]["subject"]["reference"] = "Patient?identifier=urn:x|43"
@@ -98,12 +130,21 @@ def test_conditional_reference_is_resolved(client):
 
 def test_if_none_exist_entry_returns_existing(client):
     existing = client.create({"resourceType": "Organization", "identifier": [{"system": "urn:f", "value": "1"}]})
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:org", "resource": {"resourceType": "Organization",
-                                                  "identifier": [{"system": "urn:f", "value": "1"}]},
-         "request": {"method": "POST", "url": "Organization", "ifNoneExist": "identifier=urn:f|1"}},
-        {"resource": {"resourceType": "Organization", "partOf": {"reference": "urn:uuid:org"}},
-         "request": {"method": "POST", "url": "Organization"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:org",
+                "resource": {"resourceType": "Organization", "identifier": [{"system": "urn:f", "value": "1"}]},
+                "request": {"method": "POST", "url": "Organization", "ifNoneExist": "identifier=urn:f|1"},
+            },
+            {
+                "resource": {"resourceType": "Organization", "partOf": {"reference": "urn:uuid:org"}},
+                "request": {"method": "POST", "url": "Organization"},
+            },
+        ],
+    }
     response = client.post("/fhir", json=bundle).get_json()
     assert response["entry"][0]["response"]["status"] == "200 OK"
     assert response["entry"][1]["resource"]["partOf"]["reference"] == f"Organization/{existing['id']}"
@@ -111,9 +152,14 @@ def test_if_none_exist_entry_returns_existing(client):
 
 def test_delete_and_get_entries(client):
     doomed = client.create({"resourceType": "Patient", "gender": "male"})
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "GET", "url": f"Patient/{doomed['id']}"}},
-        {"request": {"method": "DELETE", "url": f"Patient/{doomed['id']}"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Patient/{doomed['id']}"}},
+            {"request": {"method": "DELETE", "url": f"Patient/{doomed['id']}"}},
+        ],
+    }
     response = client.post("/fhir", json=bundle).get_json()
     # DELETE is processed before GET, as the specification orders them
     assert response["entry"][1]["response"]["status"] == "204 No Content"
@@ -121,11 +167,25 @@ def test_delete_and_get_entries(client):
 
 
 def test_batch_entries_are_independent(client):
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": {"resourceType": "Patient", "gender": "female"}, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Patient", "birthDate": "not-a-date"}, "request": {"method": "POST", "url": "Patient"}},
-        {"request": {"method": "GET", "url": "Patient/missing"}},
-        {"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "POST", "url": "Patient"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "gender": "female"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "birthDate": "not-a-date"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"request": {"method": "GET", "url": "Patient/missing"}},
+            {
+                "resource": {"resourceType": "Patient", "gender": "male"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }
     response = client.post("/fhir", json=bundle)
     assert response.status_code == 200
     entries = response.get_json()["entry"]
@@ -139,6 +199,9 @@ def test_bundle_type_and_entry_limits(client, app):
     assert client.post("/fhir", json={"resourceType": "Bundle", "type": "collection"}).status_code == 400
     assert client.post("/fhir", json={"resourceType": "Patient"}).status_code == 400
     limit = app.config["SETTINGS"].max_bundle_entries
-    big = {"resourceType": "Bundle", "type": "batch",
-           "entry": [{"request": {"method": "GET", "url": "Patient"}}] * (limit + 1)}
+    big = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Patient"}}] * (limit + 1),
+    }
     assert client.post("/fhir", json=big).status_code == 413

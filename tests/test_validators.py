@@ -1,5 +1,6 @@
 """Known-good and known-bad values for each validator (profiles/validators.py)."""
-from datetime import date, datetime, timedelta, timezone
+
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -11,12 +12,15 @@ def severities(issues):
 
 
 # --- NIR / NIA ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("nir", [
-    "180127512345642",  # mainland
-    "253072A07300443",  # Corsica, 2A -> 19
-    "253072B07300470",  # Corsica, 2B -> 18
-    "295109912611193",  # born abroad (99)
-])
+@pytest.mark.parametrize(
+    "nir",
+    [
+        "180127512345642",  # mainland
+        "253072A07300443",  # Corsica, 2A -> 19
+        "253072B07300470",  # Corsica, 2B -> 18
+        "295109912611193",  # born abroad (99)
+    ],
+)
 def test_valid_nirs_pass(nir):
     assert v.check_nir(nir, "Patient.identifier[0].value") == []
     assert v.is_valid_nir(nir)
@@ -28,16 +32,19 @@ def test_nir_key_is_97_minus_body_mod_97_with_corsican_substitution():
     assert v.nir_key("253072B073004") == 97 - 2530718073004 % 97 == 70
 
 
-@pytest.mark.parametrize("nir, fragment", [
-    ("180127512345643", "control key"),  # wrong key
-    ("253072A07300470", "control key"),  # the 2B key on a 2A number
-    ("253072B07300443", "control key"),  # the 2A key on a 2B number
-    ("1 80 12 75 123 456 42", "15 characters"),  # separators
-    ("18012751234564", "15 characters"),  # too short
-    ("253072C07300443", "15 characters"),  # 2C is no département
-    ("980127512345642", "15 characters"),  # first digit 9
-    ("180127512345642\n", "15 characters"),  # trailing newline
-])
+@pytest.mark.parametrize(
+    "nir, fragment",
+    [
+        ("180127512345643", "control key"),  # wrong key
+        ("253072A07300470", "control key"),  # the 2B key on a 2A number
+        ("253072B07300443", "control key"),  # the 2A key on a 2B number
+        ("1 80 12 75 123 456 42", "15 characters"),  # separators
+        ("18012751234564", "15 characters"),  # too short
+        ("253072C07300443", "15 characters"),  # 2C is no département
+        ("980127512345642", "15 characters"),  # first digit 9
+        ("180127512345642\n", "15 characters"),  # trailing newline
+    ],
+)
 def test_bad_nirs_are_errors_with_location(nir, fragment):
     issues = v.check_nir(nir, "Patient.identifier[0].value")
     assert severities(issues) == ["error"]
@@ -71,8 +78,10 @@ def test_real_finess_numbers_pass_luhn(finess):
     assert v.is_valid_finess(finess)
 
 
-@pytest.mark.parametrize("finess, code", [("310780260", "value"), ("75071218", "value"), ("7507121845", "value"),
-                                          ("75071218A", "value"), ("", "required")])
+@pytest.mark.parametrize(
+    "finess, code",
+    [("310780260", "value"), ("75071218", "value"), ("7507121845", "value"), ("75071218A", "value"), ("", "required")],
+)
 def test_bad_finess_numbers_are_errors(finess, code):
     issues = v.check_finess(finess, "Organization.identifier[0].value")
     assert severities(issues) == ["error"] and issues[0].code == code
@@ -94,36 +103,42 @@ def test_rpps_has_11_digits_and_a_luhn_warning():
 
 
 # --- phone numbers: the guide's examples ------------------------------------------------------------
-@pytest.mark.parametrize("phone, e164", [
-    ("0612345678", "+33612345678"),
-    ("0658123456", "+33658123456"),
-    ("0751234567", "+33751234567"),
-    ("+33612345678", "+33612345678"),
-    ("+33751234567", "+33751234567"),
-    ("+447400123456", "+447400123456"),  # the guide's "+44XXXXXXXXXX"
-    ("+4915123456789", "+4915123456789"),
-    ("0692123456", "+262692123456"),  # Réunion mobile written nationally
-])
+@pytest.mark.parametrize(
+    "phone, e164",
+    [
+        ("0612345678", "+33612345678"),
+        ("0658123456", "+33658123456"),
+        ("0751234567", "+33751234567"),
+        ("+33612345678", "+33612345678"),
+        ("+33751234567", "+33751234567"),
+        ("+447400123456", "+447400123456"),  # the guide's "+44XXXXXXXXXX"
+        ("+4915123456789", "+4915123456789"),
+        ("0692123456", "+262692123456"),  # Réunion mobile written nationally
+    ],
+)
 def test_guide_conformant_phones_pass_and_normalise_to_e164(phone, e164):
     assert v.check_phone(phone, "Patient.telecom[0].value") == []
     assert v.phone_to_e164(phone) == e164
 
 
-@pytest.mark.parametrize("phone, fragment", [
-    ("0044740012345", "not '00'"),  # the guide: 0044... is invalid
-    ("+33612345678"[:3] + "0612345678", "+3306"),  # +3306... is invalid
-    ("+330712345678", "+3307"),
-    ("06.12.34.56.78", "separators"),
-    ("06-12-34-56-78", "separators"),
-    ("06/12/34/56/78", "separators"),
-    ("06 12 34 56 78", "separators"),
-    ("+33 6 12 34 56 78", "separators"),
-    ("061234567", "8 digits"),  # 7 digits after 06
-    ("06123456789", "8 digits"),  # 9 digits after 06
-    ("0145678901", "mobile"),  # a French landline cannot receive the SMS
-    ("612345678", "starts with"),
-    ("+12", "7 to 15 digits"),
-])
+@pytest.mark.parametrize(
+    "phone, fragment",
+    [
+        ("0044740012345", "not '00'"),  # the guide: 0044... is invalid
+        ("+33612345678"[:3] + "0612345678", "+3306"),  # +3306... is invalid
+        ("+330712345678", "+3307"),
+        ("06.12.34.56.78", "separators"),
+        ("06-12-34-56-78", "separators"),
+        ("06/12/34/56/78", "separators"),
+        ("06 12 34 56 78", "separators"),
+        ("+33 6 12 34 56 78", "separators"),
+        ("061234567", "8 digits"),  # 7 digits after 06
+        ("06123456789", "8 digits"),  # 9 digits after 06
+        ("0145678901", "mobile"),  # a French landline cannot receive the SMS
+        ("612345678", "starts with"),
+        ("+12", "7 to 15 digits"),
+    ],
+)
 def test_phones_breaking_the_guide_are_errors(phone, fragment):
     issues = v.check_phone(phone, "Patient.telecom[0].value")
     assert severities(issues) == ["error"], issues
@@ -152,14 +167,17 @@ def test_phone_to_e164_leaves_rule_breakers_alone():
 
 
 # --- e-mail, dates, names ------------------------------------------------------------------------------
-@pytest.mark.parametrize("email", ["jean.dupont@example.fr", "elodie.lefevre+sidep@example.com",
-                                   "o'brien@example.org", "zoé@example.fr"])
+@pytest.mark.parametrize(
+    "email", ["jean.dupont@example.fr", "elodie.lefevre+sidep@example.com", "o'brien@example.org", "zoé@example.fr"]
+)
 def test_valid_emails(email):
     assert v.check_email(email, "Patient.telecom[1].value") == []
 
 
-@pytest.mark.parametrize("email", ["jean.dupont", "jean@dupont", "jean dupont@example.fr", "a..b@example.fr",
-                                   "@example.fr", "jean@@example.fr"])
+@pytest.mark.parametrize(
+    "email",
+    ["jean.dupont", "jean@dupont", "jean dupont@example.fr", "a..b@example.fr", "@example.fr", "jean@@example.fr"],
+)
 def test_invalid_emails(email):
     issues = v.check_email(email, "Patient.telecom[1].value")
     assert severities(issues) == ["error"] and issues[0].expression == ["Patient.telecom[1].value"]
@@ -176,7 +194,7 @@ def test_birth_date_rules():
 
 
 def test_not_future_allows_clock_skew_only():
-    now = datetime(2024, 6, 30, 12, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 30, 12, tzinfo=UTC)
     assert v.check_not_future((now + timedelta(minutes=5)).isoformat(), "x", now) == []
     assert severities(v.check_not_future((now + timedelta(hours=2)).isoformat(), "x", now)) == ["error"]
     assert severities(v.check_not_future("2024-13-01T00:00:00Z", "x", now)) == ["error"]

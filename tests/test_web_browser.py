@@ -2,6 +2,7 @@
 the app on a real socket with authorisation on: login with password and TOTP, the result form, its
 errors next to the fields, and the result read back over the FHIR API. One browser and one server
 per module (a browser start costs seconds); the rest is covered by test_web_ui.py."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,18 +19,36 @@ from fhir_server.settings import Settings
 
 from .test_web_ui import PASSWORD, PHARMACY_A, PHARMACY_B, add_user, fresh_code, result_form
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM, CHROMEDRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
+BROWSER_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @pytest.fixture(scope="module")
 def server(mongo_uri, tmp_path_factory):
     port = free_port()
-    config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
-                      base_url=f"http://127.0.0.1:{port}/fhir", var_dir=str(tmp_path_factory.mktemp("var")),
-                      create_indexes=False, enforce_profiles=True, store_code_lists=False, auth_enabled=True,
-                      audit_flush_interval=0)
+    config = Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url=f"http://127.0.0.1:{port}/fhir",
+        var_dir=str(tmp_path_factory.mktemp("var")),
+        create_indexes=False,
+        enforce_profiles=True,
+        store_code_lists=False,
+        auth_enabled=True,
+        audit_flush_interval=0,
+    )
     app = create_app(config)
     http = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
@@ -41,6 +60,7 @@ def server(mongo_uri, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     import os
+
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("chromium and chromium-driver are not installed (make system-packages)")
     from selenium import webdriver
@@ -59,6 +79,7 @@ def browser(tmp_path_factory):
 
 def by_id(driver, element_id):
     from selenium.webdriver.common.by import By
+
     return driver.find_element(By.ID, element_id)
 
 
@@ -73,6 +94,7 @@ def sign_in(driver, app, login, password=PASSWORD, code=None):
 
 def fill_result(driver, form: dict):
     from selenium.webdriver.support.ui import Select
+
     for name in ("family", "given", "ins", "phone", "email"):
         element = by_id(driver, name)
         element.clear()
@@ -105,16 +127,30 @@ def test_login_and_enter_a_result_read_back_over_fhir(server, browser):
 
     # the same resources a laboratory submission makes, readable over FHIR by the pharmacy's software
     accounts = server.extensions["sidep.accounts"]
-    doc, secret = accounts.register_client("Logiciel officine", PHARMACY_A.finess,
-                                           [s.finess for s in PHARMACY_A.sites], "system/*.read", "laboratory")
-    token = requests.post(server.config["SETTINGS"].token_endpoint, timeout=30, data={
-        "grant_type": "client_credentials", "client_id": doc["_id"], "client_secret": secret}).json()["access_token"]
+    doc, secret = accounts.register_client(
+        "Logiciel officine", PHARMACY_A.finess, [s.finess for s in PHARMACY_A.sites], "system/*.read", "laboratory"
+    )
+    token = requests.post(
+        server.config["SETTINGS"].token_endpoint,
+        timeout=30,
+        data={"grant_type": "client_credentials", "client_id": doc["_id"], "client_secret": secret},
+    ).json()["access_token"]
     fhir = requests.Session()
     fhir.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"})
     base = server.config["SETTINGS"].base_url
-    bundle = fhir.get(f"{base}/DiagnosticReport", timeout=30, params={
-        "identifier": dossier, "_include": ["DiagnosticReport:subject", "DiagnosticReport:result",
-                                            "DiagnosticReport:based-on", "DiagnosticReport:specimen"]}).json()
+    bundle = fhir.get(
+        f"{base}/DiagnosticReport",
+        timeout=30,
+        params={
+            "identifier": dossier,
+            "_include": [
+                "DiagnosticReport:subject",
+                "DiagnosticReport:result",
+                "DiagnosticReport:based-on",
+                "DiagnosticReport:specimen",
+            ],
+        },
+    ).json()
     types = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
     assert types == ["DiagnosticReport", "Observation", "Patient", "ServiceRequest", "Specimen"]
     patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")

@@ -5,6 +5,7 @@ ones, the operator's unlock, the settings, and the counters shared through the a
 
 Client addresses are set on Flask's test client (documentation ranges, RFC 5737): nothing is sent
 anywhere."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,14 +22,26 @@ from fhir_server.web.throttle import device_cookie, storage_uri
 from .test_web_ui import PASSWORD, Web, add_user, fresh_code
 
 ATTACKER, OFFICE, ELSEWHERE = "192.0.2.66", "198.51.100.7", "203.0.113.20"
-LIMITS = dict(web_lockout_limit=3, web_lockout_minutes=15, web_login_address_rate="12 per minute",
-              web_login_account_rate="7 per hour")
+LIMITS = dict(
+    web_lockout_limit=3,
+    web_lockout_minutes=15,
+    web_login_address_rate="12 per minute",
+    web_login_account_rate="7 per hour",
+)
 
 
 def settings_for(mongo_uri, tmp_path, **overrides) -> Settings:
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}", base_url="http://testserver/fhir",
-                    var_dir=str(tmp_path / "var"), create_indexes=False, store_code_lists=False, auth_enabled=True,
-                    audit_flush_interval=0, **{**LIMITS, **overrides})
+    return Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url="http://testserver/fhir",
+        var_dir=str(tmp_path / "var"),
+        create_indexes=False,
+        store_code_lists=False,
+        auth_enabled=True,
+        audit_flush_interval=0,
+        **{**LIMITS, **overrides},
+    )
 
 
 @pytest.fixture
@@ -136,15 +149,17 @@ def test_unknown_accounts_get_the_same_answers_as_known_ones(app, users, monkeyp
     real_scrypt = stdlib_hashlib.scrypt
     monkeypatch.setattr(stdlib_hashlib, "scrypt", lambda *a, **k: scrypts.append(1) or real_scrypt(*a, **k))
     known, unknown = Client(app, OFFICE), Client(app, ELSEWHERE)
-    for attempt in range(LIMITS["web_lockout_limit"]):
+    for _attempt in range(LIMITS["web_lockout_limit"]):
         for password in ("pas-le-bon", ""):
             del scrypts[:]
             a = known.login("gina", password=password, code="123456")
             known_cost = len(scrypts)
             del scrypts[:]
             b = unknown.login("nobody-here", password=password, code="123456")
-            assert (a.status_code, page(a).replace("gina", "LOGIN")) == \
-                (b.status_code, page(b).replace("nobody-here", "LOGIN"))
+            assert (a.status_code, page(a).replace("gina", "LOGIN")) == (
+                b.status_code,
+                page(b).replace("nobody-here", "LOGIN"),
+            )
             assert set(a.headers.keys()) - {"Set-Cookie"} == set(b.headers.keys()) - {"Set-Cookie"}
             assert len(scrypts) == known_cost  # the same work: one scrypt, or none once locked
     assert a.status_code == 423  # both pairs locked out alike
@@ -180,9 +195,15 @@ def test_limits_are_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("WEB_TRUSTED_DEVICES", "3")
     monkeypatch.setenv("TRUSTED_PROXIES", "1")
     settings = Settings.from_env()
-    assert (settings.web_login_address_rate, settings.web_login_account_rate, settings.web_lockout_limit,
-            settings.web_lockout_minutes, settings.web_trusted_device_days, settings.web_trusted_devices,
-            settings.trusted_proxies) == ("5 per minute", "9 per hour", 4, 30, 30, 3, 1)
+    assert (
+        settings.web_login_address_rate,
+        settings.web_login_account_rate,
+        settings.web_lockout_limit,
+        settings.web_lockout_minutes,
+        settings.web_trusted_device_days,
+        settings.web_trusted_devices,
+        settings.trusted_proxies,
+    ) == ("5 per minute", "9 per hour", 4, 30, 30, 3, 1)
     assert storage_uri(settings.but(redis_url=None)) == "memory://"
     assert storage_uri(settings.but(redis_url="unix:///tmp/r.sock")) == "redis+unix:///tmp/r.sock"
 
@@ -196,7 +217,10 @@ def test_behind_a_proxy_the_forwarded_address_is_the_client(mongo_uri, tmp_path)
     assert proxy.login("ines").status_code == 423
     other = Client(app, "127.0.0.1")  # the same proxy, another client behind it
     other.http.environ_base["HTTP_X_FORWARDED_FOR"] = OFFICE
-    assert other.login("ines", password=PASSWORD, code=fresh_code(app.extensions["sidep.users"], "ines")).status_code == 302
+    assert (
+        other.login("ines", password=PASSWORD, code=fresh_code(app.extensions["sidep.users"], "ines")).status_code
+        == 302
+    )
 
 
 def test_an_account_keeps_its_latest_trusted_browsers_for_their_lifetime(app, users):

@@ -2,9 +2,11 @@
 expiry; its throttles and lock-out in test_web_login_throttle.py), the result form's checks, organisation isolation, corrections and re-notification,
 the operators' console, audit, the users command. The browser tests (test_web_browser.py) drive
 the same pages in a real headless Chromium."""
+
 from __future__ import annotations
 
 import os
+import random
 import re
 import stat
 import time
@@ -23,8 +25,6 @@ from fhir_server.synthetic.generator import generate_result_bundle, make_laborat
 from fhir_server.web import forms, results
 from fhir_server.web.__main__ import main as users_command
 from fhir_server.web.session import principal_for
-
-import random
 
 PHARMACY_A, PHARMACY_B = make_laboratories(random.Random(7), 2)
 PASSWORD = "un-mot-de-passe-solide"
@@ -46,14 +46,33 @@ def fresh_code(users, login: str) -> str:
 
 
 def add_user(users, login, role="pharmacist", lab=PHARMACY_A, rpps=None, name=None):
-    return users.create_user(login, PASSWORD, name or f"Pro {login}", role, lab.finess if lab else None,
-                             [s.finess for s in lab.sites] if lab else [], rpps, lab.name if lab else None)
+    return users.create_user(
+        login,
+        PASSWORD,
+        name or f"Pro {login}",
+        role,
+        lab.finess if lab else None,
+        [s.finess for s in lab.sites] if lab else [],
+        rpps,
+        lab.name if lab else None,
+    )
 
 
 def result_form(lab=PHARMACY_A, **changes) -> dict:
-    form = {"family": "Martin", "given": "Louise Anne", "birth_date": "1985-04-12", "sex": "female", "ins": "",
-            "phone": "0612345678", "email": "louise.martin@example.org", "test": "94558-4", "device": "",
-            "result": "detected", "sampled_at": "2021-07-09T09:15", "site": lab.sites[0].finess}
+    form = {
+        "family": "Martin",
+        "given": "Louise Anne",
+        "birth_date": "1985-04-12",
+        "sex": "female",
+        "ins": "",
+        "phone": "0612345678",
+        "email": "louise.martin@example.org",
+        "test": "94558-4",
+        "device": "",
+        "result": "detected",
+        "sampled_at": "2021-07-09T09:15",
+        "site": lab.sites[0].finess,
+    }
     form.update(changes)
     return form
 
@@ -90,8 +109,10 @@ class Web:
     def login(self, login, password=PASSWORD, code=None):
         self.get("/ui/login")
         users = self.app.extensions["sidep.users"]
-        return self.post("/ui/login", {"login": login, "password": password,
-                                       "code": code if code is not None else fresh_code(users, login)})
+        return self.post(
+            "/ui/login",
+            {"login": login, "password": password, "code": code if code is not None else fresh_code(users, login)},
+        )
 
     def signed_in(self, login):
         response = self.login(login)
@@ -113,9 +134,17 @@ def field_errors(response) -> dict[str, str]:
 
 @pytest.fixture
 def web_settings(mongo_uri, tmp_path) -> Settings:
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}", base_url="http://testserver/fhir",
-                    var_dir=str(tmp_path / "var"), create_indexes=False, enforce_profiles=True,
-                    store_code_lists=False, auth_enabled=True, audit_flush_interval=0)
+    return Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url="http://testserver/fhir",
+        var_dir=str(tmp_path / "var"),
+        create_indexes=False,
+        enforce_profiles=True,
+        store_code_lists=False,
+        auth_enabled=True,
+        audit_flush_interval=0,
+    )
 
 
 @pytest.fixture
@@ -165,9 +194,15 @@ def test_pages_need_a_login_with_password_and_totp(web_app, users):
 
 
 def test_cookie_is_secure_behind_https(mongo_uri, tmp_path):
-    config = Settings(mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
-                      base_url="https://sidep.example.fr/fhir", var_dir=str(tmp_path), create_indexes=False,
-                      store_code_lists=False, auth_enabled=True)
+    config = Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"t_{uuid.uuid4().hex[:12]}",
+        base_url="https://sidep.example.fr/fhir",
+        var_dir=str(tmp_path),
+        create_indexes=False,
+        store_code_lists=False,
+        auth_enabled=True,
+    )
     app = create_app(config)
     add_user(app.extensions["sidep.users"], "carol")
     response = Web(app).login("carol")
@@ -179,8 +214,9 @@ def test_forms_need_their_csrf_token(web_app, users, store):
     add_user(users, "dan")
     web = Web(web_app)
     web.get("/ui/login")
-    forged_login = web.post("/ui/login", {"login": "dan", "password": PASSWORD,
-                                          "code": fresh_code(users, "dan")}, csrf=False)
+    forged_login = web.post(
+        "/ui/login", {"login": "dan", "password": PASSWORD, "code": fresh_code(users, "dan")}, csrf=False
+    )
     assert forged_login.status_code == 400
     web.signed_in("dan")
     web.get("/ui/results/new")
@@ -218,14 +254,19 @@ def test_a_result_entered_is_a_submission_like_a_laboratory_s(web_app, users, st
     assert report["status"] == "final" and report["identifier"][0]["system"].endswith(PHARMACY_A.finess)
     observation = store.current("Observation", report["result"][0]["reference"].split("/")[1]).resource
     assert observation["valueCodeableConcept"]["coding"][0]["code"] == "260373001"
-    assert observation["code"]["coding"][0] == {"system": "http://loinc.org", "code": "94558-4",
-                                                "display": observation["code"]["coding"][0]["display"]}
+    assert observation["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "94558-4",
+        "display": observation["code"]["coding"][0]["display"],
+    }
     assert observation["device"]["identifier"]["value"] == "1232"
     site = store.find("Organization", {"s.identifier": f"https://finess.esante.gouv.fr|{PHARMACY_A.sites[0].finess}"})
     practitioner = store.find("Practitioner", {})[0]["res"]
     assert len(site) == 1 and practitioner["identifier"][0]["system"] == "https://rpps.esante.gouv.fr"
-    assert [p["reference"] for p in report["performer"]] == [f"Organization/{site[0]['_id']}",
-                                                            f"Practitioner/{practitioner['id']}"]
+    assert [p["reference"] for p in report["performer"]] == [
+        f"Organization/{site[0]['_id']}",
+        f"Practitioner/{practitioner['id']}",
+    ]
     patient = store.current("Patient", report["subject"]["reference"].split("/")[1])
     assert patient.owner == [PHARMACY_A.finess]
     assert patient.resource["telecom"][0]["value"] == "+33612345678"  # stored in E.164 like the API's
@@ -245,21 +286,25 @@ def test_a_result_entered_is_a_submission_like_a_laboratory_s(web_app, users, st
     assert {"reference": patient.key and f"Patient/{patient.id}"} in [e["what"] for e in event["entity"]]
 
 
-@pytest.mark.parametrize("field,value,expected", [
-    ("phone", "06.12.34.56.78", "aucun séparateur"),
-    ("phone", "+33612345", "06 ou 07"),
-    ("phone", "+3306123456789", "Après +33 le 0 initial disparaît"),
-    ("phone", "0044123456789", "pas par « 00 »"),
-    ("phone", "0123456789", "doit être un mobile"),
-    ("email", "louise@", "Adresse de courriel invalide"),
-    ("ins", "285047510812399", "clé de contrôle"),
-    ("birth_date", "2999-01-01", "dans le futur"),
-    ("family", "", "champ obligatoire"),
-    ("sampled_at", "2999-01-01T10:00", "dans le futur"),
-    ("test", "94500-6", "test antigénique"),
-])
-def test_invalid_fields_show_the_guide_s_error_next_to_them_and_store_nothing(web_app, users, store, field, value,
-                                                                            expected):
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("phone", "06.12.34.56.78", "aucun séparateur"),
+        ("phone", "+33612345", "06 ou 07"),
+        ("phone", "+3306123456789", "Après +33 le 0 initial disparaît"),
+        ("phone", "0044123456789", "pas par « 00 »"),
+        ("phone", "0123456789", "doit être un mobile"),
+        ("email", "louise@", "Adresse de courriel invalide"),
+        ("ins", "285047510812399", "clé de contrôle"),
+        ("birth_date", "2999-01-01", "dans le futur"),
+        ("family", "", "champ obligatoire"),
+        ("sampled_at", "2999-01-01T10:00", "dans le futur"),
+        ("test", "94500-6", "test antigénique"),
+    ],
+)
+def test_invalid_fields_show_the_guide_s_error_next_to_them_and_store_nothing(
+    web_app, users, store, field, value, expected
+):
     add_user(users, "gaby")
     web = Web(web_app).signed_in("gaby")
     response = web.enter(result_form(**{field: value}))
@@ -283,7 +328,9 @@ def test_a_nurse_with_an_rpps_only_enters_results_in_her_own_name(web_app, users
     page = henri.get("/ui/results/new")
     assert page.status_code == 200 and '<form method="post" action="/ui/results/new"' in page.get_data(as_text=True)
     assert 'name="site"' not in page.get_data(as_text=True)  # no structure, no site to choose
-    response = henri.post("/ui/results/new", {k: v for k, v in result_form(family="Nightingale").items() if k != "site"})
+    response = henri.post(
+        "/ui/results/new", {k: v for k, v in result_form(family="Nightingale").items() if k != "site"}
+    )
     assert response.status_code == 302, text(response)
     location = response.headers["Location"]
     report_id = location.split("/")[3].split("?")[0]
@@ -292,8 +339,9 @@ def test_a_nurse_with_an_rpps_only_enters_results_in_her_own_name(web_app, users
     assert report.resource["status"] == "final" and report.resource["identifier"][0]["system"] == dossier_system
     # the performer is her Practitioner (her RPPS), alone: no organisation written, none named
     practitioners = store.find("Practitioner", {})
-    assert [p["res"]["identifier"] for p in practitioners] == [[{"system": "https://rpps.esante.gouv.fr",
-                                                                 "value": henri_rpps}]]
+    assert [p["res"]["identifier"] for p in practitioners] == [
+        [{"system": "https://rpps.esante.gouv.fr", "value": henri_rpps}]
+    ]
     mine = f"Practitioner/{practitioners[0]['_id']}"
     assert [p["reference"] for p in report.resource["performer"]] == [mine]
     assert store.db["Organization"].count_documents({}) == 0
@@ -308,7 +356,8 @@ def test_a_nurse_with_an_rpps_only_enters_results_in_her_own_name(web_app, users
     assert observation["valueCodeableConcept"]["coding"][0]["code"] == "260373001"
     events = outbox(store)
     assert [(e["kind"], e["payload"]["reasons"], e["payload"]["report"]) for e in events] == [
-        ("notify-result", ["new-result"], report_id)]
+        ("notify-result", ["new-result"], report_id)
+    ]
     # she sees it, and corrects it; the same patient again is matched within her own results
     assert "NIGHTINGALE" in text(henri.get("/ui/results")) and henri.get(location).status_code == 200
     assert henri.get(f"/ui/results/{report_id}/patient").status_code == 200
@@ -324,8 +373,10 @@ def test_a_nurse_with_an_rpps_only_enters_results_in_her_own_name(web_app, users
     web_app.extensions["sidep.audit"].flush()
     event = store.db["AuditEvent"].find_one({"res.subtype.code": "transaction", "res.agent.altId": "henri"})
     assert event["org"] == [f"rpps:{henri_rpps}"] and len(event["res"]["agent"]) == 1
-    assert event["res"]["agent"][0]["who"]["identifier"] == {"system": "https://rpps.esante.gouv.fr",
-                                                            "value": henri_rpps}
+    assert event["res"]["agent"][0]["who"]["identifier"] == {
+        "system": "https://rpps.esante.gouv.fr",
+        "value": henri_rpps,
+    }
 
 
 def test_a_professional_without_organisation_cannot_name_another_performer(web_app, users, store):
@@ -338,10 +389,15 @@ def test_a_professional_without_organisation_cannot_name_another_performer(web_a
         assert checked.ok, checked.errors
         g.principal = principal
         as_laboratory = results.result_bundle(principal, checked.values, None)
-        site = {"fullUrl": "urn:uuid:0b0e7f54-7a6e-4d8e-9d3c-1f0f6a3b2c01",
-                "resource": {"resourceType": "Organization", "name": "Laboratoire",
-                             "identifier": [{"system": "https://finess.esante.gouv.fr", "value": PHARMACY_A.sites[0].finess}]},
-                "request": {"method": "POST", "url": "Organization"}}
+        site = {
+            "fullUrl": "urn:uuid:0b0e7f54-7a6e-4d8e-9d3c-1f0f6a3b2c01",
+            "resource": {
+                "resourceType": "Organization",
+                "name": "Laboratoire",
+                "identifier": [{"system": "https://finess.esante.gouv.fr", "value": PHARMACY_A.sites[0].finess}],
+            },
+            "request": {"method": "POST", "url": "Organization"},
+        }
         for entry in as_laboratory.bundle["entry"]:
             if entry["resource"]["resourceType"] in ("Observation", "DiagnosticReport"):
                 entry["resource"]["performer"] = [{"reference": site["fullUrl"]}]
@@ -364,16 +420,21 @@ def test_a_professional_without_organisation_cannot_name_another_performer(web_a
 def lab_post(app, lab, bundle: dict) -> dict:
     """POST a transaction Bundle as the laboratory's LIS (an OAuth2 client of `lab`)."""
     accounts = app.extensions["sidep.accounts"]
-    client, secret = accounts.register_client("LIS", lab.finess, [s.finess for s in lab.sites],
-                                              "system/*.read system/*.write", organisation_name=lab.name)
+    client, secret = accounts.register_client(
+        "LIS", lab.finess, [s.finess for s in lab.sites], "system/*.read system/*.write", organisation_name=lab.name
+    )
     http = app.test_client()
-    token = http.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": client["_id"],
-                                            "client_secret": secret}).get_json()["access_token"]
-    response = http.post("/fhir", json=bundle, headers={"Authorization": f"Bearer {token}",
-                                                        "Content-Type": "application/fhir+json"})
+    token = http.post(
+        "/oauth/token", data={"grant_type": "client_credentials", "client_id": client["_id"], "client_secret": secret}
+    ).get_json()["access_token"]
+    response = http.post(
+        "/fhir", json=bundle, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
-    return {e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
-            for e in response.get_json()["entry"]}
+    return {
+        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
+        for e in response.get_json()["entry"]
+    }
 
 
 def lab_bundle(seed: int, family: str, requester: dict | None) -> dict:
@@ -395,22 +456,40 @@ def test_a_doctor_sees_the_results_of_tests_they_requested_and_cannot_correct_th
     add_user(users, "yann", role="doctor", lab=None, rpps=y_rpps)
     add_user(users, "lab", role="laboratory", lab=PHARMACY_B)
     # requested by identifier; requested by a Practitioner reference; requested on a resend only
-    by_identifier = lab_post(web_app, PHARMACY_B, lab_bundle(31, "Pasteur", {
-        "identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}, "display": "Dr Xavier"}))
+    by_identifier = lab_post(
+        web_app,
+        PHARMACY_B,
+        lab_bundle(
+            31,
+            "Pasteur",
+            {"identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}, "display": "Dr Xavier"},
+        ),
+    )
     by_reference = lab_bundle(32, "Curie", {"reference": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f"})
-    by_reference["entry"].insert(0, {"fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
-                                     "resource": {"resourceType": "Practitioner", "name": [{"family": "Xavier"}],
-                                                  "identifier": [{"system": "https://rpps.esante.gouv.fr",
-                                                                  "value": x_rpps}]},
-                                     "request": {"method": "POST", "url": "Practitioner",
-                                                 "ifNoneExist": f"identifier=https://rpps.esante.gouv.fr|{x_rpps}"}})
+    by_reference["entry"].insert(
+        0,
+        {
+            "fullUrl": "urn:uuid:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+            "resource": {
+                "resourceType": "Practitioner",
+                "name": [{"family": "Xavier"}],
+                "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": x_rpps}],
+            },
+            "request": {
+                "method": "POST",
+                "url": "Practitioner",
+                "ifNoneExist": f"identifier=https://rpps.esante.gouv.fr|{x_rpps}",
+            },
+        },
+    )
     by_reference = lab_post(web_app, PHARMACY_B, by_reference)
     first = lab_bundle(33, "Laveran", None)
     later = lab_post(web_app, PHARMACY_B, first)
     assert "requester:rpps:" not in str(store.db["DiagnosticReport"].find_one({"_id": later["DiagnosticReport"]}))
     resent = resend_bundle(random.Random(34), first, "none")
     next(e for e in resent["entry"] if e["resource"]["resourceType"] == "ServiceRequest")["resource"]["requester"] = {
-        "identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}}
+        "identifier": {"system": "https://rpps.esante.gouv.fr", "value": x_rpps}
+    }
     assert lab_post(web_app, PHARMACY_B, resent)["DiagnosticReport"] == later["DiagnosticReport"]
     # the doctor named may read them, the laboratory still owns them
     for posted in (by_identifier, by_reference, later):
@@ -422,7 +501,8 @@ def test_a_doctor_sees_the_results_of_tests_they_requested_and_cannot_correct_th
     listing = text(xavier.get("/ui/results"))
     assert "PASTEUR" in listing and "CURIE" in listing and "LAVERAN" in listing
     assert "CURIE" in text(xavier.get("/ui/results?name=curie")) and "PASTEUR" not in text(
-        xavier.get("/ui/results?name=curie"))
+        xavier.get("/ui/results?name=curie")
+    )
     for posted, family in ((by_identifier, "Pasteur"), (by_reference, "Curie"), (later, "Laveran")):
         page = xavier.get(f"/ui/results/{posted['DiagnosticReport']}")
         assert page.status_code == 200 and family in text(page)
@@ -431,8 +511,9 @@ def test_a_doctor_sees_the_results_of_tests_they_requested_and_cannot_correct_th
     report = by_identifier["DiagnosticReport"]
     assert xavier.get(f"/ui/results/{report}/patient").status_code == 403
     xavier.get("/ui/results")
-    fields = {k: v for k, v in result_form().items() if k in ("family", "given", "birth_date", "sex", "ins", "phone",
-                                                                "email")}
+    fields = {
+        k: v for k, v in result_form().items() if k in ("family", "given", "birth_date", "sex", "ins", "phone", "email")
+    }
     assert xavier.post(f"/ui/results/{report}/patient", {**fields, "version": "1"}).status_code == 403
     before = {rtype: store.current(rtype, by_identifier[rtype]) for rtype in ("Observation", "DiagnosticReport")}
     with web_app.test_request_context("/ui/results"):
@@ -441,8 +522,13 @@ def test_a_doctor_sees_the_results_of_tests_they_requested_and_cannot_correct_th
             assert store.read(rtype, record.id).id == record.id  # readable ...
             changed = {**record.resource, "status": "amended"}
             with pytest.raises(FhirError) as refused:  # ... not writable
-                results.submit({"resourceType": "Bundle", "type": "transaction", "entry": [
-                    {"resource": changed, "request": {"method": "PUT", "url": f"{rtype}/{record.id}"}}]})
+                results.submit(
+                    {
+                        "resourceType": "Bundle",
+                        "type": "transaction",
+                        "entry": [{"resource": changed, "request": {"method": "PUT", "url": f"{rtype}/{record.id}"}}],
+                    }
+                )
             assert refused.value.status == 403 and "does not belong" in refused.value.issues[0].en
     for rtype, record in before.items():
         assert store.current(rtype, record.id).version == record.version
@@ -483,17 +569,24 @@ def test_professionals_see_their_own_results_and_laboratory_staff_their_organisa
     assert jules.post(f"/ui/results/{report}/patient", result_form(family="Pirate")).status_code == 404
 
     karim = Web(web_app).signed_in("karim")
-    assert "ZIDANE" not in text(karim.get("/ui/results")) and karim.get(location).status_code == 403  # his organisation's, not his own
+    assert (
+        "ZIDANE" not in text(karim.get("/ui/results")) and karim.get(location).status_code == 403
+    )  # his organisation's, not his own
     lea = Web(web_app).signed_in("lea")
     assert "ZIDANE" in text(lea.get("/ui/results")) and lea.get(location).status_code == 200
     assert lea.get("/ui/results/new").status_code == 403  # laboratories send results from their LIS
-    assert store.current("Patient", store.current("DiagnosticReport", report).resource["subject"]["reference"]
-                         .split("/")[1]).resource["name"][0]["family"] == "Zidane"
+    assert (
+        store.current(
+            "Patient", store.current("DiagnosticReport", report).resource["subject"]["reference"].split("/")[1]
+        ).resource["name"][0]["family"]
+        == "Zidane"
+    )
     # the refusals are audited as serious failures naming the result
     web_app.extensions["sidep.audit"].flush()
     refused = [e["res"] for e in store.db["AuditEvent"].find({"res.outcome": "8"})]
-    assert any(e["agent"][0]["altId"] == "jules" and f"DiagnosticReport/{report}" in str(e.get("entity"))
-               for e in refused)
+    assert any(
+        e["agent"][0]["altId"] == "jules" and f"DiagnosticReport/{report}" in str(e.get("entity")) for e in refused
+    )
     views = [e["res"] for e in store.db["AuditEvent"].find({"res.outcome": "0", "res.subtype.code": "read"})]
     assert any(e["agent"][0]["altId"] == "lea" for e in views)
 
@@ -507,8 +600,9 @@ def test_a_corrected_phone_re_notifies_and_a_corrected_name_does_not(web_app, us
     page = web.get(f"/ui/results/{report}/patient")
     assert page.status_code == 200 and 'value="Martin"' in page.get_data(as_text=True)
     version = re.search(r'name="version" value="(\d+)"', page.get_data(as_text=True)).group(1)
-    fields = {k: v for k, v in result_form().items() if k in ("family", "given", "birth_date", "sex", "ins", "phone",
-                                                                "email")}
+    fields = {
+        k: v for k, v in result_form().items() if k in ("family", "given", "birth_date", "sex", "ins", "phone", "email")
+    }
     bad = web.post(f"/ui/results/{report}/patient", {**fields, "version": version, "phone": "06-12-34-56-78"})
     assert bad.status_code == 422 and "phone" in field_errors(bad) and len(outbox(store)) == 1
 
@@ -519,15 +613,21 @@ def test_a_corrected_phone_re_notifies_and_a_corrected_name_does_not(web_app, us
 
     page = web.get(f"/ui/results/{report}/patient")
     version = re.search(r'name="version" value="(\d+)"', page.get_data(as_text=True)).group(1)
-    stale = web.post(f"/ui/results/{report}/patient", {**fields, "version": str(int(version) - 1),
-                                                       "phone": "0712345678"})
+    stale = web.post(
+        f"/ui/results/{report}/patient", {**fields, "version": str(int(version) - 1), "phone": "0712345678"}
+    )
     assert stale.status_code == 409 and len(outbox(store)) == 1
-    rephoned = web.post(f"/ui/results/{report}/patient", {**fields, "family": "Martin-Durand", "version": version,
-                                                          "phone": "0698765432"})
+    rephoned = web.post(
+        f"/ui/results/{report}/patient",
+        {**fields, "family": "Martin-Durand", "version": version, "phone": "0698765432"},
+    )
     assert rephoned.status_code == 302 and "corrected=contact" in rephoned.headers["Location"]
     events = outbox(store)
-    assert len(events) == 2 and events[1]["payload"] == {"report": report, "patient": events[0]["payload"]["patient"],
-                                                        "reasons": ["contact-changed"]}
+    assert len(events) == 2 and events[1]["payload"] == {
+        "report": report,
+        "patient": events[0]["payload"]["patient"],
+        "reasons": ["contact-changed"],
+    }
     patient = store.current("Patient", events[0]["payload"]["patient"].split("/")[1])
     assert patient.resource["name"][0]["family"] == "Martin-Durand"
     assert patient.resource["telecom"][0]["value"] == "+33698765432"
@@ -540,6 +640,7 @@ def fail_a_job(redis_url: str) -> str:
     from rq import SimpleWorker
 
     from workers.queue import connection, queue
+
     q = queue(redis_url)
     job = q.enqueue("builtins.int", "pas un nombre")
     SimpleWorker([q], connection=connection(redis_url)).work(burst=True)
@@ -564,8 +665,9 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
     assert nina.get("/ui/operator").status_code == 403
     events = outbox(store)
     store.db["_outbox"].update_one({"_id": events[0]["_id"]}, {"$set": {"state": "dispatched"}})
-    store.db["_outbox"].update_one({"_id": events[1]["_id"]}, {"$set": {"state": "failed",
-                                                                        "error": "SMS gateway: 503"}})
+    store.db["_outbox"].update_one(
+        {"_id": events[1]["_id"]}, {"$set": {"state": "failed", "error": "SMS gateway: 503"}}
+    )
     job_id = fail_a_job(console_app.config["SETTINGS"].redis_url)
 
     oscar = Web(console_app).signed_in("oscar")
@@ -574,8 +676,14 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
     page = oscar.get("/ui/operator")
     html = page.get_data(as_text=True)
     counts = dict(re.findall(r'<dd id="([\w-]+)">(\d+)</dd>', html))
-    assert counts == {"file-attente": "0", "file-echecs": "1", "outbox-new": "1", "outbox-dispatched": "1",
-                      "outbox-failed": "1", "conflits": "0"}
+    assert counts == {
+        "file-attente": "0",
+        "file-echecs": "1",
+        "outbox-new": "1",
+        "outbox-dispatched": "1",
+        "outbox-failed": "1",
+        "conflits": "0",
+    }
     assert "SMS gateway: 503" in html and job_id in html and "ValueError" in html
 
     assert oscar.post(f"/ui/operator/jobs/{job_id}/retry").status_code == 302
@@ -593,8 +701,26 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
 def test_users_command_creates_users_and_prints_the_totp_uri_once(web_app, users, capsys, monkeypatch):
     monkeypatch.setenv("SIDEP_USER_PASSWORD", PASSWORD)
     site = PHARMACY_A.sites[0].finess
-    assert users_command(["users", "add", "--login", "p.dupont", "--name", "Paul Dupont", "--role", "pharmacist",
-                          "--org", PHARMACY_A.finess, "--site", site], users) == 0
+    assert (
+        users_command(
+            [
+                "users",
+                "add",
+                "--login",
+                "p.dupont",
+                "--name",
+                "Paul Dupont",
+                "--role",
+                "pharmacist",
+                "--org",
+                PHARMACY_A.finess,
+                "--site",
+                site,
+            ],
+            users,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     secret = users.user("p.dupont")["totp"]
     assert f"otpauth://totp/SI-DEP:p.dupont?secret={secret}&issuer=SI-DEP" in out
@@ -615,6 +741,7 @@ def test_users_command_creates_users_and_prints_the_totp_uri_once(web_app, users
 
 def test_demo_accounts_are_created_once_with_private_credentials(web_app, users, tmp_path, capsys):
     from fhir_server.web.demo import CREDENTIALS, ensure_demo_users
+
     first = ensure_demo_users(users, tmp_path, "http://127.0.0.1:8080/ui/")
     path = tmp_path / CREDENTIALS
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -4,6 +4,7 @@ description, its arguments included, and the tracebacks of failed jobs.
 
     rq worker --url "$REDIS_URL" --worker-class workers.Worker sidep   # or: python -m workers
 """
+
 from rq import Worker as _RQWorker
 
 from fhir_server.logs import install_filter

@@ -1,5 +1,6 @@
 """`python -m workers [--url REDIS_URL]`: an RQ worker on the platform's queue (same as
 `rq worker --url REDIS_URL --worker-class workers.Worker sidep`)."""
+
 import argparse
 import os
 

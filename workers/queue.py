@@ -1,4 +1,5 @@
 """The queue behind a small interface: jobs are plain functions enqueued by name with ids."""
+
 from __future__ import annotations
 
 from functools import lru_cache

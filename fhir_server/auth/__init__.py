@@ -10,6 +10,7 @@
 
 `install(app, settings, store)` is called by the application factory.
 """
+
 from __future__ import annotations
 
 from ..settings import Settings

@@ -15,6 +15,7 @@ until they expire. `revoke` disables the client and makes every token it holds f
 The database is MONGODB_URI / MONGODB_DB; when MONGODB_URI is unset, the embedded database of a
 running `python -m fhir_server run` (its URI is kept in VAR_DIR/mongodb.uri).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,10 @@ def connect(settings: Settings | None = None) -> Accounts:
     if not uri:
         path = Path(settings.var_dir) / URI_FILE
         if not path.exists():
-            raise SystemExit("MONGODB_URI is not set and no embedded database is running "
-                             f"({path} not found): start `python -m fhir_server run` or set MONGODB_URI")
+            raise SystemExit(
+                "MONGODB_URI is not set and no embedded database is running "
+                f"({path} not found): start `python -m fhir_server run` or set MONGODB_URI"
+            )
         uri = path.read_text().strip()
     return Accounts.connect(uri, settings.mongodb_db)
 
@@ -69,8 +72,9 @@ def register(args, accounts: Accounts) -> int:
     for number in ([args.org] if args.org else []) + list(args.site or []):
         if not is_valid_finess(number):
             raise SystemExit(f"'{number}' is not a valid FINESS number")
-    doc, secret = accounts.register_client(args.name, args.org, args.site or [], " ".join(args.scope.split()),
-                                           args.role, _jwks(args.jwks), args.org_name)
+    doc, secret = accounts.register_client(
+        args.name, args.org, args.site or [], " ".join(args.scope.split()), args.role, _jwks(args.jwks), args.org_name
+    )
     print(f"client_id:     {doc['_id']}")
     if secret:
         print(f"client_secret: {secret}")
@@ -88,8 +92,10 @@ def list_clients(args, accounts: Accounts) -> int:
     for row in rows:
         state = "active" if row.get("active") else "revoked"
         method = "private_key_jwt" if row.get("jwks") else "secret"
-        print(f"{row['_id']}  {state:7}  {row.get('role', ''):13}  org={row.get('org') or '-'} "
-              f"sites={','.join(row.get('sites') or []) or '-'}  {method}  scope='{row.get('scope', '')}'  {row.get('name', '')}")
+        print(
+            f"{row['_id']}  {state:7}  {row.get('role', ''):13}  org={row.get('org') or '-'} "
+            f"sites={','.join(row.get('sites') or []) or '-'}  {method}  scope='{row.get('scope', '')}'  {row.get('name', '')}"
+        )
     if not rows:
         print("no clients")
     return 0

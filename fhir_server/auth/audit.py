@@ -10,6 +10,7 @@ batch, operation ...); action C R U D or E (searches, transactions, operations);
 refused — 401, 403, or patient data of another organisation, which the client is told is not
 known — or a server error).
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,27 +27,58 @@ from .principal import Principal
 
 log = logging.getLogger(__name__)
 
-AUDITED_TYPES = frozenset({"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport",
-                           "Communication", "Binary"})
+AUDITED_TYPES = frozenset(
+    {"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport", "Communication", "Binary"}
+)
 SYSTEM_LEVEL = frozenset({"transaction", "history-system"})
-SUBTYPE = {"read": "read", "vread": "vread", "history-instance": "history-instance",
-           "history-type": "history-type", "history-system": "history-system", "search-type": "search-type",
-           "search-post": "search-type", "create": "create", "update": "update", "conditional-update": "update",
-           "delete": "delete", "conditional-delete": "delete", "patch": "patch", "conditional-patch": "patch",
-           "operation-instance": "operation",
-           "operation-type": "operation"}
-ACTION = {"read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
-          "search-type": "E", "search-post": "E", "create": "C", "update": "U", "conditional-update": "U",
-          "delete": "D", "conditional-delete": "D", "patch": "U", "conditional-patch": "U",
-          "transaction": "E", "batch": "E",
-          "operation-instance": "E", "operation-type": "E"}
+SUBTYPE = {
+    "read": "read",
+    "vread": "vread",
+    "history-instance": "history-instance",
+    "history-type": "history-type",
+    "history-system": "history-system",
+    "search-type": "search-type",
+    "search-post": "search-type",
+    "create": "create",
+    "update": "update",
+    "conditional-update": "update",
+    "delete": "delete",
+    "conditional-delete": "delete",
+    "patch": "patch",
+    "conditional-patch": "patch",
+    "operation-instance": "operation",
+    "operation-type": "operation",
+}
+ACTION = {
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "history-type": "R",
+    "history-system": "R",
+    "search-type": "E",
+    "search-post": "E",
+    "create": "C",
+    "update": "U",
+    "conditional-update": "U",
+    "delete": "D",
+    "conditional-delete": "D",
+    "patch": "U",
+    "conditional-patch": "U",
+    "transaction": "E",
+    "batch": "E",
+    "operation-instance": "E",
+    "operation-type": "E",
+}
 MAX_ENTITIES = 100
 # What the client was told is "not known" (what it may not see answers as what does not exist);
 # the audit log says what happened.
 REFUSED = "Access refused: the resource does not belong to the client's organisation"
 
-EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-              "display": "RESTful Operation"}
+EVENT_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "RESTful Operation",
+}
 INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -98,9 +130,14 @@ def build_event(endpoint: str, rtype: str | None, response: Response, principal:
         "recorded": instant(utc_now()),
         "outcome": "8" if g.get("refused") else outcome_code(response.status_code),
         "agent": _agents(principal),
-        "source": {"site": "SI-DEP", "observer": {"display": "SI-DEP FHIR server",
-                                                  "identifier": {"value": current_app.config["SETTINGS"].base_url}},
-                   "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "source": {
+            "site": "SI-DEP",
+            "observer": {
+                "display": "SI-DEP FHIR server",
+                "identifier": {"value": current_app.config["SETTINGS"].base_url},
+            },
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
     }
     if response.status_code >= 400 or g.get("refused"):
         description = REFUSED if g.get("refused") else _diagnostics(body)
@@ -117,23 +154,53 @@ def _agents(principal: Principal | None) -> list[dict]:
     if principal is None:
         return [{"who": {"display": "anonymous"}, "requestor": True, "network": network}]
     if principal.kind == "client":
-        who = {"reference": f"Device/{principal.id}", "identifier": {"system": CLIENT_SYSTEM, "value": principal.id},
-               "display": principal.name}
+        who = {
+            "reference": f"Device/{principal.id}",
+            "identifier": {"system": CLIENT_SYSTEM, "value": principal.id},
+            "display": principal.name,
+        }
         kind = {"system": DCM, "code": "110150", "display": "Application"}
     else:
-        identifier = ({"system": RPPS, "value": principal.rpps} if principal.rpps
-                      else {"system": USER_SYSTEM, "value": principal.id})
+        identifier = (
+            {"system": RPPS, "value": principal.rpps}
+            if principal.rpps
+            else {"system": USER_SYSTEM, "value": principal.id}
+        )
         who = {"identifier": identifier, "display": principal.name}
-        kind = {"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser",
-                "display": "human user"}
-    agents = [{"type": {"coding": [kind]}, "who": who, "altId": principal.id, "name": principal.name,
-               "requestor": True, "network": network}]
+        kind = {
+            "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+            "code": "humanuser",
+            "display": "human user",
+        }
+    agents = [
+        {
+            "type": {"coding": [kind]},
+            "who": who,
+            "altId": principal.id,
+            "name": principal.name,
+            "requestor": True,
+            "network": network,
+        }
+    ]
     if principal.organisation:
-        agents.append({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
-                                            "code": "PROV", "display": "healthcare provider"}]},
-                       "who": {"identifier": {"system": FINESS, "value": principal.organisation},
-                               "display": principal.organisation_name or principal.organisation},
-                       "requestor": False})
+        agents.append(
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
+                            "code": "PROV",
+                            "display": "healthcare provider",
+                        }
+                    ]
+                },
+                "who": {
+                    "identifier": {"system": FINESS, "value": principal.organisation},
+                    "display": principal.organisation_name or principal.organisation,
+                },
+                "requestor": False,
+            }
+        )
     return agents
 
 
@@ -195,18 +262,35 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
     for record in g.get("refused", []):  # what access control examined and refused
         see(record.resource)
         see_key(f"{record.type}/{record.id}")
-    entities = [{"what": {"reference": key}, "type": _coding(ENTITY_TYPE, "1", "Person"),
-                 "role": _coding(OBJECT_ROLE, "1", "Patient")} for key in list(patients)[:MAX_ENTITIES]]
-    entities += [{"what": {"reference": key}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
-                  "role": _coding(OBJECT_ROLE, "4", "Domain Resource")}
-                 for key in list(objects)[:MAX_ENTITIES] if key not in patients]
+    entities = [
+        {
+            "what": {"reference": key},
+            "type": _coding(ENTITY_TYPE, "1", "Person"),
+            "role": _coding(OBJECT_ROLE, "1", "Patient"),
+        }
+        for key in list(patients)[:MAX_ENTITIES]
+    ]
+    entities += [
+        {
+            "what": {"reference": key},
+            "type": _coding(ENTITY_TYPE, "2", "System Object"),
+            "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
+        }
+        for key in list(objects)[:MAX_ENTITIES]
+        if key not in patients
+    ]
     if endpoint in ("search-type", "search-post", "history-type", "history-system"):
         query = request.query_string or b""
         if request.method == "POST" and request.form:
             query = request.get_data()
-        entities.append({"type": _coding(ENTITY_TYPE, "2", "System Object"), "role": _coding(OBJECT_ROLE, "24", "Query"),
-                         "description": f"{request.method} {request.path}",
-                         "query": base64.b64encode(query).decode()})
+        entities.append(
+            {
+                "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "description": f"{request.method} {request.path}",
+                "query": base64.b64encode(query).decode(),
+            }
+        )
     return entities
 
 

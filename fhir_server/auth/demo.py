@@ -7,6 +7,7 @@ in VAR_DIR/demo-bundle.json; start-up prints where they are and the commands tha
 that file to get a token and post the Bundle, never the secret itself (nothing secret on the console,
 which is often a log).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,15 +45,29 @@ def ensure_demo_client(mongodb_uri: str, db_name: str, var_dir: str | Path, base
     known = credentials and accounts.client(credentials.get("client_id", ""))
     lab = demo_laboratory()
     if not (known and known.get("active")):
-        doc, secret = accounts.register_client(f"Démonstration — {lab.name}", lab.finess, [s.finess for s in lab.sites],
-                                               DEFAULT_SCOPE, organisation_name=lab.name)
-        credentials = {"client_id": doc["_id"], "client_secret": secret, "token_url": token_url,
-                       "fhir_base_url": base_url, "organisation": lab.finess, "sites": [s.finess for s in lab.sites],
-                       "scope": DEFAULT_SCOPE}
+        doc, secret = accounts.register_client(
+            f"Démonstration — {lab.name}",
+            lab.finess,
+            [s.finess for s in lab.sites],
+            DEFAULT_SCOPE,
+            organisation_name=lab.name,
+        )
+        credentials = {
+            "client_id": doc["_id"],
+            "client_secret": secret,
+            "token_url": token_url,
+            "fhir_base_url": base_url,
+            "organisation": lab.finess,
+            "sites": [s.finess for s in lab.sites],
+            "scope": DEFAULT_SCOPE,
+        }
         _private_write(path, json.dumps(credentials, indent=2, ensure_ascii=False) + "\n")
         _private_write(var_dir / BUNDLE, json.dumps(generate_result_bundle(random.Random(), lab), ensure_ascii=False))
-        print(f"Demonstration laboratory {lab.name} (FINESS {lab.finess}, site {lab.sites[0].finess}) "
-              f"and its OAuth2 client created; credentials in {path} (mode 0600)", flush=True)
+        print(
+            f"Demonstration laboratory {lab.name} (FINESS {lab.finess}, site {lab.sites[0].finess}) "
+            f"and its OAuth2 client created; credentials in {path} (mode 0600)",
+            flush=True,
+        )
     print(instructions(credentials, var_dir, token_url, base_url), flush=True)
     return credentials
 
@@ -81,6 +96,7 @@ def first_start(env: dict, var_dir: str | Path, base_url: str) -> None:
     if env.get("AUTH_ENABLED", "true").strip().lower() in {"0", "false", "no", "off"}:
         return
     from ..settings import Settings
+
     token_url = Settings(base_url=base_url, token_url=env.get("OAUTH_TOKEN_URL") or None).token_endpoint
     try:
         ensure_demo_client(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep"), var_dir, base_url, token_url)
@@ -89,7 +105,11 @@ def first_start(env: dict, var_dir: str | Path, base_url: str) -> None:
     try:  # and a pharmacist and an operator for the web UI (fhir_server/web/demo.py)
         from ..storage.users import Users
         from ..web.demo import ensure_demo_users
-        ensure_demo_users(Users.connect(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep")), var_dir,
-                          base_url.rsplit("/fhir", 1)[0] + "/ui/")
+
+        ensure_demo_users(
+            Users.connect(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep")),
+            var_dir,
+            base_url.rsplit("/fhir", 1)[0] + "/ui/",
+        )
     except Exception as exc:  # noqa: BLE001 - the platform runs without its demonstration users
         print(f"(no demonstration users: {exc})", flush=True)

@@ -41,6 +41,7 @@ the Specimens, Observations and DiagnosticReports based on it and of its Patient
 them (the same `org` filter), never to write them (writing needs an owner key). Such grants are
 only ever added: a resend naming another requester does not take the first one's access away.
 """
+
 from __future__ import annotations
 
 from flask import current_app, g, has_request_context, request
@@ -52,28 +53,54 @@ from ..outcome import FhirError, not_known
 from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
-from ..storage.conditions import Condition, narrowed, owned_by
 from ..storage.accounts import utc_now
+from ..storage.conditions import Condition, narrowed, owned_by
 from .principal import Principal, current_principal, requester_key
 
 # Patient data: readable only by the organisations it belongs to.
-BOUND_TYPES = frozenset({"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport",
-                         "Communication", "Binary", "AuditEvent"})
+BOUND_TYPES = frozenset(
+    {
+        "Patient",
+        "ServiceRequest",
+        "Specimen",
+        "Observation",
+        "DiagnosticReport",
+        "Communication",
+        "Binary",
+        "AuditEvent",
+    }
+)
 PERFORMED_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest"})
 # where a resource names the ServiceRequest it carries out (its requester may read it)
-REQUEST_ELEMENTS = {"ServiceRequest": (), "Specimen": ("request",), "Observation": ("basedOn",),
-                    "DiagnosticReport": ("basedOn",)}
+REQUEST_ELEMENTS = {
+    "ServiceRequest": (),
+    "Specimen": ("request",),
+    "Observation": ("basedOn",),
+    "DiagnosticReport": ("basedOn",),
+}
 FINESS_SYSTEMS = frozenset({FINESS, FINESS_OLD})
 
 # the scope letters (cruds) an interaction needs on its resource type; any one of them will do
 NEEDS = {
-    "read": "r", "vread": "r", "history-instance": "r", "operation-instance": "r",
-    "search-type": "s", "search-post": "s", "history-type": "s", "operation-type": "cruds",
-    "create": "c", "update": "cu", "conditional-update": "cu", "delete": "d", "conditional-delete": "d",
-    "patch": "u", "conditional-patch": "u",
+    "read": "r",
+    "vread": "r",
+    "history-instance": "r",
+    "operation-instance": "r",
+    "search-type": "s",
+    "search-post": "s",
+    "history-type": "s",
+    "operation-type": "cruds",
+    "create": "c",
+    "update": "cu",
+    "conditional-update": "cu",
+    "delete": "d",
+    "conditional-delete": "d",
+    "patch": "u",
+    "conditional-patch": "u",
 }
-WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete", "patch",
-                    "conditional-patch"})
+WRITES = frozenset(
+    {"create", "update", "conditional-update", "delete", "conditional-delete", "patch", "conditional-patch"}
+)
 INSTANCE_CHECKED = frozenset({"history-instance", "operation-instance"})
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -97,14 +124,19 @@ def forbidden(en: str, fr: str, record: Record | None = None) -> FhirError:
 def scope_refused(rtype: str | None, perms: str) -> FhirError:
     what = " or ".join(VERBS[p] for p in perms)
     target = rtype or "every type"
-    return forbidden(f"The token's scopes do not allow to {what} {target}",
-                     f"Les scopes du jeton ne permettent pas de {what} {target}")
+    return forbidden(
+        f"The token's scopes do not allow to {what} {target}",
+        f"Les scopes du jeton ne permettent pas de {what} {target}",
+    )
 
 
 def not_yours(record: Record) -> FhirError:
     """For what every client may read (Organization, Practitioner): saying it is not theirs tells nothing."""
-    return forbidden(f"{record.type}/{record.id} does not belong to your organisation",
-                     f"{record.type}/{record.id} n'appartient pas à votre organisation", record)
+    return forbidden(
+        f"{record.type}/{record.id} does not belong to your organisation",
+        f"{record.type}/{record.id} n'appartient pas à votre organisation",
+        record,
+    )
 
 
 def hidden(rtype: str, rid: str, record: Record | None = None) -> FhirError:
@@ -123,8 +155,12 @@ def _refused(record: Record) -> None:
 
 
 def read_only(rtype: str) -> FhirError:
-    return FhirError.of(405, "not-supported", f"{rtype} is read-only: the server writes it",
-                        f"{rtype} est en lecture seule : le serveur l'écrit")
+    return FhirError.of(
+        405,
+        "not-supported",
+        f"{rtype} is read-only: the server writes it",
+        f"{rtype} est en lecture seule : le serveur l'écrit",
+    )
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -136,12 +172,16 @@ def authenticate() -> Principal:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise unauthorized(None, "A bearer access token is required (POST /oauth/token)",
-                           "Un jeton d'accès (bearer) est requis (POST /oauth/token)")
+        raise unauthorized(
+            None,
+            "A bearer access token is required (POST /oauth/token)",
+            "Un jeton d'accès (bearer) est requis (POST /oauth/token)",
+        )
     doc = current_app.extensions["sidep.accounts"].token(token)
     if doc is None:
-        raise unauthorized("invalid_token", "The access token is unknown or revoked",
-                           "Le jeton d'accès est inconnu ou révoqué")
+        raise unauthorized(
+            "invalid_token", "The access token is unknown or revoked", "Le jeton d'accès est inconnu ou révoqué"
+        )
     if doc["exp"] <= utc_now():
         raise unauthorized("invalid_token", "The access token has expired", "Le jeton d'accès a expiré")
     principal = Principal.from_doc(doc["principal"])
@@ -167,7 +207,9 @@ def authorize_request() -> None:
     if endpoint == "history-system" and not principal.scopes.allows("*", "s"):
         raise scope_refused(None, "s")
     if endpoint == "operation-system" and not principal.unrestricted and _changes_state(view.get("name")):
-        raise forbidden(f"${view.get('name')} is for platform operators", f"${view.get('name')} est réservée aux opérateurs")
+        raise forbidden(
+            f"${view.get('name')} is for platform operators", f"${view.get('name')} est réservée aux opérateurs"
+        )
     needs = NEEDS.get(endpoint)
     if needs and rtype and not principal.scopes.allows_any(rtype, needs):
         raise scope_refused(rtype, needs)
@@ -248,6 +290,7 @@ def restrict_plans(builder, matching: bool):
 # -- writes, inside the unit of work -----------------------------------------------------------
 def _changes_state(name: str | None) -> bool:
     from operations import find
+
     op = find(name or "", "system", None)
     return bool(op and op.affects_state)
 
@@ -309,13 +352,18 @@ def check_delete(uow: UnitOfWork, record: Record) -> None:
 
 
 def _scope_text(rtype: str, perm: str) -> tuple[str, str]:
-    return (f"The token's scopes do not allow to {VERBS[perm]} {rtype}",
-            f"Les scopes du jeton ne permettent pas de {VERBS[perm]} {rtype}")
+    return (
+        f"The token's scopes do not allow to {VERBS[perm]} {rtype}",
+        f"Les scopes du jeton ne permettent pas de {VERBS[perm]} {rtype}",
+    )
 
 
 def finess_numbers(resource: dict | None) -> set[str]:
-    return {i.get("value") for i in (resource or {}).get("identifier", [])
-            if isinstance(i, dict) and i.get("system") in FINESS_SYSTEMS and i.get("value")}
+    return {
+        i.get("value")
+        for i in (resource or {}).get("identifier", [])
+        if isinstance(i, dict) and i.get("system") in FINESS_SYSTEMS and i.get("value")
+    }
 
 
 def _check_organization(principal: Principal, record: Record, previous: Record | None) -> None:
@@ -324,9 +372,11 @@ def _check_organization(principal: Principal, record: Record, previous: Record |
     if numbers:
         if not numbers <= principal.finess:
             others = ", ".join(sorted(numbers - principal.finess))
-            raise forbidden(f"Organization/{record.id}: FINESS {others} is not your organisation or one of its sites",
-                            f"Organization/{record.id} : le FINESS {others} n'est ni votre organisation ni l'un de ses sites",
-                            record)
+            raise forbidden(
+                f"Organization/{record.id}: FINESS {others} is not your organisation or one of its sites",
+                f"Organization/{record.id} : le FINESS {others} n'est ni votre organisation ni l'un de ses sites",
+                record,
+            )
     elif previous is not None and not principal.belongs(previous.owner):
         raise not_yours(previous)
 
@@ -377,14 +427,20 @@ def _check_performers(uow: UnitOfWork, principal: Principal, record: Record) -> 
     if principal.organisation is None:
         people = [person_rpps(uow, p) for p in performers if _performer_finess(uow, p) is None]
         if organisations or not people or not all(numbers == {principal.rpps} for numbers in people):
-            raise forbidden(f"{record.type}.performer must be you (a Practitioner with your RPPS number "
-                            f"{principal.rpps}), and no organisation",
-                            f"{record.type}.performer doit être vous-même (un Practitioner portant votre numéro "
-                            f"RPPS {principal.rpps}), et aucune organisation", record)
+            raise forbidden(
+                f"{record.type}.performer must be you (a Practitioner with your RPPS number "
+                f"{principal.rpps}), and no organisation",
+                f"{record.type}.performer doit être vous-même (un Practitioner portant votre numéro "
+                f"RPPS {principal.rpps}), et aucune organisation",
+                record,
+            )
         return
     if not organisations or not all(numbers & principal.sites for numbers in organisations):
-        raise forbidden(f"{record.type}.performer must be one of your sites (FINESS géographique)",
-                        f"{record.type}.performer doit être l'un de vos sites (FINESS géographique)", record)
+        raise forbidden(
+            f"{record.type}.performer must be one of your sites (FINESS géographique)",
+            f"{record.type}.performer doit être l'un de vos sites (FINESS géographique)",
+            record,
+        )
 
 
 # -- read access for requesters, once per unit of work ----------------------------------------------
@@ -400,11 +456,24 @@ def grant_requesters(uow: UnitOfWork) -> None:
         for record in uow.known(rtype):
             if record.deleted or not record.resource:
                 continue
-            requests = [record] if rtype == "ServiceRequest" else [
-                target for key in _targets(record.resource, elements, "ServiceRequest", base)
-                for target in [uow.current("ServiceRequest", key)] if target and not target.deleted]
-            keys = sorted({requester_key(n) for request in requests
-                           for n in person_rpps(uow, request.resource.get("requester") or {})} - {own})
+            requests = (
+                [record]
+                if rtype == "ServiceRequest"
+                else [
+                    target
+                    for key in _targets(record.resource, elements, "ServiceRequest", base)
+                    for target in [uow.current("ServiceRequest", key)]
+                    if target and not target.deleted
+                ]
+            )
+            keys = sorted(
+                {
+                    requester_key(n)
+                    for request in requests
+                    for n in person_rpps(uow, request.resource.get("requester") or {})
+                }
+                - {own}
+            )
             if not keys:
                 continue
             uow.grant(rtype, record.id, keys)
@@ -446,15 +515,21 @@ def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> 
         target = uow.current(rtype, rid)
         if target is not None and not target.deleted and principal.may_read(target.owner):
             if not principal.belongs(target.owner):  # visible to it (a test it requested), not its own
-                raise forbidden(f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
-                                f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre "
-                                f"organisation", record)
+                raise forbidden(
+                    f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
+                    f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre organisation",
+                    record,
+                )
             continue
         if target is None or target.deleted or not principal.may_read(target.owner):
             if target is not None and not target.deleted:
                 _refused(target)
-            error = FhirError.of(404, "not-found", f"the referenced resource '{key}' does not exist",
-                                 f"la ressource référencée '{key}' n'existe pas")
+            error = FhirError.of(
+                404,
+                "not-found",
+                f"the referenced resource '{key}' does not exist",
+                f"la ressource référencée '{key}' n'existe pas",
+            )
             error.about = (record.type, record.id)
             error.reference = value
             raise error

@@ -5,6 +5,7 @@ kind (client | user), id (client_id or login), the organisation it acts for (FIN
 that organisation's sites (FINESS géographique), its role, its SMART scopes and, for health
 professionals, their RPPS number. The request's principal is `flask.g.principal`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -85,19 +86,44 @@ class Principal:
         return self.unrestricted or bool(owner and self.read_keys.intersection(owner))
 
     def to_doc(self) -> dict:
-        return {"kind": self.kind, "id": self.id, "name": self.name, "role": self.role,
-                "scope": self.scopes.text, "org": self.organisation, "org_name": self.organisation_name,
-                "sites": sorted(self.sites), "rpps": self.rpps}
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "scope": self.scopes.text,
+            "org": self.organisation,
+            "org_name": self.organisation_name,
+            "sites": sorted(self.sites),
+            "rpps": self.rpps,
+        }
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Principal":
-        return cls(doc["kind"], doc["id"], doc.get("name") or doc["id"], doc["role"], parse(doc.get("scope") or ""),
-                   doc.get("org"), doc.get("org_name"), frozenset(doc.get("sites") or ()), doc.get("rpps"))
+        return cls(
+            doc["kind"],
+            doc["id"],
+            doc.get("name") or doc["id"],
+            doc["role"],
+            parse(doc.get("scope") or ""),
+            doc.get("org"),
+            doc.get("org_name"),
+            frozenset(doc.get("sites") or ()),
+            doc.get("rpps"),
+        )
 
     @classmethod
     def for_client(cls, client: dict, scope: str) -> "Principal":
-        return cls("client", client["_id"], client.get("name") or client["_id"], client.get("role") or ROLE_LABORATORY,
-                   parse(scope), client.get("org"), client.get("org_name"), frozenset(client.get("sites") or ()))
+        return cls(
+            "client",
+            client["_id"],
+            client.get("name") or client["_id"],
+            client.get("role") or ROLE_LABORATORY,
+            parse(scope),
+            client.get("org"),
+            client.get("org_name"),
+            frozenset(client.get("sites") or ()),
+        )
 
 
 def current_principal() -> Principal | None:

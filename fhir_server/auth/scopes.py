@@ -5,6 +5,7 @@ permission letters c (create), r (read by id), u (update), d (delete), s (search
 `.write` cud, `.*` all. A wildcard type (`*`) never covers the types listed in EXPLICIT_ONLY: the
 audit log is readable only with a scope that names AuditEvent.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ client registered its public JWK set; RS384 and ES384 as SMART requires, RS256/E
 Tokens are opaque random strings, short-lived (settings.token_lifetime), stored as a hash with a
 snapshot of the principal. SMART discovery is at /fhir/.well-known/smart-configuration.
 """
+
 from __future__ import annotations
 
 import time
@@ -118,8 +119,13 @@ def create_authorization_server(app, accounts: Accounts, settings: Settings) -> 
     def save_token(token, request):
         client = request.client.doc
         principal = Principal.for_client(client, token.get("scope") or "")
-        accounts.save_token(token["access_token"], client["_id"], token.get("scope") or "",
-                            int(token.get("expires_in") or settings.token_lifetime), principal.to_doc())
+        accounts.save_token(
+            token["access_token"],
+            client["_id"],
+            token.get("scope") or "",
+            int(token.get("expires_in") or settings.token_lifetime),
+            principal.to_doc(),
+        )
 
     server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT(accounts, _audiences(settings)))
@@ -141,16 +147,21 @@ def blueprint(server: AuthorizationServer, settings: Settings) -> Blueprint:
 
     @bp.get("/fhir/.well-known/smart-configuration")
     def smart_configuration():
-        return jsonify({
-            "token_endpoint": settings.token_endpoint,
-            "token_endpoint_auth_methods_supported": ClientCredentials.TOKEN_ENDPOINT_AUTH_METHODS,
-            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-            "grant_types_supported": ["client_credentials"],
-            "scopes_supported": ["system/*.read", "system/*.write", "system/*.cruds",
-                                 "system/AuditEvent.read"],
-            "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric",
-                             "permission-v1", "permission-v2"],
-        })
+        return jsonify(
+            {
+                "token_endpoint": settings.token_endpoint,
+                "token_endpoint_auth_methods_supported": ClientCredentials.TOKEN_ENDPOINT_AUTH_METHODS,
+                "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+                "grant_types_supported": ["client_credentials"],
+                "scopes_supported": ["system/*.read", "system/*.write", "system/*.cruds", "system/AuditEvent.read"],
+                "capabilities": [
+                    "client-confidential-symmetric",
+                    "client-confidential-asymmetric",
+                    "permission-v1",
+                    "permission-v2",
+                ],
+            }
+        )
 
     return bp
 

@@ -1,5 +1,6 @@
 """capabilities: GET [base]/metadata — built from the same registries the server dispatches on,
 so it lists exactly what is supported."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -38,15 +39,18 @@ def capability_statement(base_url: str, token_url: str | None = None) -> dict:
         "implementation": {"description": "SI-DEP national screening results platform", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{
-            "mode": "server",
-            "documentation": "Result parameters supported on every search: " + ", ".join(RESULT_PARAMETERS)
-                             + ". PATCH takes a JSON Patch (application/json-patch+json), on an instance"
-                               " or conditionally on search criteria.",
-            "resource": [_resource(rtype) for rtype in SUPPORTED_TYPES],
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            "operation": [_operation(op) for op in OPERATIONS.values() if op.system],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Result parameters supported on every search: "
+                + ", ".join(RESULT_PARAMETERS)
+                + ". PATCH takes a JSON Patch (application/json-patch+json), on an instance"
+                " or conditionally on search criteria.",
+                "resource": [_resource(rtype) for rtype in SUPPORTED_TYPES],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "operation": [_operation(op) for op in OPERATIONS.values() if op.system],
+            }
+        ],
     }
     if token_url:
         statement["rest"][0]["security"] = _security(token_url)
@@ -56,19 +60,30 @@ def capability_statement(base_url: str, token_url: str | None = None) -> dict:
 def _security(token_url: str) -> dict:
     """OAuth2 (SMART Backend Services): where clients get their bearer tokens."""
     return {
-        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                 "code": "SMART-on-FHIR"}]}],
-        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                       "extension": [{"url": "token", "valueUri": token_url}]}],
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token_url}],
+            }
+        ],
         "description": "OAuth2 client credentials (client secret or private_key_jwt), SMART scopes; "
-                       "every endpoint but /metadata needs a bearer token.",
+        "every endpoint but /metadata needs a bearer token.",
     }
 
 
 def _resource(rtype: str) -> dict:
     interactions = READ_INTERACTIONS + (() if rtype in READ_ONLY_TYPES else WRITE_INTERACTIONS)
-    params = [{"name": p.code, "type": p.type, "documentation": p.expression}
-              for p in parameters_for(rtype).values()]
+    params = [{"name": p.code, "type": p.type, "documentation": p.expression} for p in parameters_for(rtype).values()]
     ops = [_operation(op) for op in OPERATIONS.values() if rtype in op.types or rtype in op.instance_types]
     entry = {
         "type": rtype,
@@ -90,8 +105,12 @@ def _resource(rtype: str) -> dict:
 
 
 def _revincludes(rtype: str) -> list[str]:
-    return [f"{source}:{p.code}" for source in SUPPORTED_TYPES for p in parameters_for(source).values()
-            if p.type == "reference" and (not p.target or rtype in p.target)]
+    return [
+        f"{source}:{p.code}"
+        for source in SUPPORTED_TYPES
+        for p in parameters_for(source).values()
+        if p.type == "reference" and (not p.target or rtype in p.target)
+    ]
 
 
 def _operation(op) -> dict:

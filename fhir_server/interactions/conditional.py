@@ -1,4 +1,5 @@
 """Conditional interactions: find what a search criteria string (`identifier=x|y`) matches."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
@@ -16,8 +17,7 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
         query = rest
     pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
-        raise FhirError.of(400, "invalid", f"Empty search criteria '{query}'",
-                           f"Critères de recherche vides '{query}'")
+        raise FhirError.of(400, "invalid", f"Empty search criteria '{query}'", f"Critères de recherche vides '{query}'")
     return pairs
 
 
@@ -34,6 +34,9 @@ def matches(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]], limit: in
 
 
 def several(rtype: str, query: str) -> FhirError:
-    return FhirError.of(412, "multiple-matches",
-                        f"The criteria {rtype}?{query} match more than one resource",
-                        f"Les critères {rtype}?{query} correspondent à plus d'une ressource")
+    return FhirError.of(
+        412,
+        "multiple-matches",
+        f"The criteria {rtype}?{query} match more than one resource",
+        f"Les critères {rtype}?{query} correspondent à plus d'une ressource",
+    )

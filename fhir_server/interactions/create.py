@@ -1,4 +1,5 @@
 """create: POST [base]/[type], with conditional create (If-None-Exist)."""
+
 from __future__ import annotations
 
 from flask import request
@@ -12,8 +13,9 @@ from .update import update_resource
 from .write_hooks import after_write, existing_match, extra_fields
 
 
-def create_resource(uow: UnitOfWork, rtype: str, resource: dict, if_none_exist: str | None = None,
-                    rid: str | None = None) -> tuple[Record, int]:
+def create_resource(
+    uow: UnitOfWork, rtype: str, resource: dict, if_none_exist: str | None = None, rid: str | None = None
+) -> tuple[Record, int]:
     """(record, 201) when created; (the existing record, 200) when If-None-Exist matched one;
     (the updated record, 200) when it is a resource already known (e.g. the same patient)."""
     if rid is None and not if_none_exist:
@@ -29,8 +31,9 @@ def create_resource(uow: UnitOfWork, rtype: str, resource: dict, if_none_exist: 
             return uow.current(rtype, found[0]), 200
         rid = rid or uow.new_id(rtype)
         uow.claim(claim_key(rtype, pairs), rid)
-    record, previous = uow.put(rtype, rid or uow.new_id(rtype), resource, method="POST",
-                               fields=extra_fields(rtype, resource))
+    record, previous = uow.put(
+        rtype, rid or uow.new_id(rtype), resource, method="POST", fields=extra_fields(rtype, resource)
+    )
     after_write(uow, record, previous)
     return record, 201
 

@@ -1,6 +1,7 @@
 """delete: DELETE [base]/[type]/[id], and conditional delete DELETE [base]/[type]?criteria.
 
 A deleted resource reads 410 Gone; its history keeps every version and the deletion."""
+
 from __future__ import annotations
 
 from flask import request

@@ -1,17 +1,19 @@
 """_summary and _elements: return part of a resource, marked SUBSETTED."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 ALWAYS = ("resourceType", "id", "meta")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _flagged(rtype: str) -> tuple[frozenset[str], frozenset[str]]:
     """(summary elements, mandatory elements) of a resource type, from the R4 model's metadata."""
     try:
         from fhir.resources.R4B import get_fhir_model_class
+
         fields = get_fhir_model_class(rtype).model_fields
     except Exception:  # an unknown type: keep what ALWAYS keeps
         return frozenset(), frozenset()
@@ -51,7 +53,7 @@ def _element_name(element: str, rtype: str) -> str:
     """'name' or 'Patient.name' -> 'name' (only top-level elements are selected)."""
     element = element.strip()
     if rtype and element.startswith(rtype + "."):
-        element = element[len(rtype) + 1:]
+        element = element[len(rtype) + 1 :]
     return element.split(".")[0]
 
 

@@ -1,5 +1,6 @@
 """history: GET [base]/_history, [base]/[type]/_history, [base]/[type]/[id]/_history,
 with _count, _since and keyset paging (newest first)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -40,8 +41,10 @@ def _history(rtype: str | None, rid: str | None):
     since = _since(request.args.get("_since"))
     before = None
     if request.args.get("_cursor"):
-        state = decode_cursor(request.args["_cursor"], lambda state: isinstance(state.get("ts"), datetime)
-                              and isinstance(state.get("key"), str))
+        state = decode_cursor(
+            request.args["_cursor"],
+            lambda state: isinstance(state.get("ts"), datetime) and isinstance(state.get("key"), str),
+        )
         before = (state["ts"], state["key"])
     records = store().history(rtype, rid, since, before, count + 1)
     more = len(records) > count
@@ -66,10 +69,12 @@ def _entry(record: Record) -> dict:
     entry: dict = {"fullUrl": f"{base}/{record.type}/{record.id}"}
     if record.resource is not None:
         entry["resource"] = record.resource
-    entry["request"] = {"method": method,
-                        "url": record.type if method == "POST" else f"{record.type}/{record.id}"}
-    entry["response"] = {"status": STATUS.get(method, "200 OK"), "etag": record.etag,
-                         "lastModified": instant(record.last_updated)}
+    entry["request"] = {"method": method, "url": record.type if method == "POST" else f"{record.type}/{record.id}"}
+    entry["response"] = {
+        "status": STATUS.get(method, "200 OK"),
+        "etag": record.etag,
+        "lastModified": instant(record.last_updated),
+    }
     return entry
 
 
@@ -77,8 +82,13 @@ def _count(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
-        raise FhirError.of(400, "invalid", f"_count '{raw}' is not a positive integer",
-                           f"_count '{raw}' n'est pas un entier positif", "_count")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"_count '{raw}' is not a positive integer",
+            f"_count '{raw}' n'est pas un entier positif",
+            "_count",
+        )
     return min(int(raw), maximum)
 
 
@@ -88,5 +98,6 @@ def _since(raw: str | None):
     try:
         return parse_range(raw)[0]
     except DateFormatError as exc:
-        raise FhirError.of(400, "invalid", f"_since: {exc}", f"_since : '{raw}' n'est pas un instant valide",
-                           "_since") from None
+        raise FhirError.of(
+            400, "invalid", f"_since: {exc}", f"_since : '{raw}' n'est pas un instant valide", "_since"
+        ) from None

@@ -1,5 +1,6 @@
 """$operations: [base]/$op, [base]/[type]/$op, [base]/[type]/[id]/$op, dispatched to the modules
 registered in operations/."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -32,11 +33,16 @@ def _dispatch(name: str, level: str, rtype: str | None, rid: str | None):
     op = find(name, level, rtype)
     if op is None:
         where = f"{rtype or ''}{'/' + rid if rid else ''}"
-        raise FhirError.of(404, "not-supported", f"Operation ${name} is not supported on {where or 'the system'}",
-                           f"L'opération ${name} n'est pas prise en charge sur {where or 'le système'}")
+        raise FhirError.of(
+            404,
+            "not-supported",
+            f"Operation ${name} is not supported on {where or 'the system'}",
+            f"L'opération ${name} n'est pas prise en charge sur {where or 'le système'}",
+        )
     if op.affects_state and request.method != "POST":
-        raise FhirError.of(405, "not-supported", f"${name} changes data: use POST",
-                           f"${name} modifie des données : utilisez POST")
+        raise FhirError.of(
+            405, "not-supported", f"${name} changes data: use POST", f"${name} modifie des données : utilisez POST"
+        )
     body = _body()
     params = _parameters(body)
     _check_types(op, params)
@@ -59,10 +65,16 @@ def _parameters(body: dict | None) -> dict[str, list]:
         params.setdefault(key, []).append(value)
     if body and body.get("resourceType") == "Parameters":
         parts = body.get("parameter", [])
-        if not isinstance(parts, list) or not all(isinstance(p, dict) and isinstance(p.get("name", ""), str)
-                                                  for p in parts):
-            raise FhirError.of(400, "structure", "Parameters.parameter must be an array of objects with a name",
-                               "Parameters.parameter doit être un tableau d'objets nommés", "Parameters.parameter")
+        if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("name", ""), str) for p in parts
+        ):
+            raise FhirError.of(
+                400,
+                "structure",
+                "Parameters.parameter must be an array of objects with a name",
+                "Parameters.parameter doit être un tableau d'objets nommés",
+                "Parameters.parameter",
+            )
         for part in parts:
             value = part.get("resource")
             if value is None:
@@ -85,10 +97,18 @@ def _check_types(op, params: dict[str, list]) -> None:
         name, fhir_type = declared["name"], declared.get("type", "string")
         if declared.get("use") != "in" or name not in params or all(_fits(v, fhir_type) for v in params[name]):
             continue
-        kind = (("a JSON object (in a Parameters body)", "un objet JSON (dans un corps Parameters)")
-                if fhir_type[:1].isupper() else (f"a {fhir_type}", f"de type {fhir_type}"))
-        raise FhirError.of(400, "invalid", f"Parameter '{name}' of ${op.name} must be {kind[0]}",
-                           f"Le paramètre « {name} » de ${op.name} doit être {kind[1]}", name)
+        kind = (
+            ("a JSON object (in a Parameters body)", "un objet JSON (dans un corps Parameters)")
+            if fhir_type[:1].isupper()
+            else (f"a {fhir_type}", f"de type {fhir_type}")
+        )
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"Parameter '{name}' of ${op.name} must be {kind[0]}",
+            f"Le paramètre « {name} » de ${op.name} doit être {kind[1]}",
+            name,
+        )
 
 
 def _fits(value, fhir_type: str) -> bool:

@@ -1,10 +1,12 @@
 """Keyset paging: a page link carries the sort keys of the entry it continues from, not an offset,
 so pages stay consistent while resources are written, and MongoDB never skips over rows."""
+
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -16,6 +18,7 @@ def encode_cursor(state: dict) -> str:
         if isinstance(value, datetime):
             return {"$d": value.isoformat()}
         raise TypeError
+
     data = orjson.dumps(state, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME)
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -30,9 +33,13 @@ def decode_cursor(token: str, fits: Callable[[Any], bool]) -> dict:
     except (ValueError, TypeError, orjson.JSONDecodeError):
         state = None
     if not (isinstance(state, dict) and fits(state)):
-        raise FhirError.of(400, "invalid", "The paging cursor is not valid; start the search again",
-                           "Le curseur de pagination n'est pas valide ; relancez la recherche",
-                           "_cursor") from None
+        raise FhirError.of(
+            400,
+            "invalid",
+            "The paging cursor is not valid; start the search again",
+            "Le curseur de pagination n'est pas valide ; relancez la recherche",
+            "_cursor",
+        ) from None
     return state
 
 

@@ -7,6 +7,7 @@ checks (check_resource), the same write hooks (update_resource), If-Match and Pr
 A patch document that is not one is 400; a valid one that cannot be applied to this resource (a
 failed `test`, a path that is not there, a change of id or resourceType) is 422, as RFC 5789 says.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,19 +43,25 @@ def conditional_patch(rtype: str):
     return written(record, status)
 
 
-def conditional_patch_resource(uow: UnitOfWork, rtype: str, criteria: str, operations: list[dict],
-                               if_match: int | None = None) -> tuple[Record, int]:
+def conditional_patch_resource(
+    uow: UnitOfWork, rtype: str, criteria: str, operations: list[dict], if_match: int | None = None
+) -> tuple[Record, int]:
     found = matches(uow, rtype, criteria_pairs(criteria))
     if len(found) > 1:
         raise several(rtype, criteria)
     if not found:
-        raise FhirError.of(404, "not-found", f"No {rtype} matches {rtype}?{criteria}",
-                           f"Aucune ressource {rtype} ne correspond à {rtype}?{criteria}")
+        raise FhirError.of(
+            404,
+            "not-found",
+            f"No {rtype} matches {rtype}?{criteria}",
+            f"Aucune ressource {rtype} ne correspond à {rtype}?{criteria}",
+        )
     return patch_resource(uow, rtype, found[0], operations, if_match)
 
 
-def patch_resource(uow: UnitOfWork, rtype: str, rid: str, operations: list[dict],
-                   if_match: int | None = None) -> tuple[Record, int]:
+def patch_resource(
+    uow: UnitOfWork, rtype: str, rid: str, operations: list[dict], if_match: int | None = None
+) -> tuple[Record, int]:
     current = _current(uow, rtype, rid)
     patched = apply_patch(rtype, current.resource, operations)
     g.pop("warnings", None)  # a retried unit of work checks again: warnings are not repeated
@@ -85,8 +92,12 @@ def read_patch_document() -> list[dict]:
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
     if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
-        raise FhirError.of(400, "structure", "A JSON Patch is an array of operation objects (RFC 6902)",
-                           "Un JSON Patch est un tableau d'objets opération (RFC 6902)")
+        raise FhirError.of(
+            400,
+            "structure",
+            "A JSON Patch is an array of operation objects (RFC 6902)",
+            "Un JSON Patch est un tableau d'objets opération (RFC 6902)",
+        )
     return operations
 
 
@@ -101,17 +112,25 @@ def apply_patch(rtype: str, resource: dict, operations: list[dict]) -> dict:
         except jsonpatch.InvalidJsonPatch as exc:  # members the library only reads when applying
             raise _bad_document(where, exc) from None
         except jsonpatch.JsonPatchTestFailed:  # its message quotes the stored value: not repeated
-            raise _not_applicable(where, "the value there is not the tested one",
-                                  "la valeur présente n'est pas celle testée") from None
+            raise _not_applicable(
+                where, "the value there is not the tested one", "la valeur présente n'est pas celle testée"
+            ) from None
         except (jsonpatch.JsonPatchConflict, JsonPointerException, TypeError, KeyError, IndexError) as exc:
             raise _not_applicable(where, str(exc), str(exc)) from None
     if not isinstance(document, dict):
-        raise _not_applicable("the patch", "it replaces the whole resource by a non-object",
-                              "il remplace la ressource entière par autre chose qu'un objet")
+        raise _not_applicable(
+            "the patch",
+            "it replaces the whole resource by a non-object",
+            "il remplace la ressource entière par autre chose qu'un objet",
+        )
     for element in ("resourceType", "id"):
         if document.get(element) != resource.get(element):
-            raise _not_applicable("the patch", f"it changes {element}, which a patch may not change",
-                                  f"il modifie {element}, qu'un patch ne peut pas modifier", f"{rtype}.{element}")
+            raise _not_applicable(
+                "the patch",
+                f"it changes {element}, which a patch may not change",
+                f"il modifie {element}, qu'un patch ne peut pas modifier",
+                f"{rtype}.{element}",
+            )
     return document
 
 
@@ -127,10 +146,19 @@ def _operation(where: str, operation: dict) -> jsonpatch.JsonPatch:
 
 
 def _bad_document(where: str, exc: Exception) -> FhirError:
-    return FhirError.of(400, "structure", f"JSON Patch {where} is not a valid RFC 6902 operation: {exc}",
-                        f"L'opération JSON Patch {where} n'est pas une opération RFC 6902 valide : {exc}")
+    return FhirError.of(
+        400,
+        "structure",
+        f"JSON Patch {where} is not a valid RFC 6902 operation: {exc}",
+        f"L'opération JSON Patch {where} n'est pas une opération RFC 6902 valide : {exc}",
+    )
 
 
 def _not_applicable(where: str, en: str, fr: str, expression: str | None = None) -> FhirError:
-    return FhirError.of(422, "processing", f"JSON Patch {where} cannot be applied: {en}",
-                        f"JSON Patch {where} ne peut pas être appliqué : {fr}", expression)
+    return FhirError.of(
+        422,
+        "processing",
+        f"JSON Patch {where} cannot be applied: {en}",
+        f"JSON Patch {where} ne peut pas être appliqué : {fr}",
+        expression,
+    )

@@ -1,4 +1,5 @@
 """read: GET [base]/[type]/[id]"""
+
 from flask import request
 
 from ..context import store

@@ -1,4 +1,5 @@
 """search: GET [base]/[type]?params and POST [base]/[type]/_search."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -31,15 +32,20 @@ def run(plan: SearchPlan) -> dict:
     rtype = plan.resource_type
     if plan.summary == "count":
         return _bundle(plan, [], db.count(rtype, plan.filter), None, None)
-    cursor = decode_cursor(plan.cursor, lambda state: state.get("d") in ("n", "p")
-                           and sort_keys(state.get("k"), len(plan.sort))) if plan.cursor else None
+    cursor = (
+        decode_cursor(
+            plan.cursor, lambda state: state.get("d") in ("n", "p") and sort_keys(state.get("k"), len(plan.sort))
+        )
+        if plan.cursor
+        else None
+    )
     backwards = bool(cursor and cursor.get("d") == "p")
     sort = reverse(plan.sort) if backwards else plan.sort
     query = plan.filter if cursor is None else all_of(plan.filter, after_row(sort, cursor["k"]))
     projection = dict(PROJECTION, **{f"s.{i.param}": 1 for i in plan.includes})
     docs = db.find(rtype, query, sort, plan.count + 1, projection) if plan.count else []
     more = len(docs) > plan.count
-    docs = docs[:plan.count]
+    docs = docs[: plan.count]
     if backwards:
         docs.reverse()
     has_next = (more and not backwards) or backwards
@@ -60,8 +66,11 @@ def _entry(rtype: str, rid: str, resource: dict, mode: str, plan: SearchPlan) ->
     args = {"_summary": plan.summary} if plan.summary else {}
     if plan.elements:
         args["_elements"] = ",".join(plan.elements)
-    return {"fullUrl": f"{settings().base_url}/{rtype}/{rid}", "resource": shape(resource, args),
-            "search": {"mode": mode}}
+    return {
+        "fullUrl": f"{settings().base_url}/{rtype}/{rid}",
+        "resource": shape(resource, args),
+        "search": {"mode": mode},
+    }
 
 
 def _included(plan: SearchPlan, docs: list[dict]) -> list[dict]:
@@ -94,8 +103,9 @@ def _included(plan: SearchPlan, docs: list[dict]) -> list[dict]:
     return entries[:limit]
 
 
-def _bundle(plan: SearchPlan, entries: list[dict], total: int | None, next_cursor: str | None,
-            prev_cursor: str | None) -> dict:
+def _bundle(
+    plan: SearchPlan, entries: list[dict], total: int | None, next_cursor: str | None, prev_cursor: str | None
+) -> dict:
     base = f"{settings().base_url}/{plan.resource_type}"
     # links carry the page size in force (a capped _count as its capped value, so following a
     # link does not repeat the warning)
@@ -113,8 +123,7 @@ def _bundle(plan: SearchPlan, entries: list[dict], total: int | None, next_curso
         bundle["total"] = total
     bundle["link"] = links
     if plan.warnings:
-        entries = entries + [{"resource": operation_outcome(plan.warnings, lang()),
-                              "search": {"mode": "outcome"}}]
+        entries = entries + [{"resource": operation_outcome(plan.warnings, lang()), "search": {"mode": "outcome"}}]
     if entries:
         bundle["entry"] = entries
     return bundle

@@ -6,10 +6,10 @@ DELETE, POST, PUT, GET as the specification orders them; `urn:uuid:` references 
 the ids assigned and conditional references (`Patient?identifier=...`) are resolved first.
 A batch runs each entry on its own: one failing entry does not stop the others.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 
 from ..context import settings, store
 from ..http import fhir_response, lang, parse_etag, prefer, read_json_body
@@ -65,18 +65,30 @@ class Entry:
 def transaction_or_batch():
     bundle = read_json_body()
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in ("transaction", "batch"):
-        raise FhirError.of(400, "invalid", "POST to the base URL takes a Bundle of type transaction or batch",
-                           "Un POST sur l'URL de base attend un Bundle de type transaction ou batch",
-                           "Bundle.type")
+        raise FhirError.of(
+            400,
+            "invalid",
+            "POST to the base URL takes a Bundle of type transaction or batch",
+            "Un POST sur l'URL de base attend un Bundle de type transaction ou batch",
+            "Bundle.type",
+        )
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
-        raise FhirError.of(400, "structure", "Bundle.entry must be an array of entries",
-                           "Bundle.entry doit être un tableau d'entrées", "Bundle.entry")
+        raise FhirError.of(
+            400,
+            "structure",
+            "Bundle.entry must be an array of entries",
+            "Bundle.entry doit être un tableau d'entrées",
+            "Bundle.entry",
+        )
     if len(raw_entries) > settings().max_bundle_entries:
-        raise FhirError.of(413, "too-costly",
-                           f"The Bundle has {len(raw_entries)} entries; at most {settings().max_bundle_entries} are accepted",
-                           f"Le Bundle a {len(raw_entries)} entrées ; au plus {settings().max_bundle_entries} sont acceptées",
-                           "Bundle.entry")
+        raise FhirError.of(
+            413,
+            "too-costly",
+            f"The Bundle has {len(raw_entries)} entries; at most {settings().max_bundle_entries} are accepted",
+            f"Le Bundle a {len(raw_entries)} entrées ; au plus {settings().max_bundle_entries} sont acceptées",
+            "Bundle.entry",
+        )
     if bundle["type"] == "transaction":
         entries = [parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
         return fhir_response(run_transaction(entries))
@@ -86,35 +98,64 @@ def transaction_or_batch():
 def parse_entry(index: int, raw: dict) -> Entry:
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
-        raise FhirError.of(400, "structure", f"{where}: an entry must be a JSON object",
-                           f"{where} : une entrée doit être un objet JSON", where)
+        raise FhirError.of(
+            400,
+            "structure",
+            f"{where}: an entry must be a JSON object",
+            f"{where} : une entrée doit être un objet JSON",
+            where,
+        )
     req = _typed(raw, "request", dict, where) or {}
     method = (_typed(req, "method", str, f"{where}.request") or "").upper()
     url = (_typed(req, "url", str, f"{where}.request") or "").lstrip("/")
     if method not in ORDER or not url:
-        raise FhirError.of(400, "invalid", f"{where}: request.method (GET, POST, PUT, DELETE) and request.url are required",
-                           f"{where} : request.method (GET, POST, PUT, DELETE) et request.url sont obligatoires",
-                           f"{where}.request")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"{where}: request.method (GET, POST, PUT, DELETE) and request.url are required",
+            f"{where} : request.method (GET, POST, PUT, DELETE) et request.url sont obligatoires",
+            f"{where}.request",
+        )
     base = settings().base_url + "/"
-    url = url[len(base):] if url.startswith(base) else url
+    url = url[len(base) :] if url.startswith(base) else url
     if "$" in url.split("?")[0]:
-        raise FhirError.of(400, "not-supported", f"{where}: operations ({url}) are not supported inside a Bundle",
-                           f"{where} : les opérations ({url}) ne sont pas prises en charge dans un Bundle",
-                           f"{where}.request.url")
-    entry = Entry(index, method, url, _typed(raw, "fullUrl", str, where), _typed(raw, "resource", dict, where),
-                  _typed(req, "ifNoneExist", str, f"{where}.request"),
-                  parse_etag(_typed(req, "ifMatch", str, f"{where}.request")))
+        raise FhirError.of(
+            400,
+            "not-supported",
+            f"{where}: operations ({url}) are not supported inside a Bundle",
+            f"{where} : les opérations ({url}) ne sont pas prises en charge dans un Bundle",
+            f"{where}.request.url",
+        )
+    entry = Entry(
+        index,
+        method,
+        url,
+        _typed(raw, "fullUrl", str, where),
+        _typed(raw, "resource", dict, where),
+        _typed(req, "ifNoneExist", str, f"{where}.request"),
+        parse_etag(_typed(req, "ifMatch", str, f"{where}.request")),
+    )
     if entry.type not in SUPPORTED_TYPES:
-        raise FhirError.of(404, "not-supported", f"{where}: resource type '{entry.type}' is not supported",
-                           f"{where} : le type de ressource '{entry.type}' n'est pas pris en charge",
-                           f"{where}.request.url")
+        raise FhirError.of(
+            404,
+            "not-supported",
+            f"{where}: resource type '{entry.type}' is not supported",
+            f"{where} : le type de ressource '{entry.type}' n'est pas pris en charge",
+            f"{where}.request.url",
+        )
     if method in ("POST", "PUT"):
         if not isinstance(entry.resource, dict):
-            raise FhirError.of(400, "required", f"{where}: a {method} entry needs a resource",
-                               f"{where} : une entrée {method} doit porter une ressource", f"{where}.resource")
+            raise FhirError.of(
+                400,
+                "required",
+                f"{where}: a {method} entry needs a resource",
+                f"{where} : une entrée {method} doit porter une ressource",
+                f"{where}.resource",
+            )
         url_id = entry.id if method == "PUT" and not entry.criteria else None
-        entry.resource = check_resource(entry.type, entry.resource, url_id=url_id, root=f"{where}.resource",
-                                        in_bundle=True)
+        entry.resource = check_resource(
+            entry.type, entry.resource, url_id=url_id, root=f"{where}.resource", in_bundle=True
+        )
     return entry
 
 
@@ -123,8 +164,13 @@ def _typed(node: dict, name: str, kind: type, where: str):
     value = node.get(name)
     if value is not None and not isinstance(value, kind):
         expected = ("an object", "un objet") if kind is dict else ("a string", "une chaîne")
-        raise FhirError.of(400, "structure", f"{where}.{name} must be {expected[0]}",
-                           f"{where}.{name} doit être {expected[1]}", f"{where}.{name}")
+        raise FhirError.of(
+            400,
+            "structure",
+            f"{where}.{name} must be {expected[0]}",
+            f"{where}.{name} doit être {expected[1]}",
+            f"{where}.{name}",
+        )
     return value
 
 
@@ -132,12 +178,12 @@ def _typed(node: dict, name: str, kind: type, where: str):
 def run_transaction(entries: list[Entry]) -> dict:
     def work(uow: UnitOfWork) -> list[dict]:
         ids = _assign_ids(uow, entries)
-        references = {e.full_url: f"{e.type}/{ids[e.index][0]}" for e in entries
-                      if e.full_url and e.index in ids}
+        references = {e.full_url: f"{e.type}/{ids[e.index][0]}" for e in entries if e.full_url and e.index in ids}
         in_bundle = {f"{e.type}/{ids[e.index][0]}" for e in entries if e.index in ids}
         # new copies: the unit of work may run again and must start from the resources as sent
-        resources = {e.index: _with_references_resolved(uow, e, references, in_bundle)
-                     for e in entries if e.resource is not None}
+        resources = {
+            e.index: _with_references_resolved(uow, e, references, in_bundle) for e in entries if e.resource is not None
+        }
         results: dict[int, dict] = {}
         for entry in sorted(entries, key=processing_order):
             if entry.method != "GET":
@@ -152,15 +198,17 @@ def run_transaction(entries: list[Entry]) -> dict:
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": results}
 
 
-def _judge_whole_bundle(uow: UnitOfWork, entries: list[Entry], ids: dict[int, tuple[str, str]],
-                        resources: dict[int, dict]) -> None:
+def _judge_whole_bundle(
+    uow: UnitOfWork, entries: list[Entry], ids: dict[int, tuple[str, str]], resources: dict[int, dict]
+) -> None:
     """The rules on the state the whole Bundle produces (performers, references), a failure
     located in the entry that wrote the resource at fault."""
     try:
         uow.seal()
     except FhirError as error:
-        entry = next((e for e in entries if error.about and e.index in ids
-                      and (e.type, ids[e.index][0]) == error.about), None)
+        entry = next(
+            (e for e in entries if error.about and e.index in ids and (e.type, ids[e.index][0]) == error.about), None
+        )
         if entry is None:
             raise
         if error.reference and entry.index in resources:
@@ -183,8 +231,11 @@ def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, s
             ids[entry.index] = (known, "update") if known else (uow.new_id(entry.type), "create")
         elif entry.method == "PUT" and entry.criteria:
             found = _conditional(uow, entry, entry.criteria)
-            ids[entry.index] = (found[0], "update") if found else (
-                (entry.resource or {}).get("id") or uow.new_id(entry.type), "create")
+            ids[entry.index] = (
+                (found[0], "update")
+                if found
+                else ((entry.resource or {}).get("id") or uow.new_id(entry.type), "create")
+            )
         elif entry.method == "PUT":
             ids[entry.index] = (entry.id, "update")
     return ids
@@ -221,16 +272,29 @@ def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:
 
 
 def _response(record: Record, status: int) -> dict:
-    result: dict = {"response": {
-        "status": STATUS_TEXT[status], "location": f"{record.type}/{record.id}/_history/{record.version}",
-        "etag": record.etag, "lastModified": instant(record.last_updated)}}
+    result: dict = {
+        "response": {
+            "status": STATUS_TEXT[status],
+            "location": f"{record.type}/{record.id}/_history/{record.version}",
+            "etag": record.etag,
+            "lastModified": instant(record.last_updated),
+        }
+    }
     mode = prefer("return") or "representation"
     if mode == "representation":
         result["resource"] = record.resource
     elif mode == "OperationOutcome":
         result["response"]["outcome"] = operation_outcome(
-            [Issue("information", "informational", f"{record.type}/{record.id} stored",
-                   f"{record.type}/{record.id} enregistré")], lang())
+            [
+                Issue(
+                    "information",
+                    "informational",
+                    f"{record.type}/{record.id} stored",
+                    f"{record.type}/{record.id} enregistré",
+                )
+            ],
+            lang(),
+        )
     return result
 
 
@@ -240,27 +304,32 @@ class UnresolvedReference(Exception):
         self.value, self.status, self.code, self.en, self.fr = value, status, code, en, fr
 
 
-def _with_references_resolved(uow: UnitOfWork, entry: Entry, references: dict[str, str],
-                              in_bundle: set[str]) -> dict:
+def _with_references_resolved(uow: UnitOfWork, entry: Entry, references: dict[str, str], in_bundle: set[str]) -> dict:
     """A copy of the entry's resource with urn:uuid: and conditional references resolved, and local
     references checked; a failure names the element (found again only then: paths cost)."""
     try:
         return _resolved(uow, entry.resource, references, in_bundle)
     except UnresolvedReference as failure:
         where = _reference_path(entry.resource, failure.value, f"{entry.where}.resource") or entry.where
-        raise FhirError.of(failure.status, failure.code, f"{where}: {failure.en}", f"{where} : {failure.fr}",
-                           where) from None
+        raise FhirError.of(
+            failure.status, failure.code, f"{where}: {failure.en}", f"{where} : {failure.fr}", where
+        ) from None
 
 
 def _resolved(uow: UnitOfWork, node, references: dict[str, str], in_bundle: set[str]):
     if isinstance(node, dict):
-        return {key: _resolve_reference(uow, value, references, in_bundle)
-                if key == "reference" and isinstance(value, str)
-                else _resolved(uow, value, references, in_bundle) if isinstance(value, (dict, list)) else value
-                for key, value in node.items()}
+        return {
+            key: _resolve_reference(uow, value, references, in_bundle)
+            if key == "reference" and isinstance(value, str)
+            else _resolved(uow, value, references, in_bundle)
+            if isinstance(value, (dict, list))
+            else value
+            for key, value in node.items()
+        }
     if isinstance(node, list):
-        return [_resolved(uow, item, references, in_bundle) if isinstance(item, (dict, list)) else item
-                for item in node]
+        return [
+            _resolved(uow, item, references, in_bundle) if isinstance(item, (dict, list)) else item for item in node
+        ]
     return node
 
 
@@ -285,25 +354,43 @@ def _resolve_reference(uow: UnitOfWork, value: str, references: dict[str, str], 
     if value in references:
         return references[value]
     if value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
-        raise UnresolvedReference(value, 400, "not-found", f"'{value}' is not the fullUrl of any entry of the Bundle",
-                                  f"'{value}' n'est le fullUrl d'aucune entrée du Bundle")
+        raise UnresolvedReference(
+            value,
+            400,
+            "not-found",
+            f"'{value}' is not the fullUrl of any entry of the Bundle",
+            f"'{value}' n'est le fullUrl d'aucune entrée du Bundle",
+        )
     target_type, _, rest = value.partition("?")
     if rest and target_type in SUPPORTED_TYPES:
         found = matches(uow, target_type, criteria_pairs(rest))
         if not found:
-            raise UnresolvedReference(value, 404, "not-found",
-                                      f"the conditional reference '{value}' matches no resource",
-                                      f"la référence conditionnelle '{value}' ne correspond à aucune ressource")
+            raise UnresolvedReference(
+                value,
+                404,
+                "not-found",
+                f"the conditional reference '{value}' matches no resource",
+                f"la référence conditionnelle '{value}' ne correspond à aucune ressource",
+            )
         if len(found) > 1:
-            raise UnresolvedReference(value, 412, "multiple-matches",
-                                      f"the conditional reference '{value}' matches more than one resource",
-                                      f"la référence conditionnelle '{value}' correspond à plusieurs ressources")
+            raise UnresolvedReference(
+                value,
+                412,
+                "multiple-matches",
+                f"the conditional reference '{value}' matches more than one resource",
+                f"la référence conditionnelle '{value}' correspond à plusieurs ressources",
+            )
         return f"{target_type}/{found[0]}"
     parts = value.split("/")
     if len(parts) == 2 and parts[0] in SUPPORTED_TYPES and value not in in_bundle:
         if not uow.referable(parts[0], parts[1]):  # another organisation's answers as a missing one
-            raise UnresolvedReference(value, 404, "not-found", f"the referenced resource '{value}' does not exist",
-                                      f"la ressource référencée '{value}' n'existe pas")
+            raise UnresolvedReference(
+                value,
+                404,
+                "not-found",
+                f"the referenced resource '{value}' does not exist",
+                f"la ressource référencée '{value}' n'existe pas",
+            )
     return value
 
 
@@ -327,17 +414,23 @@ def _located(entry: Entry, error: FhirError) -> FhirError:
 
 # -- reads inside a Bundle ----------------------------------------------------------------------
 def _read_entry(entry: Entry) -> dict:
-    from . import search as search_interaction
     from ..context import plan_builder
+    from . import search as search_interaction
+
     path = entry.url.split("?")[0].split("/")
     try:
         if len(path) == 1:
             plan = plan_builder().build(entry.type, criteria_pairs(entry.criteria) if entry.criteria else [])
             return {"resource": search_interaction.run(plan), "response": {"status": "200 OK"}}
-        record = (store().vread(entry.type, path[1], int(path[3])) if len(path) == 4 and path[3].isdigit()
-                  else store().read(entry.type, path[1]))
-        return {"resource": record.resource, "response": {"status": "200 OK", "etag": record.etag,
-                                                          "lastModified": instant(record.last_updated)}}
+        record = (
+            store().vread(entry.type, path[1], int(path[3]))
+            if len(path) == 4 and path[3].isdigit()
+            else store().read(entry.type, path[1])
+        )
+        return {
+            "resource": record.resource,
+            "response": {"status": "200 OK", "etag": record.etag, "lastModified": instant(record.last_updated)},
+        }
     except FhirError as error:
         return _failed(entry.index, error)
 

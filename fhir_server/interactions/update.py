@@ -1,5 +1,6 @@
 """update: PUT [base]/[type]/[id] (create-on-update with a client id), and conditional update
 PUT [base]/[type]?criteria."""
+
 from __future__ import annotations
 
 from flask import request
@@ -13,15 +14,17 @@ from .conditional import claim_key, criteria_pairs, matches, several
 from .write_hooks import after_write, extra_fields
 
 
-def update_resource(uow: UnitOfWork, rtype: str, rid: str, resource: dict,
-                    if_match: int | None = None) -> tuple[Record, int]:
+def update_resource(
+    uow: UnitOfWork, rtype: str, rid: str, resource: dict, if_match: int | None = None
+) -> tuple[Record, int]:
     record, previous = uow.put(rtype, rid, resource, if_match=if_match, fields=extra_fields(rtype, resource))
     after_write(uow, record, previous)
     return record, 201 if previous is None or previous.deleted else 200
 
 
-def conditional_update_resource(uow: UnitOfWork, rtype: str, criteria: str, resource: dict,
-                                if_match: int | None = None) -> tuple[Record, int]:
+def conditional_update_resource(
+    uow: UnitOfWork, rtype: str, criteria: str, resource: dict, if_match: int | None = None
+) -> tuple[Record, int]:
     pairs = criteria_pairs(criteria)
     found = matches(uow, rtype, pairs)
     if len(found) > 1:
@@ -29,10 +32,13 @@ def conditional_update_resource(uow: UnitOfWork, rtype: str, criteria: str, reso
     body_id = resource.get("id")
     if found:
         if body_id and body_id != found[0]:
-            raise FhirError.of(400, "invalid",
-                               f"The id in the body ('{body_id}') is not the matched resource ({found[0]})",
-                               f"L'id du corps ('{body_id}') n'est pas celui de la ressource trouvée ({found[0]})",
-                               f"{rtype}.id")
+            raise FhirError.of(
+                400,
+                "invalid",
+                f"The id in the body ('{body_id}') is not the matched resource ({found[0]})",
+                f"L'id du corps ('{body_id}') n'est pas celui de la ressource trouvée ({found[0]})",
+                f"{rtype}.id",
+            )
         return update_resource(uow, rtype, found[0], resource, if_match)
     rid = body_id or uow.new_id(rtype)
     uow.claim(claim_key(rtype, pairs), rid)
@@ -52,6 +58,5 @@ def conditional_update(rtype: str):
     criteria = request.query_string.decode()
     resource = check_resource(rtype, read_json_body())
     if_match = parse_etag(request.headers.get("If-Match"))
-    record, status = store().run(
-        lambda uow: conditional_update_resource(uow, rtype, criteria, resource, if_match))
+    record, status = store().run(lambda uow: conditional_update_resource(uow, rtype, criteria, resource, if_match))
     return written(record, status)

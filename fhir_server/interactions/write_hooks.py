@@ -12,10 +12,11 @@ each interaction:
   (e.g. the same patient sent again), or None;
 - `stored_fields[rtype]`: fn(resource) -> extra fields stored beside the resource.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flask import current_app
 

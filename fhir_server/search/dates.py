@@ -4,10 +4,11 @@ Every date value has an implicit precision: "2021" covers the whole year. Storin
 query shape answer every prefix (eq, ne, gt, lt, ge, le, sa, eb, ap). MongoDB keeps milliseconds,
 so `hi` is the last millisecond of the range.
 """
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 MIN = datetime(1, 1, 1)
 MAX = datetime(9999, 12, 31, 23, 59, 59, 999000)
@@ -50,8 +51,7 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
             return start, start + timedelta(days=1) - ONE_MS
         fraction = g["f"] or ""
         micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
-        start = datetime(year, month, day, int(g["H"]), int(g["M"]), int(g["S"] or 0),
-                         micro - micro % 1000)
+        start = datetime(year, month, day, int(g["H"]), int(g["M"]), int(g["S"] or 0), micro - micro % 1000)
     except ValueError as exc:  # e.g. month 13, 30 February
         raise DateFormatError(f"'{text}' is not a valid date: {exc}") from None
     if g["tz"] and g["tz"] != "Z":
@@ -75,7 +75,7 @@ def period_range(period: dict) -> tuple[datetime, datetime]:
 
 def utc_now() -> datetime:
     """Now, as the naive UTC datetime MongoDB stores (millisecond precision)."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 

@@ -11,10 +11,12 @@ For each search parameter the document gets:
              repeating element by the value that comes first in the requested order.
 Only parameters with values are written, so :missing is a test of existence.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from profiles.base_validation import relative_reference
 from profiles.engine import normalise_resource
@@ -24,8 +26,19 @@ from .normalize import fold
 from .registry import PathStep, SearchParameter, parameters_for
 
 # The string parts of HumanName and Address that string search matches.
-_STRING_PARTS = ("family", "given", "prefix", "suffix", "text",
-                 "line", "city", "district", "state", "postalCode", "country")
+_STRING_PARTS = (
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "text",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+)
 
 
 def walk(resource: dict, steps: tuple[PathStep, ...]) -> list[Any]:
@@ -102,7 +115,7 @@ def reference_key(reference: str, base_url: str | None) -> str:
     """'http://this-server/fhir/Patient/1/_history/2' -> 'Patient/1'; other URLs, and anything
     that is not a reference of the server's grammar (profiles.base_validation), kept whole."""
     if base_url and reference.startswith(base_url + "/"):
-        reference = reference[len(base_url) + 1:]
+        reference = reference[len(base_url) + 1 :]
     target = relative_reference(reference)
     return f"{target[0]}/{target[1]}" if target else reference
 

@@ -1,4 +1,5 @@
 """String normalisation for search: case- and accent-insensitive, as FHIR string search asks."""
+
 import unicodedata
 from functools import lru_cache
 

@@ -4,24 +4,36 @@ result options.
 A `SearchPlan` is plain data; fhir_server.interactions.search runs it through the store. Chained
 parameters and `_has` need the ids of other resources: they ask `lookup(type, plan) -> [docs]`.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from terminology.r4_definitions import resource_types
 
 from ..outcome import FhirError, Issue
-from ..storage.conditions import (NOTHING, any_of, combine, date_condition, ids_in, matching, none_of, one_of,
-                                  present)
+from ..storage.conditions import NOTHING, any_of, combine, date_condition, ids_in, matching, none_of, one_of, present
 from .dates import DateFormatError, parse_range
 from .extract import reference_key, token_part
 from .normalize import fold
 from .registry import SORTABLE_TYPES, SearchParameter, parameters_for
 
-RESULT_PARAMETERS = {"_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements",
-                     "_format", "_pretty", "_cursor", "_contained", "_containedType"}
+RESULT_PARAMETERS = {
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_total",
+    "_elements",
+    "_format",
+    "_pretty",
+    "_cursor",
+    "_contained",
+    "_containedType",
+}
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUMMARY_MODES = {"true", "false", "count", "data", "text"}
 MAX_CHAIN_IDS = 10_000  # a chained or _has parameter matching more ids than this is refused
@@ -51,8 +63,9 @@ class SearchPlan:
 
 
 def bad_parameter(name: str, en: str, fr: str | None = None) -> FhirError:
-    return FhirError.of(400, "invalid", f"Search parameter '{name}': {en}",
-                        f"Paramètre de recherche '{name}' : {fr or en}", name)
+    return FhirError.of(
+        400, "invalid", f"Search parameter '{name}': {en}", f"Paramètre de recherche '{name}' : {fr or en}", name
+    )
 
 
 def split_values(raw: str) -> list[str]:
@@ -66,7 +79,7 @@ def split_escaped(text: str, separator: str, maxsplit: int = -1) -> list[str]:
     while i < len(text):
         char = text[i]
         if char == "\\" and i + 1 < len(text):
-            current.append(text[i:i + 2])
+            current.append(text[i : i + 2])
             i += 2
             continue
         if char == separator and maxsplit != 0:
@@ -83,9 +96,15 @@ def unescape(text: str) -> str:
 
 
 class PlanBuilder:
-    def __init__(self, base_url: str, default_count: int, max_count: int,
-                 lookup: Callable[[str, "SearchPlan", str], list[dict]], strict: bool = False,
-                 max_value_length: int = 256):
+    def __init__(
+        self,
+        base_url: str,
+        default_count: int,
+        max_count: int,
+        lookup: Callable[[str, "SearchPlan", str], list[dict]],
+        strict: bool = False,
+        max_value_length: int = 256,
+    ):
         self.base_url = base_url
         self.default_count = default_count
         self.max_count = max_count
@@ -119,25 +138,38 @@ class PlanBuilder:
         if name == "_cursor":
             return
         if len(name) > limit:
-            raise FhirError.of(400, "too-costly", f"A search parameter name of {len(name)} characters is over the "
-                                                  f"limit of {limit}",
-                               f"Un nom de paramètre de recherche de {len(name)} caractères dépasse la limite de "
-                               f"{limit}", name[:limit])
+            raise FhirError.of(
+                400,
+                "too-costly",
+                f"A search parameter name of {len(name)} characters is over the limit of {limit}",
+                f"Un nom de paramètre de recherche de {len(name)} caractères dépasse la limite de {limit}",
+                name[:limit],
+            )
         if len(value) > limit or len(fold(value)) > limit:
-            raise bad_parameter(name, f"a value of {len(value)} characters is over the limit of {limit}",
-                                f"une valeur de {len(value)} caractères dépasse la limite de {limit}")
+            raise bad_parameter(
+                name,
+                f"a value of {len(value)} characters is over the limit of {limit}",
+                f"une valeur de {len(value)} caractères dépasse la limite de {limit}",
+            )
 
     # -- result parameters -------------------------------------------------------------------
     def _result_parameter(self, plan: SearchPlan, name: str, value: str) -> None:
         if name == "_count":
             if not (value.isascii() and value.isdigit()):
-                raise bad_parameter(name, f"'{value}' is not a non-negative integer",
-                                    f"'{value}' n'est pas un entier positif")
+                raise bad_parameter(
+                    name, f"'{value}' is not a non-negative integer", f"'{value}' n'est pas un entier positif"
+                )
             plan.count = min(int(value), self.max_count)
             if int(value) > self.max_count:
-                plan.warnings.append(Issue("warning", "informational",
-                                           f"_count capped at {self.max_count}",
-                                           f"_count limité à {self.max_count}", ["_count"]))
+                plan.warnings.append(
+                    Issue(
+                        "warning",
+                        "informational",
+                        f"_count capped at {self.max_count}",
+                        f"_count limité à {self.max_count}",
+                        ["_count"],
+                    )
+                )
         elif name == "_sort":
             plan.sort = [self._sort_key(plan.resource_type, key) for key in value.split(",") if key]
         elif name in ("_include", "_revinclude"):
@@ -167,8 +199,9 @@ class PlanBuilder:
             return "ts", direction
         param = parameters_for(resource_type).get(code)
         if param is None or param.type not in SORTABLE_TYPES:
-            raise bad_parameter("_sort", f"cannot sort {resource_type} by '{code}'",
-                                f"tri impossible de {resource_type} par '{code}'")
+            raise bad_parameter(
+                "_sort", f"cannot sort {resource_type} by '{code}'", f"tri impossible de {resource_type} par '{code}'"
+            )
         return sort_field(code, direction), direction
 
     def _include(self, name: str, value: str, resource_type: str) -> Include:
@@ -176,16 +209,25 @@ class PlanBuilder:
         if parts[-1] == "iterate":  # _include:iterate arrives as a modifier on the name; accept both
             parts = parts[:-1]
         if len(parts) not in (2, 3):
-            raise bad_parameter(name, f"'{value}' is not Type:parameter[:targetType]",
-                                f"'{value}' n'est pas de la forme Type:paramètre[:typeCible]")
+            raise bad_parameter(
+                name,
+                f"'{value}' is not Type:parameter[:targetType]",
+                f"'{value}' n'est pas de la forme Type:paramètre[:typeCible]",
+            )
         source, code = parts[0], parts[1]
         param = parameters_for(source).get(code)
         if param is None or param.type != "reference":
-            raise bad_parameter(name, f"'{source}:{code}' is not a reference parameter",
-                                f"'{source}:{code}' n'est pas un paramètre de type référence")
+            raise bad_parameter(
+                name,
+                f"'{source}:{code}' is not a reference parameter",
+                f"'{source}:{code}' n'est pas un paramètre de type référence",
+            )
         if name == "_include" and source != resource_type:
-            raise bad_parameter(name, f"'{source}' is not the searched type {resource_type}",
-                                f"'{source}' n'est pas le type recherché {resource_type}")
+            raise bad_parameter(
+                name,
+                f"'{source}' is not the searched type {resource_type}",
+                f"'{source}' n'est pas le type recherché {resource_type}",
+            )
         return Include(source, code, parts[2] if len(parts) == 3 else None)
 
     # -- one search parameter ----------------------------------------------------------------
@@ -205,7 +247,8 @@ class PlanBuilder:
             return self._date(None, name, raw)
         param = parameters_for(resource_type).get(code)
         if param is None:
-            return self._unknown(resource_type, name, plan)
+            self._unknown(resource_type, name, plan)
+            return None
         if chain is not None:
             return self._chain(param, modifier or None, chain, raw, name)
         if modifier == "missing":
@@ -214,8 +257,9 @@ class PlanBuilder:
             return present(param.field, raw == "false")
         handler = getattr(self, f"_{param.type}", None)
         if handler is None:
-            raise bad_parameter(name, f"type {param.type} is not searchable here",
-                                f"le type {param.type} n'est pas recherchable ici")
+            raise bad_parameter(
+                name, f"type {param.type} is not searchable here", f"le type {param.type} n'est pas recherchable ici"
+            )
         return handler(param, name, raw, modifier) if param.type != "date" else handler(param, name, raw)
 
     def _unknown(self, resource_type: str, name: str, plan: SearchPlan) -> None:
@@ -250,7 +294,7 @@ class PlanBuilder:
                     raise bad_parameter(name, "'|' alone is not a token", "'|' seul n'est pas un jeton")
                 systems.append(system)
             elif bar:
-                exact += [f"{token_part(s)}|{token_part(c)}" for s, c in stored_forms(param, system, code)]
+                exact += [f"{token_part(s or '')}|{token_part(c)}" for s, c in stored_forms(param, system, code)]
             else:
                 exact += [token_part(c) for _, c in stored_forms(param, None, code)]
         exact = _dedupe(exact)
@@ -300,11 +344,13 @@ class PlanBuilder:
         return any_of(*alternatives)
 
     # -- chains and reverse chains -----------------------------------------------------------
-    def _chain(self, param: SearchParameter, type_modifier: str | None, chain: str, raw: str,
-               name: str) -> dict:
+    def _chain(self, param: SearchParameter, type_modifier: str | None, chain: str, raw: str, name: str) -> dict:
         if param.type != "reference":
-            raise bad_parameter(name, "only reference parameters can be chained",
-                                "seuls les paramètres de type référence peuvent être chaînés")
+            raise bad_parameter(
+                name,
+                "only reference parameters can be chained",
+                "seuls les paramètres de type référence peuvent être chaînés",
+            )
         if type_modifier:
             _check_target_type(param, name, type_modifier)
         targets = [type_modifier] if type_modifier else param.target
@@ -324,32 +370,44 @@ class PlanBuilder:
             return self.build(resource_type, [(name, raw)])
         except FhirError as exc:
             issue = exc.issues[0]
-            raise FhirError.of(exc.status, issue.code, f"{outer}: {issue.en}",
-                               f"{outer} : {issue.fr or issue.en}", outer) from None
+            raise FhirError.of(
+                exc.status, issue.code, f"{outer}: {issue.en}", f"{outer} : {issue.fr or issue.en}", outer
+            ) from None
         finally:
             self.strict = strict
 
     def _has(self, resource_type: str, name: str, raw: str) -> dict:
         parts = name.split(":", 3)
         if len(parts) != 4:
-            raise bad_parameter(name, "expected _has:Type:reference:parameter",
-                                "forme attendue _has:Type:référence:paramètre")
+            raise bad_parameter(
+                name, "expected _has:Type:reference:parameter", "forme attendue _has:Type:référence:paramètre"
+            )
         _, source, ref_code, rest = parts
         ref = parameters_for(source).get(ref_code)
         if ref is None or ref.type != "reference":
-            raise bad_parameter(name, f"'{source}:{ref_code}' is not a reference parameter",
-                                f"'{source}:{ref_code}' n'est pas un paramètre de type référence")
+            raise bad_parameter(
+                name,
+                f"'{source}:{ref_code}' is not a reference parameter",
+                f"'{source}:{ref_code}' n'est pas un paramètre de type référence",
+            )
         sub = self._sub_plan(source, rest, raw, name)
         prefix = resource_type + "/"
-        ids = {ref_key[len(prefix):] for doc in self._ids(source, sub, name, f"s.{ref_code}")
-               for ref_key in doc.get("s", {}).get(ref_code, []) if ref_key.startswith(prefix)}
+        ids = {
+            ref_key[len(prefix) :]
+            for doc in self._ids(source, sub, name, f"s.{ref_code}")
+            for ref_key in doc.get("s", {}).get(ref_code, [])
+            if ref_key.startswith(prefix)
+        }
         return ids_in(sorted(ids))
 
     def _ids(self, resource_type: str, plan: SearchPlan, name: str, projection: str = "_id") -> list[dict]:
         docs = self.lookup(resource_type, plan, projection)
         if len(docs) > MAX_CHAIN_IDS:
-            raise bad_parameter(name, f"matches more than {MAX_CHAIN_IDS} resources; narrow it",
-                                f"correspond à plus de {MAX_CHAIN_IDS} ressources ; précisez-le")
+            raise bad_parameter(
+                name,
+                f"matches more than {MAX_CHAIN_IDS} resources; narrow it",
+                f"correspond à plus de {MAX_CHAIN_IDS} ressources ; précisez-le",
+            )
         return docs
 
 
@@ -359,8 +417,11 @@ def _check_target_type(param: SearchParameter, name: str, type_name: str) -> Non
     if type_name not in resource_types():
         raise bad_parameter(name, f"unknown modifier ':{type_name}'", f"modificateur inconnu ':{type_name}'")
     if param.target and type_name not in param.target:
-        raise bad_parameter(name, f"'{type_name}' is not a target type of '{param.code}'",
-                            f"'{type_name}' n'est pas un type cible de '{param.code}'")
+        raise bad_parameter(
+            name,
+            f"'{type_name}' is not a target type of '{param.code}'",
+            f"'{type_name}' n'est pas un type cible de '{param.code}'",
+        )
 
 
 def sort_field(code: str, direction: int) -> str:
@@ -371,6 +432,7 @@ def sort_field(code: str, direction: int) -> str:
 
 def parameters_for_all_types() -> set[str]:
     from .registry import load
+
     return set(load())
 
 
@@ -394,9 +456,10 @@ def stored_forms(param: SearchParameter, system: str | None, code: str) -> list[
     candidates = [contact] if contact else (["phone"] if _ends_at(param, "telecom") else [])
     for candidate in candidates:
         stored = normalise_resource({"system": candidate, "value": code})
-        form = (stored.get("system") if system else None, stored.get("value"))
-        if form not in forms and isinstance(form[1], str):
-            forms.append(form)
+        value = stored.get("value")
+        form = (stored.get("system") if system else None, value)
+        if form not in forms and isinstance(value, str):
+            forms.append((form[0], value))
     return forms
 
 

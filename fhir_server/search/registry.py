@@ -1,4 +1,5 @@
 """The search parameter registry, loaded from parameters.json (search parameters as data)."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,8 @@ def load() -> dict[str, dict[str, SearchParameter]]:
         paths = tuple(_compile_path(p) for p in entry["paths"])
         for base in entry["base"]:
             registry.setdefault(base, {})[entry["code"]] = SearchParameter(
-                entry["code"], base, entry["type"], paths, entry["expression"],
-                tuple(entry.get("target") or ()))
+                entry["code"], base, entry["type"], paths, entry["expression"], tuple(entry.get("target") or ())
+            )
     return registry
 
 

@@ -10,13 +10,14 @@
 
 Web users (professionals, operators) will live beside clients with the same principal fields.
 """
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -27,18 +28,17 @@ from .mongo import client_for
 CLIENTS = "_clients"
 TOKENS = "_tokens"
 JTI = "_jti"
-SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **SCRYPT)
-    return "scrypt${n}${r}${p}$".format(**SCRYPT) + "$".join(
-        base64.b64encode(part).decode() for part in (salt, digest))
+    return "scrypt${n}${r}${p}$".format(**SCRYPT) + "$".join(base64.b64encode(part).decode() for part in (salt, digest))
 
 
 def verify_secret(secret: str, stored: str | None) -> bool:
@@ -47,8 +47,9 @@ def verify_secret(secret: str, stored: str | None) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), dklen=len(expected),
-                                n=int(n), r=int(r), p=int(p))
+        actual = hashlib.scrypt(
+            secret.encode(), salt=base64.b64decode(salt), dklen=len(expected), n=int(n), r=int(r), p=int(p)
+        )
     except (ValueError, TypeError):
         return False
     return scheme == "scrypt" and hmac.compare_digest(actual, expected)
@@ -77,18 +78,32 @@ class Accounts:
         self.clients.create_index([("org", ASCENDING)])
 
     # -- clients ---------------------------------------------------------------------------
-    def register_client(self, name: str, organisation: str | None, sites: list[str], scope: str,
-                        role: str = "laboratory", jwks: dict | None = None,
-                        organisation_name: str | None = None) -> tuple[dict, str | None]:
+    def register_client(
+        self,
+        name: str,
+        organisation: str | None,
+        sites: list[str],
+        scope: str,
+        role: str = "laboratory",
+        jwks: dict | None = None,
+        organisation_name: str | None = None,
+    ) -> tuple[dict, str | None]:
         """Store a new client; returns (its document, its secret or None for a JWK client)."""
         client_id = secrets.token_hex(10)
         secret = None if jwks else secrets.token_urlsafe(32)
         doc = {
-            "_id": client_id, "name": name, "org": organisation, "org_name": organisation_name,
-            "sites": list(sites), "role": role, "scope": scope,
+            "_id": client_id,
+            "name": name,
+            "org": organisation,
+            "org_name": organisation_name,
+            "sites": list(sites),
+            "role": role,
+            "scope": scope,
             "auth": ["private_key_jwt"] if jwks else ["client_secret_basic", "client_secret_post"],
-            "secret": hash_secret(secret) if secret else None, "jwks": jwks,
-            "active": True, "created": utc_now(),
+            "secret": hash_secret(secret) if secret else None,
+            "jwks": jwks,
+            "active": True,
+            "created": utc_now(),
         }
         self.clients.insert_one(doc)
         return doc, secret
@@ -102,13 +117,16 @@ class Accounts:
     def rotate_secret(self, client_id: str) -> str | None:
         """A new secret replaces the old one (tokens already issued live on until they expire)."""
         secret = secrets.token_urlsafe(32)
-        result = self.clients.update_one({"_id": client_id, "active": True, "jwks": None},
-                                         {"$set": {"secret": hash_secret(secret), "rotated": utc_now()}})
+        result = self.clients.update_one(
+            {"_id": client_id, "active": True, "jwks": None},
+            {"$set": {"secret": hash_secret(secret), "rotated": utc_now()}},
+        )
         return secret if result.matched_count else None
 
     def set_jwks(self, client_id: str, jwks: dict) -> bool:
-        result = self.clients.update_one({"_id": client_id, "active": True},
-                                         {"$set": {"jwks": jwks, "rotated": utc_now()}})
+        result = self.clients.update_one(
+            {"_id": client_id, "active": True}, {"$set": {"jwks": jwks, "rotated": utc_now()}}
+        )
         return bool(result.matched_count)
 
     def revoke_client(self, client_id: str) -> bool:
@@ -119,8 +137,15 @@ class Accounts:
 
     # -- tokens ----------------------------------------------------------------------------
     def save_token(self, token: str, client_id: str, scope: str, lifetime: int, principal: dict) -> None:
-        self.tokens.insert_one({"_id": token_key(token), "client": client_id, "scope": scope,
-                                "exp": utc_now() + timedelta(seconds=lifetime), "principal": principal})
+        self.tokens.insert_one(
+            {
+                "_id": token_key(token),
+                "client": client_id,
+                "scope": scope,
+                "exp": utc_now() + timedelta(seconds=lifetime),
+                "principal": principal,
+            }
+        )
 
     def token(self, token: str) -> dict | None:
         """The token's document (one read by _id), or None when unknown or revoked."""
@@ -129,7 +154,7 @@ class Accounts:
     def use_jti(self, client_id: str, jti: str, expires: Any) -> bool:
         """False when this assertion id was used before (a replayed assertion)."""
         try:
-            exp = datetime.fromtimestamp(float(expires), timezone.utc).replace(tzinfo=None)
+            exp = datetime.fromtimestamp(float(expires), UTC).replace(tzinfo=None)
         except (TypeError, ValueError, OverflowError):
             exp = utc_now() + timedelta(minutes=10)
         try:

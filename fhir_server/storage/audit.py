@@ -8,6 +8,7 @@ per batch, so a request never waits for its audit record. `flush()` writes what 
 shutdown). If the buffer is full the caller writes synchronously rather than drop an event; events
 still buffered when the process is killed are lost (at most `interval` seconds of them).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -42,10 +43,20 @@ class AuditLog:
     def document(self, event: dict, organisations: list[str] | None) -> dict:
         now = utc_now()
         rid = new_id()
-        resource = {"resourceType": "AuditEvent", "id": rid,
-                    "meta": {"versionId": "1", "lastUpdated": instant(now)}, **event}
-        doc = {"_id": rid, "v": 1, "ts": now, "del": False, "res": resource,
-               **index_fields(COLLECTION, resource, self.store.base_url)}
+        resource = {
+            "resourceType": "AuditEvent",
+            "id": rid,
+            "meta": {"versionId": "1", "lastUpdated": instant(now)},
+            **event,
+        }
+        doc = {
+            "_id": rid,
+            "v": 1,
+            "ts": now,
+            "del": False,
+            "res": resource,
+            **index_fields(COLLECTION, resource, self.store.base_url),
+        }
         if organisations:
             doc["org"] = organisations
         return doc
@@ -126,7 +137,12 @@ def _identity(event: dict) -> str:
     (client or user id) and which resources — never the query, names or addresses it records."""
     subtype = ",".join(c.get("code", "") for c in event.get("subtype") or [])
     agents = ",".join(str(a.get("altId")) for a in event.get("agent") or [] if a.get("altId"))
-    entities = ",".join(e["what"]["reference"] for e in event.get("entity") or []
-                        if isinstance(e.get("what"), dict) and e["what"].get("reference"))
-    return (f"recorded={event.get('recorded')} subtype={subtype} outcome={event.get('outcome')} "
-            f"agent={agents or '-'} entities={entities or '-'}")
+    entities = ",".join(
+        e["what"]["reference"]
+        for e in event.get("entity") or []
+        if isinstance(e.get("what"), dict) and e["what"].get("reference")
+    )
+    return (
+        f"recorded={event.get('recorded')} subtype={subtype} outcome={event.get('outcome')} "
+        f"agent={agents or '-'} entities={entities or '-'}"
+    )

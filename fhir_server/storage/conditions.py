@@ -1,11 +1,12 @@
 """Conditions on stored resources, in the storage layer's own words: what the rest of the server
 combines (a search plan narrowed to an owner, "this or that", rows after a page's last one) without
 writing MongoDB query syntax itself. A condition is an opaque value to callers; only storage reads it."""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable
 
 from ..search.dates import utc_now
 
@@ -89,7 +90,7 @@ def after_row(sort: list[tuple[str, int]], values: list) -> Condition:
         after = _after(field_name, direction, values[i])
         if after is None:
             continue
-        equal = [{f: v} for (f, _), v in zip(sort[:i], values[:i])]
+        equal = [{f: v} for (f, _), v in zip(sort[:i], values[:i], strict=True)]
         alternatives.append({"$and": equal + [after]} if equal else after)
     return {"$or": alternatives} if alternatives else NOTHING
 
@@ -136,7 +137,7 @@ def date_condition(field_name: str | None, prefix: str, lo, hi) -> dict:
     if prefix == "ne":
         return {field_name: {"$exists": True, "$not": {"$elemMatch": element}}}
     if len(element) == 1:  # one end: "some value's lo (or hi) ..." needs no $elemMatch
-        (end, condition), = element.items()
+        ((end, condition),) = element.items()
         return {f"{field_name}.{end}": condition}
     lead = {"$gte": lo, "$lte": hi} if prefix == "eq" else {"$lte": hi}
     return {f"{field_name}.lo": lead, field_name: {"$elemMatch": element}}
@@ -149,8 +150,7 @@ def _selects_live(clause: dict) -> bool:
     """True when the clause can only match a live resource: a positive condition on an index
     field (s.*, x.*), which deletion markers don't carry (see storage.store.UnitOfWork.delete)."""
     for key, condition in clause.items():
-        if key.startswith(("s.", "x.")) and not (
-                isinstance(condition, dict) and _NEGATIVE_OPS & set(condition)):
+        if key.startswith(("s.", "x.")) and not (isinstance(condition, dict) and _NEGATIVE_OPS & set(condition)):
             return True
     return False
 

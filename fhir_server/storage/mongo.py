@@ -1,8 +1,8 @@
 """MongoDB connection and the indexes created at start."""
+
 from __future__ import annotations
 
 import threading
-
 from decimal import Decimal
 
 from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
@@ -10,7 +10,8 @@ from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 
-from ..search.registry import compound_indexes, load as load_parameters
+from ..search.registry import compound_indexes
+from ..search.registry import load as load_parameters
 
 HISTORY = "_history"  # every version of every resource
 CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
@@ -25,6 +26,7 @@ _constrained: set[tuple[int, str]] = set()
 
 class DecimalCodec(TypeCodec):
     """FHIR decimals keep their precision (1.50 stays 1.50): Decimal <-> BSON Decimal128."""
+
     python_type = Decimal
     bson_type = Decimal128
 
@@ -42,8 +44,7 @@ def client_for(uri: str) -> MongoClient:
     """One client (and its connection pool) per URI and process."""
     with _lock:
         if uri not in _clients:
-            _clients[uri] = MongoClient(uri, tz_aware=False, connect=False,
-                                        type_registry=CODEC_OPTIONS.type_registry)
+            _clients[uri] = MongoClient(uri, tz_aware=False, connect=False, type_registry=CODEC_OPTIONS.type_registry)
         return _clients[uri]
 
 
@@ -62,8 +63,11 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
         for keys in compound_indexes().get(rtype, []):
             indexes.append([(k, DESCENDING if k.startswith("o.") else ASCENDING) for k in keys])
         plan[rtype] = indexes
-    plan[HISTORY] = [[("t", ASCENDING), ("rid", ASCENDING), ("v", DESCENDING)],
-                     [("t", ASCENDING), ("ts", ASCENDING)], [("ts", ASCENDING)]]
+    plan[HISTORY] = [
+        [("t", ASCENDING), ("rid", ASCENDING), ("v", DESCENDING)],
+        [("t", ASCENDING), ("ts", ASCENDING)],
+        [("ts", ASCENDING)],
+    ]
     plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
     plan[PERSONS] = [[("links.patient", ASCENDING)], [("links.state", ASCENDING)]]
     return plan

@@ -1,6 +1,7 @@
 """The outbox as the operators' console sees it: events by state, the failed ones, and putting a
 failed event back to "new" so that the dispatcher takes it again. (The dispatcher itself, which
 moves events from "new" to "dispatched" or "failed", lives in workers/.)"""
+
 from __future__ import annotations
 
 from bson import ObjectId
@@ -33,6 +34,7 @@ class Outbox:
             key = ObjectId(event_id)
         except (InvalidId, TypeError):
             return False
-        result = self.events.update_one({"_id": key, "state": "failed"},
-                                        {"$set": {"state": "new", "retried": utc_now()}, "$inc": {"retries": 1}})
+        result = self.events.update_one(
+            {"_id": key, "state": "failed"}, {"$set": {"state": "new", "retried": utc_now()}, "$inc": {"retries": 1}}
+        )
         return bool(result.modified_count)

@@ -9,6 +9,7 @@ Patients each laboratory sent for them (fhir_server/identity.py decides the link
 through a unit of work's session, so a person record changes in the same transaction as the
 Patient that caused it; a version guard makes concurrent writers retry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,13 +35,20 @@ class Link:
     ts: datetime
 
     def to_doc(self) -> dict:
-        return {"patient": self.patient, "org": self.org, "state": self.state, "reason": self.reason,
-                "differs": self.differs, "ts": self.ts}
+        return {
+            "patient": self.patient,
+            "org": self.org,
+            "state": self.state,
+            "reason": self.reason,
+            "differs": self.differs,
+            "ts": self.ts,
+        }
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Link":
-        return cls(doc["patient"], doc.get("org"), doc["state"], doc.get("reason", ""), doc.get("differs", []),
-                   doc["ts"])
+        return cls(
+            doc["patient"], doc.get("org"), doc["state"], doc.get("reason", ""), doc.get("differs", []), doc["ts"]
+        )
 
 
 @dataclass
@@ -59,13 +67,26 @@ class Person:
         return [link.patient for link in self.links if link.state == MATCH]
 
     def to_doc(self, now: datetime) -> dict:
-        return {"_id": self.id, "v": self.version, "ts": now, "ins": self.ins, "birthDate": self.birth_date,
-                "gender": self.gender, "links": [link.to_doc() for link in self.links]}
+        return {
+            "_id": self.id,
+            "v": self.version,
+            "ts": now,
+            "ins": self.ins,
+            "birthDate": self.birth_date,
+            "gender": self.gender,
+            "links": [link.to_doc() for link in self.links],
+        }
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Person":
-        return cls(doc["_id"], doc["v"], doc["ins"], doc.get("birthDate"), doc.get("gender"),
-                   [Link.from_doc(d) for d in doc.get("links", [])])
+        return cls(
+            doc["_id"],
+            doc["v"],
+            doc["ins"],
+            doc.get("birthDate"),
+            doc.get("gender"),
+            [Link.from_doc(d) for d in doc.get("links", [])],
+        )
 
 
 def new_person(ins: list[str], birth_date: str | None, gender: str | None) -> Person:

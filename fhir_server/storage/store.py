@@ -10,13 +10,15 @@ claim and its outbox events commit together or not at all. Write conflicts betwe
 transactions are retried; the history `_id` (type/id/version) being unique means two writers can
 never both produce the same version.
 """
+
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import bson
 from bson import ObjectId
@@ -49,11 +51,14 @@ class HeldKey(Conflict):
 def held_identifier(key: str) -> FhirError:
     rtype, _, identifier = key.partition("|")
     shown = identifier.rpartition("@")[0] or identifier  # without the owner it is scoped to
-    return FhirError.of(409, "duplicate",
-                        f"Another {rtype} already holds the identifier {shown}: update that one "
-                        f"(a conditional update on the identifier) instead of creating a second",
-                        f"Une autre ressource {rtype} porte déjà l'identifiant {shown} : mettez-la à jour "
-                        f"(mise à jour conditionnelle sur l'identifiant) au lieu d'en créer une seconde")
+    return FhirError.of(
+        409,
+        "duplicate",
+        f"Another {rtype} already holds the identifier {shown}: update that one "
+        f"(a conditional update on the identifier) instead of creating a second",
+        f"Une autre ressource {rtype} porte déjà l'identifiant {shown} : mettez-la à jour "
+        f"(mise à jour conditionnelle sur l'identifiant) au lieu d'en créer une seconde",
+    )
 
 
 @dataclass
@@ -74,8 +79,17 @@ class Record:
 
     @classmethod
     def from_doc(cls, rtype: str, doc: dict) -> "Record":
-        return cls(rtype, doc.get("rid", doc["_id"]), doc["v"], doc["ts"], doc.get("del", False),
-                   doc.get("res"), doc.get("method"), doc["_id"], doc.get("org"))
+        return cls(
+            rtype,
+            doc.get("rid", doc["_id"]),
+            doc["v"],
+            doc["ts"],
+            doc.get("del", False),
+            doc.get("res"),
+            doc.get("method"),
+            doc["_id"],
+            doc.get("org"),
+        )
 
 
 class Access(Protocol):
@@ -99,9 +113,9 @@ def same_content(before: dict | None, after: dict) -> bool:
     if before is None:
         return False
     stamps = ("versionId", "lastUpdated")
-    return ({k: v for k, v in before.items() if k != "meta"} == {k: v for k, v in after.items() if k != "meta"}
-            and {k: v for k, v in (before.get("meta") or {}).items() if k not in stamps}
-            == {k: v for k, v in (after.get("meta") or {}).items() if k not in stamps})
+    return {k: v for k, v in before.items() if k != "meta"} == {k: v for k, v in after.items() if k != "meta"} and {
+        k: v for k, v in (before.get("meta") or {}).items() if k not in stamps
+    } == {k: v for k, v in (after.get("meta") or {}).items() if k not in stamps}
 
 
 def new_id() -> str:
@@ -110,9 +124,16 @@ def new_id() -> str:
 
 
 class Store:
-    def __init__(self, uri: str, db_name: str, resource_types: Iterable[str], base_url: str,
-                 create_indexes: bool = True, max_document_bytes: int = 16_000_000,
-                 keyed_types: Iterable[str] = ()):
+    def __init__(
+        self,
+        uri: str,
+        db_name: str,
+        resource_types: Iterable[str],
+        base_url: str,
+        create_indexes: bool = True,
+        max_document_bytes: int = 16_000_000,
+        keyed_types: Iterable[str] = (),
+    ):
         self.client = client_for(uri)
         self.db = self.client[db_name]
         self.base_url = base_url
@@ -145,8 +166,7 @@ class Store:
         if self.access:
             self.access.check(record)
         if record.deleted:
-            raise FhirError.of(410, "deleted", f"{rtype}/{rid} has been deleted",
-                               f"{rtype}/{rid} a été supprimé")
+            raise FhirError.of(410, "deleted", f"{rtype}/{rid} has been deleted", f"{rtype}/{rid} a été supprimé")
         return record
 
     def vread(self, rtype: str, rid: str, version: int) -> Record:
@@ -157,18 +177,32 @@ class Store:
                 raise not_known(rtype, rid)
             if self.access:
                 self.access.check(current)  # another's resource is not known, whatever its versions
-            raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {version}",
-                               f"{rtype}/{rid} n'a pas de version {version}")
+            raise FhirError.of(
+                404,
+                "not-found",
+                f"{rtype}/{rid} has no version {version}",
+                f"{rtype}/{rid} n'a pas de version {version}",
+            )
         record = Record.from_doc(rtype, doc)
         if self.access:
             self.access.check(record)
         if record.deleted:
-            raise FhirError.of(410, "deleted", f"Version {version} of {rtype}/{rid} is a deletion",
-                               f"La version {version} de {rtype}/{rid} est une suppression")
+            raise FhirError.of(
+                410,
+                "deleted",
+                f"Version {version} of {rtype}/{rid} is a deletion",
+                f"La version {version} de {rtype}/{rid} est une suppression",
+            )
         return record
 
-    def history(self, rtype: str | None, rid: str | None, since: datetime | None,
-                before: tuple[datetime, str] | None, limit: int) -> list[Record]:
+    def history(
+        self,
+        rtype: str | None,
+        rid: str | None,
+        since: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Record]:
         """Newest first; `before` is the (ts, _id) of the last entry of the previous page."""
         query: dict[str, Any] = {}
         if rtype:
@@ -184,8 +218,14 @@ class Store:
         cursor = self.collection(HISTORY).find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
         return [Record.from_doc(doc["t"], doc) for doc in cursor]
 
-    def find(self, rtype: str, query: dict, sort: list[tuple[str, int]] | None = None,
-             limit: int = 0, projection: dict | None = None) -> list[dict]:
+    def find(
+        self,
+        rtype: str,
+        query: dict,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        projection: dict | None = None,
+    ) -> list[dict]:
         cursor = self.collection(rtype).find(self._visible(rtype, query, "s"), projection)
         if sort:
             cursor = cursor.sort(sort)
@@ -249,12 +289,18 @@ class Store:
                 except (Conflict, DuplicateKeyError):
                     pass
                 except PyMongoError as exc:
-                    if not (exc.has_error_label("TransientTransactionError")
-                            or exc.has_error_label("UnknownTransactionCommitResult")):
+                    if not (
+                        exc.has_error_label("TransientTransactionError")
+                        or exc.has_error_label("UnknownTransactionCommitResult")
+                    ):
                         raise
-            time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2 ** attempt)))
-        raise FhirError.of(409, "conflict", "Too many concurrent writes to the same resources; retry",
-                           "Trop d'écritures simultanées sur les mêmes ressources ; réessayez")
+            time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2**attempt)))
+        raise FhirError.of(
+            409,
+            "conflict",
+            "Too many concurrent writes to the same resources; retry",
+            "Trop d'écritures simultanées sur les mêmes ressources ; réessayez",
+        )
 
 
 class UnitOfWork:
@@ -333,16 +379,26 @@ class UnitOfWork:
         return self.find_current(rtype, {f"s.{parameter}": reference, "del": False}, 0)
 
     # -- writes ----------------------------------------------------------------------------
-    def put(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
-            method: str = "PUT", fields: dict | None = None) -> tuple[Record, Record | None]:
+    def put(
+        self,
+        rtype: str,
+        rid: str,
+        resource: dict,
+        if_match: int | None = None,
+        method: str = "PUT",
+        fields: dict | None = None,
+    ) -> tuple[Record, Record | None]:
         """Create or update; returns (new record, previous record or None).
         `fields`: extra fields stored beside the resource (e.g. a matching key)."""
         previous = self.current(rtype, rid)
         if if_match is not None and (previous is None or previous.version != if_match):
             found = previous.version if previous else "none"
-            raise FhirError.of(412, "conflict",
-                               f"If-Match version {if_match} does not match current version {found}",
-                               f"La version If-Match {if_match} ne correspond pas à la version actuelle {found}")
+            raise FhirError.of(
+                412,
+                "conflict",
+                f"If-Match version {if_match} does not match current version {found}",
+                f"La version If-Match {if_match} ne correspond pas à la version actuelle {found}",
+            )
         version = previous.version + 1 if previous else 1
         stored = self._stamp(rtype, rid, resource, version)
         owner = self._owners(previous)
@@ -350,8 +406,15 @@ class UnitOfWork:
             # a no-op update (as HAPI does): an unchanged resend makes no version, and concurrent
             # results sharing a resource (their laboratory's Organization) do not contend on it
             return previous, previous
-        doc = {"_id": rid, "v": version, "ts": self.now, "del": False, "res": stored,
-               **index_fields(rtype, stored, self.store.base_url), **(fields or {})}
+        doc = {
+            "_id": rid,
+            "v": version,
+            "ts": self.now,
+            "del": False,
+            "res": stored,
+            **index_fields(rtype, stored, self.store.base_url),
+            **(fields or {}),
+        }
         if owner:
             doc["org"] = owner
         self._check_size(rtype, doc)
@@ -396,10 +459,20 @@ class UnitOfWork:
                 doc["org"] = owner
         else:
             self._writes.setdefault(rtype, []).append(
-                UpdateOne({"_id": rid, "v": record.version}, {"$addToSet": {"org": {"$each": missing}}}))
+                UpdateOne({"_id": rid, "v": record.version}, {"$addToSet": {"org": {"$each": missing}}})
+            )
             self._replaced[rtype] = self._replaced.get(rtype, 0) + 1
-        self._known[(rtype, rid)] = Record(record.type, record.id, record.version, record.last_updated, record.deleted,
-                                           record.resource, record.method, record.key, owner)
+        self._known[(rtype, rid)] = Record(
+            record.type,
+            record.id,
+            record.version,
+            record.last_updated,
+            record.deleted,
+            record.resource,
+            record.method,
+            record.key,
+            owner,
+        )
 
     def claim(self, key: str, rid: str) -> None:
         """Take the conditional key `key` for `rid`. Two transactions taking the same key conflict
@@ -408,8 +481,7 @@ class UnitOfWork:
 
     def written(self, rtype: str | None = None) -> list[Record]:
         """The records (of `rtype`, or all) this unit has written so far."""
-        return [r for (t, _), r in self._known.items()
-                if (rtype is None or t == rtype) and r is not None and r.method]
+        return [r for (t, _), r in self._known.items() if (rtype is None or t == rtype) and r is not None and r.method]
 
     def known(self, rtype: str) -> list[Record]:
         """The records of `rtype` this unit has read or written (their current versions)."""
@@ -471,11 +543,15 @@ class UnitOfWork:
         size = len(bson.encode(doc, codec_options=CODEC_OPTIONS))
         limit = self.store.max_document_bytes
         if size > limit:
-            raise FhirError.of(413, "too-costly",
-                               f"{rtype} would be stored as {size} bytes with its search index, over the limit "
-                               f"of {limit}: shorten its texts or split it",
-                               f"{rtype} serait enregistré sur {size} octets avec son index de recherche, au-delà "
-                               f"de la limite de {limit} : raccourcir ses textes ou le scinder", rtype)
+            raise FhirError.of(
+                413,
+                "too-costly",
+                f"{rtype} would be stored as {size} bytes with its search index, over the limit "
+                f"of {limit}: shorten its texts or split it",
+                f"{rtype} serait enregistré sur {size} octets avec son index de recherche, au-delà "
+                f"de la limite de {limit} : raccourcir ses textes ou le scinder",
+                rtype,
+            )
 
     def _write(self, rtype: str, rid: str, previous: Record | None, doc: dict) -> None:
         operations = self._writes.setdefault(rtype, [])
@@ -500,10 +576,19 @@ class UnitOfWork:
             owners.append(self.owner)
         return owners or None
 
-    def _add_history(self, rtype: str, rid: str, version: int, resource: dict | None, method: str,
-                     owner: list[str] | None = None) -> None:
-        entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "rid": rid, "v": version,
-                 "ts": self.now, "del": resource is None, "method": method, "res": resource}
+    def _add_history(
+        self, rtype: str, rid: str, version: int, resource: dict | None, method: str, owner: list[str] | None = None
+    ) -> None:
+        entry = {
+            "_id": f"{rtype}/{rid}/{version}",
+            "t": rtype,
+            "rid": rid,
+            "v": version,
+            "ts": self.now,
+            "del": resource is None,
+            "method": method,
+            "res": resource,
+        }
         if owner:
             entry["org"] = owner
         self._history.append(entry)

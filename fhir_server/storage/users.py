@@ -17,6 +17,7 @@ Connect: a password and a TOTP second factor, RFC 6238).
   forms, its idle expiry (`exp`, sliding) and its absolute end (`end`). A TTL index removes expired
   ones; a read checks both dates anyway (the TTL monitor runs once a minute).
 """
+
 from __future__ import annotations
 
 import calendar
@@ -41,6 +42,7 @@ _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))  # unknown logins cost the 
 class Lockout:
     """`limit` consecutive failed logins (wrong password or wrong code) of one (account, client)
     pair lock that pair for `duration` (an operator may unlock the account sooner)."""
+
     limit: int = 5
     duration: timedelta = timedelta(minutes=15)
 
@@ -81,16 +83,36 @@ class Users:
         self.failures.create_index([("account", ASCENDING)])
 
     # -- users -----------------------------------------------------------------------------
-    def create_user(self, login: str, password: str, name: str, role: str, organisation: str | None = None,
-                    sites: list[str] | None = None, rpps: str | None = None,
-                    organisation_name: str | None = None, totp_secret: str | None = None) -> dict:
+    def create_user(
+        self,
+        login: str,
+        password: str,
+        name: str,
+        role: str,
+        organisation: str | None = None,
+        sites: list[str] | None = None,
+        rpps: str | None = None,
+        organisation_name: str | None = None,
+        totp_secret: str | None = None,
+    ) -> dict:
         """Store a new user; returns its document (with the TOTP secret, to provision the app once)."""
         import pyotp
 
-        doc = {"_id": login, "name": name, "role": role, "org": organisation, "org_name": organisation_name,
-               "sites": list(sites or []), "rpps": rpps, "password": hash_secret(password),
-               "totp": totp_secret or pyotp.random_base32(), "totp_step": None, "devices": [],
-               "active": True, "created": utc_now()}
+        doc = {
+            "_id": login,
+            "name": name,
+            "role": role,
+            "org": organisation,
+            "org_name": organisation_name,
+            "sites": list(sites or []),
+            "rpps": rpps,
+            "password": hash_secret(password),
+            "totp": totp_secret or pyotp.random_base32(),
+            "totp_step": None,
+            "devices": [],
+            "active": True,
+            "created": utc_now(),
+        }
         try:
             self.users.insert_one(doc)
         except DuplicateKeyError:
@@ -130,8 +152,9 @@ class Users:
         return self.failures.count_documents({"account": account_key(login), "locked_until": {"$gt": utc_now()}})
 
     # -- login -----------------------------------------------------------------------------
-    def authenticate(self, login: str, password: str, code: str, client: str = "",
-                     lockout: Lockout = Lockout()) -> tuple[str, dict | None]:
+    def authenticate(
+        self, login: str, password: str, code: str, client: str = "", lockout: Lockout = Lockout()
+    ) -> tuple[str, dict | None]:
         """('ok', user) | ('locked', None) | ('refused', None), for the `client` (a trusted browser
         or an address, see fhir_server/web/throttle.py) trying this login. Both factors are checked
         before answering, a failure does not say which one failed, and an unknown or disabled login
@@ -144,15 +167,18 @@ class Users:
         if counted and counted.get("locked_until") and counted["locked_until"] > now:
             return "locked", None
         user = self.user(login) if login else None
-        known = user is not None and user.get("active")
+        known = bool(user and user.get("active"))
+        user = user if known else None
         # one scrypt whatever the case (unknown login, empty password): the same cost for every refusal
-        matched = verify_secret(password or "\x00", user.get("password") if known else _DUMMY_HASH)
-        if known and password and matched:
+        matched = verify_secret(password or "\x00", user["password"] if user else _DUMMY_HASH)
+        if user and password and matched:
             step = _accepted_step(pyotp.TOTP(user["totp"]), (code or "").strip(), user.get("totp_step"))
             # compare-and-set on the step: two logins racing with the same code, only one wins
             won = step is not None and self.users.find_one_and_update(
                 {"_id": login, "$or": [{"totp_step": None}, {"totp_step": {"$lt": step}}]},
-                {"$set": {"totp_step": step, "last_login": now}}, return_document=ReturnDocument.AFTER)
+                {"$set": {"totp_step": step, "last_login": now}},
+                return_document=ReturnDocument.AFTER,
+            )
             if won:
                 self.failures.delete_one({"_id": pair})
                 return "ok", won
@@ -160,8 +186,11 @@ class Users:
 
     def _failed(self, pair: str, login: str, now, lockout: Lockout) -> str:
         failed = self.failures.find_one_and_update(
-            {"_id": pair}, {"$inc": {"failed": 1}, "$set": {"account": account_key(login), "exp": now + lockout.duration}},
-            upsert=True, return_document=ReturnDocument.AFTER)
+            {"_id": pair},
+            {"$inc": {"failed": 1}, "$set": {"account": account_key(login), "exp": now + lockout.duration}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
         if failed["failed"] < lockout.limit:
             return "refused"
         until = now + lockout.duration
@@ -175,8 +204,11 @@ class Users:
             return False
         user = self.users.find_one({"_id": login}, {"devices": 1, "active": 1})
         key, now = session_key(token), utc_now()
-        return bool(user and user.get("active")
-                    and any(d.get("k") == key and (d.get("until") or now) > now for d in user.get("devices") or []))
+        return bool(
+            user
+            and user.get("active")
+            and any(d.get("k") == key and (d.get("until") or now) > now for d in user.get("devices") or [])
+        )
 
     def trust_device(self, login: str, token: str, replaced: str | None, lifetime: timedelta, keep: int) -> None:
         """Remember a browser that just logged in (its new device cookie, instead of the one it sent)."""
@@ -191,8 +223,15 @@ class Users:
         """A new session; returns (the cookie value, the session document)."""
         token = secrets.token_urlsafe(32)
         now = utc_now()
-        doc = {"_id": session_key(token), "user": login, "principal": principal, "csrf": secrets.token_urlsafe(24),
-               "created": now, "exp": min(now + idle, now + absolute), "end": now + absolute}
+        doc = {
+            "_id": session_key(token),
+            "user": login,
+            "principal": principal,
+            "csrf": secrets.token_urlsafe(24),
+            "created": now,
+            "exp": min(now + idle, now + absolute),
+            "end": now + absolute,
+        }
         self.sessions.insert_one(doc)
         return token, doc
 

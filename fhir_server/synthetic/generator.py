@@ -13,6 +13,7 @@ Identifier conventions (the core's resend logic keys on them):
 - Organizations: `PUT Organization?identifier=https://finess.esante.gouv.fr|<FINESS>`; a share of bundles
   write the Organization identifier with the older system http://finess.sante.gouv.fr (normalised on write).
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,14 +21,24 @@ import random
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import phonenumbers
 from stdnum import luhn
 
-from profiles.validators import (BIRTH_PLACE_URL, DOSSIER_SYSTEM_PREFIX, FINESS, FINESS_OLD, INS_NIA, INS_NIR,
-                                 INS_NIR_TEST, RAT_DEVICES, RPPS, nir_key)
+from profiles.validators import (
+    BIRTH_PLACE_URL,
+    DOSSIER_SYSTEM_PREFIX,
+    FINESS,
+    FINESS_OLD,
+    INS_NIA,
+    INS_NIR,
+    INS_NIR_TEST,
+    RAT_DEVICES,
+    RPPS,
+    nir_key,
+)
 
 from ..dossier import ENTRIES, LOINC, PARIS, SNOMED, Dossier, Party, dossier_bundle
 from . import data
@@ -44,13 +55,14 @@ LAB_SEED = 20200513  # SI-DEP's first day: the default laboratories never change
 
 # --- identifiers ----------------------------------------------------------------------------------
 
+
 def make_finess(rng: random.Random, departement: str | None = None) -> str:
-    body = (departement or rng.choice(data.LAB_DEPARTEMENTS)) + f"{rng.randrange(10 ** 6):06d}"
+    body = (departement or rng.choice(data.LAB_DEPARTEMENTS)) + f"{rng.randrange(10**6):06d}"
     return body + luhn.calc_check_digit(body)
 
 
 def make_rpps(rng: random.Random) -> str:
-    body = "1" + f"{rng.randrange(10 ** 9):09d}"
+    body = "1" + f"{rng.randrange(10**9):09d}"
     return body + luhn.calc_check_digit(body)
 
 
@@ -66,6 +78,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 # --- laboratories ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Site:
@@ -116,6 +129,7 @@ def default_laboratories() -> tuple[Laboratory, ...]:
 
 # --- people ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Person:
     sex: str
@@ -135,7 +149,7 @@ class Person:
 
 
 def _weighted(rng: random.Random, pairs) -> str:
-    values, weights = zip(*pairs)
+    values, weights = zip(*pairs, strict=True)
     return rng.choices(values, weights)[0]
 
 
@@ -160,8 +174,13 @@ def make_phone(rng: random.Random, foreign_region: str | None = None, overseas: 
         example = phonenumbers.example_number_for_type(foreign_region, phonenumbers.PhoneNumberType.MOBILE)
         national = str(example.national_number)
         keep = max(len(national) - 5, 1)
-        return _valid_phone(rng, foreign_region, "+" + str(example.country_code) + national[:keep],
-                            len(national) + 1 + len(str(example.country_code)), national=False)
+        return _valid_phone(
+            rng,
+            foreign_region,
+            "+" + str(example.country_code) + national[:keep],
+            len(national) + 1 + len(str(example.country_code)),
+            national=False,
+        )
     if overseas == "RE":
         return _valid_phone(rng, "RE", rng.choice(("0692", "0693")), 10, national=True)
     prefix = rng.choice(("06", "06", "07"))
@@ -172,13 +191,17 @@ def make_phone(rng: random.Random, foreign_region: str | None = None, overseas: 
 
 def make_email(rng: random.Random, given: str, family: str) -> str:
     style = rng.randrange(3)
-    local = {0: f"{_ascii(given)}.{_ascii(family)}", 1: f"{_ascii(given)[:1]}{_ascii(family)}",
-             2: f"{_ascii(given)}.{_ascii(family)}{rng.randrange(1, 99)}"}[style]
+    local = {
+        0: f"{_ascii(given)}.{_ascii(family)}",
+        1: f"{_ascii(given)[:1]}{_ascii(family)}",
+        2: f"{_ascii(given)}.{_ascii(family)}{rng.randrange(1, 99)}",
+    }[style]
     return f"{local.strip('-.') or 'patient'}@{rng.choice(data.EMAIL_DOMAINS)}"
 
 
-def make_person(rng: random.Random, today: date | None = None, corsican: bool | None = None,
-                no_contact_rate: float = 0.10) -> Person:
+def make_person(
+    rng: random.Random, today: date | None = None, corsican: bool | None = None, no_contact_rate: float = 0.10
+) -> Person:
     today = today or date.today()
     sex = rng.choice(("male", "female"))
     firsts = data.GIVEN_MALE if sex == "male" else data.GIVEN_FEMALE
@@ -195,8 +218,13 @@ def make_person(rng: random.Random, today: date | None = None, corsican: bool | 
         region = None
     ins_system, ins = _make_ins(rng, sex, birth_date, cog, born_abroad)
     home_cog, city, postal = rng.choice(data.COMMUNES)
-    address = {"use": "home", "line": [f"{rng.randint(1, 180)} {rng.choice(data.STREETS)}"], "city": city,
-               "postalCode": postal, "country": "FR"}
+    address = {
+        "use": "home",
+        "line": [f"{rng.randint(1, 180)} {rng.choice(data.STREETS)}"],
+        "city": city,
+        "postalCode": postal,
+        "country": "FR",
+    }
     phone = email = None
     if rng.random() >= no_contact_rate:  # the guide: ~10% of patients came with no contact at all
         wants_phone, wants_email = rng.random() < 0.9, rng.random() < (0.8 if born_abroad else 0.55)
@@ -207,8 +235,22 @@ def make_person(rng: random.Random, today: date | None = None, corsican: bool | 
             phone = make_phone(rng, foreign, overseas="RE" if home_cog == "97411" else None)
         if wants_email:
             email = make_email(rng, given[0], usage or family)
-    return Person(sex, given, family, usage, birth_date, cog, place, born_abroad, ins_system, ins, phone, email,
-                  address, birth_place_sent=rng.random() < 0.7)
+    return Person(
+        sex,
+        given,
+        family,
+        usage,
+        birth_date,
+        cog,
+        place,
+        born_abroad,
+        ins_system,
+        ins,
+        phone,
+        email,
+        address,
+        birth_place_sent=rng.random() < 0.7,
+    )
 
 
 def _make_ins(rng, sex, birth_date, cog, born_abroad) -> tuple[str | None, str | None]:
@@ -224,33 +266,56 @@ def _make_ins(rng, sex, birth_date, cog, born_abroad) -> tuple[str | None, str |
 
 # --- resources --------------------------------------------------------------------------------------
 
+
 def _finess_identifier(number: str, kind: str, old_system: bool = False) -> dict:
-    return {"use": "official", "system": FINESS_OLD if old_system else FINESS, "value": number,
-            "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": kind}]}}
+    return {
+        "use": "official",
+        "system": FINESS_OLD if old_system else FINESS,
+        "value": number,
+        "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": kind}]},
+    }
 
 
 def legal_entity_resource(lab: Laboratory, old_system: bool = False) -> dict:
-    return {"resourceType": "Organization", "identifier": [_finess_identifier(lab.finess, "FINEJ", old_system)],
-            "active": True, "name": lab.name}
+    return {
+        "resourceType": "Organization",
+        "identifier": [_finess_identifier(lab.finess, "FINEJ", old_system)],
+        "active": True,
+        "name": lab.name,
+    }
 
 
 def site_resource(lab: Laboratory, site: Site, legal_entity_ref: str | None, old_system: bool = False) -> dict:
     part_of = {"identifier": {"system": FINESS, "value": lab.finess}, "display": lab.name}
     if legal_entity_ref:
         part_of["reference"] = legal_entity_ref
-    return {"resourceType": "Organization", "identifier": [_finess_identifier(site.finess, "FINEG", old_system)],
-            "active": True, "type": [{"text": "Laboratoire de biologie médicale"}], "name": site.name,
-            "address": [{"use": "work", "city": site.city, "postalCode": site.postal_code, "country": "FR"}],
-            "partOf": part_of}
+    return {
+        "resourceType": "Organization",
+        "identifier": [_finess_identifier(site.finess, "FINEG", old_system)],
+        "active": True,
+        "type": [{"text": "Laboratoire de biologie médicale"}],
+        "name": site.name,
+        "address": [{"use": "work", "city": site.city, "postalCode": site.postal_code, "country": "FR"}],
+        "partOf": part_of,
+    }
 
 
 def patient_resource(person: Person) -> dict:
     patient = {"resourceType": "Patient"}
     if person.ins:
-        code, use = {INS_NIR: ("INS-NIR", "official"), INS_NIR_TEST: ("INS-NIR-TEST", "official"),
-                     INS_NIA: ("INS-NIA", "temp")}[person.ins_system]
-        patient["identifier"] = [{"use": use, "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": code}]},
-                                  "system": person.ins_system, "value": person.ins}]
+        code, use = {
+            INS_NIR: ("INS-NIR", "official"),
+            INS_NIR_TEST: ("INS-NIR-TEST", "official"),
+            INS_NIA: ("INS-NIA", "temp"),
+        }[person.ins_system]
+        patient["identifier"] = [
+            {
+                "use": use,
+                "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": code}]},
+                "system": person.ins_system,
+                "value": person.ins,
+            }
+        ]
     patient["name"] = [{"use": "official", "family": person.family, "given": list(person.given)}]
     if person.usage_family:
         patient["name"].append({"use": "usual", "family": person.usage_family, "given": [person.given[0]]})
@@ -266,8 +331,9 @@ def patient_resource(person: Person) -> dict:
     patient["address"] = [dict(person.address)]
     if person.birth_place_sent:
         place = {"district": person.birth_cog}
-        place.update({"country": person.birth_place} if person.born_abroad else {"city": person.birth_place,
-                                                                              "country": "FR"})
+        place.update(
+            {"country": person.birth_place} if person.born_abroad else {"city": person.birth_place, "country": "FR"}
+        )
         patient["extension"] = [{"url": BIRTH_PLACE_URL, "valueAddress": place}]
     return patient
 
@@ -288,9 +354,13 @@ def _test_codes(kind: str) -> tuple:
 def _rat_devices() -> tuple:
     from terminology.service import get_service
 
-    return tuple(c for c in get_service().members(
-        "https://sidep.example.fr/fhir/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name")
-        if c.properties.get("status") != "inactive")
+    return tuple(
+        c
+        for c in get_service().members(
+            "https://sidep.example.fr/fhir/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name"
+        )
+        if c.properties.get("status") != "inactive"
+    )
 
 
 def _concept(system: str, code: str):
@@ -303,19 +373,29 @@ def _result_value(rng: random.Random, test, positive: bool) -> dict:
     if test.properties.get("scale") == "Qn":
         value = round(rng.uniform(15, 2500) if positive else rng.uniform(0.1, 0.9), 1)
         code, display = ("POS", "Positive") if positive else ("NEG", "Negative")
-        return {"valueQuantity": {"value": value, "unit": "U/mL", "system": UCUM, "code": "U/mL"},
-                "interpretation": [{"coding": [{"system": INTERPRETATION, "code": code, "display": display}]}]}
+        return {
+            "valueQuantity": {"value": value, "unit": "U/mL", "system": UCUM, "code": "U/mL"},
+            "interpretation": [{"coding": [{"system": INTERPRETATION, "code": code, "display": display}]}],
+        }
     result = DETECTED if positive else (INCONCLUSIVE if rng.random() < 0.01 else NOT_DETECTED)
     return {"valueCodeableConcept": {"coding": [_coding(SNOMED, _concept(SNOMED, result))]}}
 
 
-def generate_result_bundle(rng: random.Random, lab: Laboratory | None = None, *, site: Site | None = None,
-                           person: Person | None = None, now: datetime | None = None, positive_rate: float = 0.10,
-                           kind: str | None = None, include_legal_entity: bool = True,
-                           old_finess_rate: float = 0.05) -> dict:
+def generate_result_bundle(
+    rng: random.Random,
+    lab: Laboratory | None = None,
+    *,
+    site: Site | None = None,
+    person: Person | None = None,
+    now: datetime | None = None,
+    positive_rate: float = 0.10,
+    kind: str | None = None,
+    include_legal_entity: bool = True,
+    old_finess_rate: float = 0.05,
+) -> dict:
     """A transaction Bundle for one laboratory dossier: Patient, ServiceRequest, Specimen, Observation,
     DiagnosticReport and the performing site Organization (plus its legal entity, unless told not to)."""
-    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
     lab = lab or rng.choice(default_laboratories())
     site = site or rng.choice(lab.sites)
     person = person or make_person(rng, now.date())
@@ -324,21 +404,31 @@ def generate_result_bundle(rng: random.Random, lab: Laboratory | None = None, *,
     positive = rng.random() < positive_rate
     collected = now - timedelta(hours=2) - timedelta(seconds=rng.randrange(int(SAMPLING_WINDOW.total_seconds())))
     issued = min(collected + timedelta(minutes=rng.randrange(30, 30 * 60)), now)
-    dossier = f"{collected.astimezone(PARIS):%y%m%d}{rng.randrange(10 ** 9):09d}"
+    dossier = f"{collected.astimezone(PARIS):%y%m%d}{rng.randrange(10**9):09d}"
     system = lab.dossier_system
     old_finess = rng.random() < old_finess_rate
     ids = {name: _uuid(rng) for name in ("legal", "site", "patient", "request", "specimen", "observation", "report")}
 
     parties = []
     if include_legal_entity:
-        parties.append(Party(legal_entity_resource(lab, old_finess), "PUT", f"identifier={FINESS}|{lab.finess}",
-                             ids["legal"]))
-    parties.append(Party(site_resource(lab, site, ids["legal"] if include_legal_entity else None, old_finess),
-                         "PUT", f"identifier={FINESS}|{site.finess}", ids["site"]))
+        parties.append(
+            Party(legal_entity_resource(lab, old_finess), "PUT", f"identifier={FINESS}|{lab.finess}", ids["legal"])
+        )
+    parties.append(
+        Party(
+            site_resource(lab, site, ids["legal"] if include_legal_entity else None, old_finess),
+            "PUT",
+            f"identifier={FINESS}|{site.finess}",
+            ids["site"],
+        )
+    )
     authored = collected - timedelta(minutes=rng.randrange(5, 60))
     requester = None
     if rng.random() < 0.3:
-        requester = {"identifier": {"system": RPPS, "value": make_rpps(rng)}, "display": f"Dr {rng.choice(data.FAMILY)}"}
+        requester = {
+            "identifier": {"system": RPPS, "value": make_rpps(rng)},
+            "display": f"Dr {rng.choice(data.FAMILY)}",
+        }
     specimen_code = data.SPECIMEN_FOR_CODE.get(test.code) or _weighted(rng, data.SPECIMENS_BY_KIND[kind])
     value = _result_value(rng, test, positive)
     device = None
@@ -346,11 +436,20 @@ def generate_result_bundle(rng: random.Random, lab: Laboratory | None = None, *,
         chosen = rng.choice(_rat_devices())
         device = {"identifier": {"system": RAT_DEVICES, "value": chosen.code}, "display": chosen.display}
     dossier_facts = Dossier(
-        system=system, number=dossier, patient=patient_resource(person),
+        system=system,
+        number=dossier,
+        patient=patient_resource(person),
         test_code={"coding": [_coding(LOINC, test)], "text": test.designations.get("fr", test.display)},
-        specimen_type=_coding(SNOMED, _concept(SNOMED, specimen_code)), value=value, collected=collected,
-        issued=issued, authored=authored, parties=parties, performers=[parties[-1].reference(site.name)],
-        requester=requester, device=device)
+        specimen_type=_coding(SNOMED, _concept(SNOMED, specimen_code)),
+        value=value,
+        collected=collected,
+        issued=issued,
+        authored=authored,
+        parties=parties,
+        performers=[parties[-1].reference(site.name)],
+        requester=requester,
+        device=device,
+    )
     return dossier_bundle(dossier_facts, {name: ids[name] for name in ENTRIES})
 
 
@@ -373,8 +472,10 @@ def resend_bundle(rng: random.Random, bundle: dict, change: str = "contact") -> 
     patient = resources["Patient"]
     if change == "contact":
         given = patient["name"][0]["given"][0]
-        patient["telecom"] = [{"system": "phone", "value": make_phone(rng), "use": "mobile"},
-                              {"system": "email", "value": make_email(rng, given, patient["name"][0]["family"])}]
+        patient["telecom"] = [
+            {"system": "phone", "value": make_phone(rng), "use": "mobile"},
+            {"system": "email", "value": make_email(rng, given, patient["name"][0]["family"])},
+        ]
     elif change == "identity":
         patient["name"][0]["family"] = rng.choice([f for f in data.FAMILY if f != patient["name"][0]["family"]])
     elif change == "result":
@@ -383,8 +484,9 @@ def resend_bundle(rng: random.Random, bundle: dict, change: str = "contact") -> 
     if change in ("contact", "identity"):
         for resource in resources.values():
             if resource["resourceType"] != "Organization":
-                resource.setdefault("meta", {})["tag"] = [{"system": UPDATE_TAG_SYSTEM, "code": "XMAJ",
-                                                           "display": "Mise à jour administrative"}]
+                resource.setdefault("meta", {})["tag"] = [
+                    {"system": UPDATE_TAG_SYSTEM, "code": "XMAJ", "display": "Mise à jour administrative"}
+                ]
     return resent
 
 
@@ -408,8 +510,10 @@ def _renumber(rng: random.Random, bundle: dict) -> dict:
 
     def rewrite(node):
         if isinstance(node, dict):
-            return {k: (mapping.get(v, v) if k == "reference" and isinstance(v, str) else rewrite(v))
-                    for k, v in node.items()}
+            return {
+                k: (mapping.get(v, v) if k == "reference" and isinstance(v, str) else rewrite(v))
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [rewrite(v) for v in node]
         return node
@@ -420,11 +524,19 @@ def _renumber(rng: random.Random, bundle: dict) -> dict:
     return bundle
 
 
-def generate_bundles(rng: random.Random, count: int, *, now: datetime | None = None, labs=None,
-                     resend_rate: float = 0.0, repeat_patient_rate: float = 0.0, **options):
+def generate_bundles(
+    rng: random.Random,
+    count: int,
+    *,
+    now: datetime | None = None,
+    labs=None,
+    resend_rate: float = 0.0,
+    repeat_patient_rate: float = 0.0,
+    **options,
+):
     """count bundles: fresh dossiers, and optionally resends of earlier ones and new tests of earlier people."""
     labs = list(labs or default_laboratories())
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     sent: list[dict] = []
     people: list[Person] = []
     for _ in range(count):

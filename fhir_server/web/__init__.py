@@ -15,6 +15,7 @@ doctors, results lists, search and correction, and the operators' console.
 to be on (settings.auth_enabled): without it every user would see every organisation's data, so
 /ui answers 404.
 """
+
 from __future__ import annotations
 
 from ..settings import Settings

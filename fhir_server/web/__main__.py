@@ -17,6 +17,7 @@ juridique and its sites); nurses and doctors have an RPPS number and may have an
 The database is MONGODB_URI / MONGODB_DB, or the embedded database of a running
 `python -m fhir_server run` (its URI is kept in VAR_DIR/mongodb.uri).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ def connect(settings: Settings | None = None) -> Users:
 
 def provisioning_uri(secret: str, login: str) -> str:
     import pyotp
+
     return pyotp.TOTP(secret).provisioning_uri(name=login, issuer_name=ISSUER)
 
 
@@ -79,13 +81,16 @@ def add(args, users: Users) -> int:
     sites = list(args.site or [])
     check_account(args.role, args.org, sites, args.rpps)
     try:
-        doc = users.create_user(args.login, _password(), args.name, args.role, args.org, sites, args.rpps,
-                                args.org_name)
+        doc = users.create_user(
+            args.login, _password(), args.name, args.role, args.org, sites, args.rpps, args.org_name
+        )
     except UserExists:
         raise SystemExit(f"a user '{args.login}' already exists") from None
     print(f"user {doc['_id']} ({doc['role']}) created")
-    print(f"TOTP provisioning URI (shown once; scan it into the authenticator app):\n  "
-          f"{provisioning_uri(doc['totp'], doc['_id'])}")
+    print(
+        f"TOTP provisioning URI (shown once; scan it into the authenticator app):\n  "
+        f"{provisioning_uri(doc['totp'], doc['_id'])}"
+    )
     return 0
 
 
@@ -95,8 +100,10 @@ def list_users(args, users: Users) -> int:
         state = "active" if row.get("active") else "disabled"
         clients = users.locked_clients(row["_id"])
         locked = f" LOCKED({clients} client{'s' if clients > 1 else ''})" if clients else ""
-        print(f"{row['_id']}  {state}{locked}  {row.get('role', ''):13}  org={row.get('org') or '-'} "
-              f"sites={','.join(row.get('sites') or []) or '-'}  rpps={row.get('rpps') or '-'}  {row.get('name', '')}")
+        print(
+            f"{row['_id']}  {state}{locked}  {row.get('role', ''):13}  org={row.get('org') or '-'} "
+            f"sites={','.join(row.get('sites') or []) or '-'}  rpps={row.get('rpps') or '-'}  {row.get('name', '')}"
+        )
     if not rows:
         print("no users")
     return 0
@@ -115,6 +122,7 @@ def set_active(active: bool):
             raise SystemExit(f"no user {args.login}")
         print(f"{args.login} {'enabled' if active else 'disabled (its sessions are ended)'}")
         return 0
+
     return run
 
 
@@ -139,10 +147,12 @@ def main(argv: list[str] | None = None, users: Users | None = None) -> int:
     p.add_argument("--rpps", help="the professional's RPPS number")
     p.set_defaults(run=add)
     commands.add_parser("list", help="list users (never their secrets)").set_defaults(run=list_users)
-    for name, run, text in (("unlock", unlock, "clear the lock-outs of the account's clients after failed logins"),
-                            ("disable", set_active(False), "disable a user and end their sessions"),
-                            ("enable", set_active(True), "enable a disabled user"),
-                            ("password", password, "set a new password")):
+    for name, run, text in (
+        ("unlock", unlock, "clear the lock-outs of the account's clients after failed logins"),
+        ("disable", set_active(False), "disable a user and end their sessions"),
+        ("enable", set_active(True), "enable a disabled user"),
+        ("password", password, "set a new password"),
+    ):
         p = commands.add_parser(name, help=text)
         p.add_argument("login")
         p.set_defaults(run=run)

@@ -2,6 +2,7 @@
 code (fhir_server.auth.audit.build_event) from the FHIR content the page was built from: the same
 coding, agents (the user, their organisation), entities (the patients and resources concerned,
 the query of a search) and outcome as the same access over the API."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ def record(interaction: str, rtype: str | None, body: dict | None, status: int =
     if audit_log is None:
         return
     principal = g.get("principal")
-    response = Response(orjson.dumps(body) if body is not None else b"", status=status,
-                        mimetype="application/fhir+json")
+    response = Response(
+        orjson.dumps(body) if body is not None else b"", status=status, mimetype="application/fhir+json"
+    )
     try:
         event = api_audit.build_event(interaction, rtype, response, principal)
         event["source"]["site"] = "SI-DEP web"

@@ -2,6 +2,7 @@
 state, failed ones, reset to "new"), and the identity conflicts of person records (an INS sent
 with another birth date or sex: which laboratories' Patients disagree, on what — never the
 values). What fails shows here, and the retry buttons put it back in line."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ def queue_state() -> dict | None:
     if not url:
         return None
     from workers.queue import queue
+
     q = queue(url)
     registry = q.failed_job_registry
     ids = registry.get_job_ids(0, 49, desc=True)
@@ -48,10 +50,19 @@ def queue_state() -> dict | None:
         if job is None:
             continue
         error = (job.exc_info or "").strip().splitlines()
-        jobs.append(FailedJob(job.id, job.func_name or "", _time(job.enqueued_at), _time(job.ended_at),
-                              error[-1] if error else ""))
-    return {"name": q.name, "depth": q.count, "failed": registry.count, "jobs": jobs,
-            "started": q.started_job_registry.count, "scheduled": q.scheduled_job_registry.count}
+        jobs.append(
+            FailedJob(
+                job.id, job.func_name or "", _time(job.enqueued_at), _time(job.ended_at), error[-1] if error else ""
+            )
+        )
+    return {
+        "name": q.name,
+        "depth": q.count,
+        "failed": registry.count,
+        "jobs": jobs,
+        "started": q.started_job_registry.count,
+        "scheduled": q.scheduled_job_registry.count,
+    }
 
 
 def requeue(job_id: str) -> bool:
@@ -61,6 +72,7 @@ def requeue(job_id: str) -> bool:
     from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
     from workers.queue import queue
+
     try:
         queue(url).failed_job_registry.requeue(job_id)
     except (InvalidJobOperation, NoSuchJobError):

@@ -1,13 +1,20 @@
 """The forms' fields, read and checked with the same validators as the FHIR profiles
 (profiles/validators.py: the laboratory guide's rules for phone numbers, e-mail, INS, dates), so
 that an error shows next to its field, in French, before anything is sent to the store."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
-from profiles.validators import (check_birth_date, check_email, check_human_name, check_nir, check_not_future,
-                                 check_phone)
+from profiles.validators import (
+    check_birth_date,
+    check_email,
+    check_human_name,
+    check_nir,
+    check_not_future,
+    check_phone,
+)
 
 from ..synthetic.generator import PARIS
 
@@ -51,10 +58,15 @@ def _date(text: str) -> str:
 
 def identity(form, checked: Checked | None = None) -> Checked:
     """Identity traits and contact details (the new-result form and the correction form)."""
-    values = {"family": _text(form, "family"), "given": _text(form, "given"),
-              "birth_date": _date(_text(form, "birth_date")), "sex": _text(form, "sex"),
-              "ins": _text(form, "ins").replace(" ", ""), "phone": (form.get("phone") or "").strip(),
-              "email": (form.get("email") or "").strip()}
+    values = {
+        "family": _text(form, "family"),
+        "given": _text(form, "given"),
+        "birth_date": _date(_text(form, "birth_date")),
+        "sex": _text(form, "sex"),
+        "ins": _text(form, "ins").replace(" ", ""),
+        "phone": (form.get("phone") or "").strip(),
+        "email": (form.get("email") or "").strip(),
+    }
     checked = checked or Checked({})
     checked.values.update(values)
     has_family = checked.require("family", "Nom de naissance")
@@ -79,8 +91,12 @@ def result(form, tests: dict, devices: dict, now: datetime | None = None) -> Che
     """The new-result form: identity, contact, test, device, result, sampling time."""
     checked = identity(form)
     values = checked.values
-    values.update(test=_text(form, "test"), device=_text(form, "device"), result=_text(form, "result"),
-                  sampled_at=_text(form, "sampled_at"))
+    values.update(
+        test=_text(form, "test"),
+        device=_text(form, "device"),
+        result=_text(form, "result"),
+        sampled_at=_text(form, "sampled_at"),
+    )
     if values["test"] not in tests:
         checked.errors.setdefault("test", []).append("Test : choisissez un test antigénique de la liste")
     if values["device"] and values["device"] not in devices:
@@ -91,13 +107,15 @@ def result(form, tests: dict, devices: dict, now: datetime | None = None) -> Che
         moment = sampling_time(values["sampled_at"])
         if moment is None:
             checked.errors.setdefault("sampled_at", []).append(
-                "Date et heure du prélèvement : format attendu AAAA-MM-JJ HH:MM")
+                "Date et heure du prélèvement : format attendu AAAA-MM-JJ HH:MM"
+            )
         else:
             checked.add("sampled_at", check_not_future(moment.isoformat(), "collectedDateTime", now))
             birth = values.get("birth_date")
             if not checked.errors.get("birth_date") and birth and moment.date().isoformat() < birth:
                 checked.errors.setdefault("sampled_at", []).append(
-                    "Le prélèvement ne peut pas précéder la date de naissance")
+                    "Le prélèvement ne peut pas précéder la date de naissance"
+                )
     return checked
 
 
@@ -114,7 +132,7 @@ def sampling_time(text: str) -> datetime | None:
 
 
 def now_local() -> str:
-    return datetime.now(timezone.utc).astimezone(PARIS).strftime("%Y-%m-%dT%H:%M")
+    return datetime.now(UTC).astimezone(PARIS).strftime("%Y-%m-%dT%H:%M")
 
 
 def today() -> date:

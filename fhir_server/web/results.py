@@ -13,12 +13,13 @@
 - a correction of identity or contact details is a PUT of the Patient in a transaction (If-Match on
   the version shown): submission.py decides whether it re-notifies (contact: yes; identity: no).
 """
+
 from __future__ import annotations
 
 import copy
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from profiles.validators import FINESS, INS_NIR, INS_SYSTEMS, RAT_DEVICES, RPPS
@@ -27,12 +28,12 @@ from ..auth import policy
 from ..auth.audit import USER_SYSTEM
 from ..auth.principal import Principal, requester_key
 from ..context import plan_builder, settings, store
+from ..dossier import LOINC, PARIS, SNOMED, Dossier, Party, dossier_bundle
 from ..interactions import search as search_interaction
 from ..interactions.transaction import parse_entry, run_transaction
 from ..storage import Record
 from ..storage.conditions import Condition, all_of, any_of
 from ..synthetic import data
-from ..dossier import LOINC, PARIS, SNOMED, Dossier, Party, dossier_bundle
 from ..synthetic.generator import DETECTED, FR_CORE_ID_TYPES, NOT_DETECTED
 from . import forms
 
@@ -51,14 +52,19 @@ PAGE = 50
 def antigen_tests() -> dict:
     """LOINC code -> concept: the antigen tests of the terminology service (test level only)."""
     from terminology.service import get_service
+
     return {c.code: c for c in get_service().members(ANTIGEN_TESTS) if c.properties.get("level") == "test"}
 
 
 @lru_cache(maxsize=1)
 def rat_devices() -> dict:
     from terminology.service import get_service
-    return {c.code: c for c in sorted(get_service().members(RAT_DEVICE_LIST), key=lambda c: c.display or c.code)
-            if c.properties.get("status") != "inactive"}
+
+    return {
+        c.code: c
+        for c in sorted(get_service().members(RAT_DEVICE_LIST), key=lambda c: c.display or c.code)
+        if c.properties.get("status") != "inactive"
+    }
 
 
 def label(concept) -> str:
@@ -67,6 +73,7 @@ def label(concept) -> str:
 
 def _snomed(code: str) -> dict:
     from terminology.service import get_service
+
     concept = get_service().concept(SNOMED, code)
     return {"system": SNOMED, "code": code, "display": concept.display if concept else code}
 
@@ -91,11 +98,15 @@ def can_enter(principal: Principal) -> str | None:
     """Why this principal cannot enter a result through the form (None: it can): a professional
     enters for a structure (FINESS juridique and a site), or in their own name (RPPS)."""
     if principal.organisation and not principal.sites:
-        return ("La saisie d'un résultat au nom d'une structure nécessite l'un de ses sites (FINESS "
-                "géographique) : votre compte n'en a pas. Demandez-en le rattachement à un opérateur.")
+        return (
+            "La saisie d'un résultat au nom d'une structure nécessite l'un de ses sites (FINESS "
+            "géographique) : votre compte n'en a pas. Demandez-en le rattachement à un opérateur."
+        )
     if not principal.organisation and not principal.rpps:
-        return ("La saisie d'un résultat est rattachée à une structure (FINESS juridique et site FINESS "
-                "géographique) ou à votre numéro RPPS : votre compte n'a ni l'un ni l'autre.")
+        return (
+            "La saisie d'un résultat est rattachée à une structure (FINESS juridique et site FINESS "
+            "géographique) ou à votre numéro RPPS : votre compte n'a ni l'un ni l'autre."
+        )
     return None
 
 
@@ -122,7 +133,7 @@ def result_bundle(principal: Principal, values: dict, site: str | None, now: dat
     """`site`: the FINESS géographique where the test was done; None for a professional without
     organisation, who is then the only performer. The site and the professional are created when
     missing, never overwritten by the form."""
-    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
     test = antigen_tests()[values["test"]]
     collected = forms.sampling_time(values["sampled_at"])
     parties = []
@@ -133,9 +144,16 @@ def result_bundle(principal: Principal, values: dict, site: str | None, now: dat
         performers.append(site_party.reference(site_party.resource["name"]))
     ident = practitioner_identifier(principal)
     family, _, given = principal.name.rpartition(" ")
-    practitioner = Party({"resourceType": "Practitioner", "identifier": [ident], "active": True,
-                          "name": [{"text": principal.name, **({"family": family, "given": [given]} if family else {})}]},
-                         "POST", f"identifier={ident['system']}|{ident['value']}")
+    practitioner = Party(
+        {
+            "resourceType": "Practitioner",
+            "identifier": [ident],
+            "active": True,
+            "name": [{"text": principal.name, **({"family": family, "given": [given]} if family else {})}],
+        },
+        "POST",
+        f"identifier={ident['system']}|{ident['value']}",
+    )
     parties.append(practitioner)
     performers.append(practitioner.reference(principal.name))
     specimen_code = data.SPECIMEN_FOR_CODE.get(test.code) or data.SPECIMENS_BY_KIND["antigen"][0][0]
@@ -144,23 +162,40 @@ def result_bundle(principal: Principal, values: dict, site: str | None, now: dat
         chosen = rat_devices()[values["device"]]
         device = {"identifier": {"system": RAT_DEVICES, "value": chosen.code}, "display": chosen.display}
     dossier = Dossier(
-        system=dossier_system(principal), number=f"{collected:%y%m%d}{secrets.randbelow(10 ** 9):09d}",
+        system=dossier_system(principal),
+        number=f"{collected:%y%m%d}{secrets.randbelow(10**9):09d}",
         patient=patient_resource(values),
         test_code={"coding": [{"system": LOINC, "code": test.code, "display": test.display}], "text": label(test)},
         specimen_type=_snomed(specimen_code),
         value={"valueCodeableConcept": {"coding": [_snomed(RESULT_CODES[values["result"]])]}},
-        collected=collected, issued=now, authored=collected, parties=parties, performers=performers,
-        request_performers=performers[:1], requester=practitioner.reference(principal.name), device=device)
+        collected=collected,
+        issued=now,
+        authored=collected,
+        parties=parties,
+        performers=performers,
+        request_performers=performers[:1],
+        requester=practitioner.reference(principal.name),
+        device=device,
+    )
     return Built(dossier_bundle(dossier), dossier.number)
 
 
 def site_organization(principal: Principal, site: str | None) -> dict:
     org_name = principal.organisation_name or f"Structure FINESS {principal.organisation}"
-    return {"resourceType": "Organization",
-            "identifier": [{"use": "official", "system": FINESS, "value": site,
-                            "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]}}],
-            "active": True, "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
-            "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name}}
+    return {
+        "resourceType": "Organization",
+        "identifier": [
+            {
+                "use": "official",
+                "system": FINESS,
+                "value": site,
+                "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "FINEG"}]},
+            }
+        ],
+        "active": True,
+        "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
+        "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name},
+    }
 
 
 def patient_resource(values: dict, current: dict | None = None) -> dict:
@@ -168,13 +203,23 @@ def patient_resource(values: dict, current: dict | None = None) -> dict:
     corrected (what the form does not show is kept)."""
     patient = copy.deepcopy(current) if current else {"resourceType": "Patient"}
     identifiers = [i for i in patient.get("identifier", []) if i.get("system") not in INS_SYSTEMS]
-    kept_ins = [i for i in (current or {}).get("identifier", []) if i.get("system") in INS_SYSTEMS
-                and i.get("value") == values.get("ins")]
+    kept_ins = [
+        i
+        for i in (current or {}).get("identifier", [])
+        if i.get("system") in INS_SYSTEMS and i.get("value") == values.get("ins")
+    ]
     if kept_ins:
         identifiers = kept_ins + identifiers
     elif values.get("ins"):
-        identifiers.insert(0, {"use": "official", "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "INS-NIR"}]},
-                               "system": INS_NIR, "value": values["ins"]})
+        identifiers.insert(
+            0,
+            {
+                "use": "official",
+                "type": {"coding": [{"system": FR_CORE_ID_TYPES, "code": "INS-NIR"}]},
+                "system": INS_NIR,
+                "value": values["ins"],
+            },
+        )
     if identifiers:
         patient["identifier"] = identifiers
     else:
@@ -207,27 +252,43 @@ def correct_patient(record: Record, values: dict) -> tuple[dict, bool]:
     transaction-response, whether the contact details changed: the patient is notified again)."""
     corrected = patient_resource(values, record.resource)
     corrected["id"] = record.id
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"{settings().base_url}/Patient/{record.id}", "resource": corrected,
-         "request": {"method": "PUT", "url": f"Patient/{record.id}", "ifMatch": f'W/"{record.version}"'}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"{settings().base_url}/Patient/{record.id}",
+                "resource": corrected,
+                "request": {"method": "PUT", "url": f"Patient/{record.id}", "ifMatch": f'W/"{record.version}"'},
+            }
+        ],
+    }
     response = submit(bundle)
     stored = response["entry"][0].get("resource") or corrected  # the stored form (phones in E.164)
     return response, contact(record.resource) != contact(stored)
 
 
 def contact(patient: dict | None) -> list:
-    return sorted((t.get("system", ""), t.get("value", "")) for t in (patient or {}).get("telecom", [])
-                  if t.get("system") in ("phone", "sms", "email"))
+    return sorted(
+        (t.get("system", ""), t.get("value", ""))
+        for t in (patient or {}).get("telecom", [])
+        if t.get("system") in ("phone", "sms", "email")
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
-                   mine: Principal | None = None) -> tuple[dict, list[dict]]:
+def search_reports(
+    name: str = "", birth_date: str = "", dossier: str = "", mine: Principal | None = None
+) -> tuple[dict, list[dict]]:
     """A FHIR search of DiagnosticReports (their patients and results included); returns (the
     searchset Bundle, one row per report for the page). `mine`: only the reports this professional
     entered (performer) or requested."""
-    pairs = [("_include", "DiagnosticReport:subject"), ("_include", "DiagnosticReport:result"),
-             ("_sort", "-date"), ("_count", str(PAGE))]
+    pairs = [
+        ("_include", "DiagnosticReport:subject"),
+        ("_include", "DiagnosticReport:result"),
+        ("_sort", "-date"),
+        ("_count", str(PAGE)),
+    ]
     if name:
         pairs.append(("patient.name", name))
     if birth_date:
@@ -238,8 +299,11 @@ def search_reports(name: str = "", birth_date: str = "", dossier: str = "",
     if mine is not None:
         plan.filter = all_of(plan.filter, mine_condition(mine))
     bundle = search_interaction.run(plan)
-    included = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
-                for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "include"}
+    included = {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode") == "include"
+    }
     rows = []
     for e in bundle.get("entry", []):
         report = e["resource"]
@@ -259,11 +323,16 @@ def mine_condition(principal: Principal) -> Condition:
 
 
 def row(report: dict, patient: dict | None, observations: list[dict]) -> dict:
-    return {"id": report["id"], "dossier": dossier_number(report), "date": when(report.get("effectiveDateTime")),
-            "test": (report.get("code") or {}).get("text") or _code(report.get("code")),
-            "result": ", ".join(result_label(o) for o in observations) or "—",
-            "patient": patient_name(patient), "birth_date": french_date((patient or {}).get("birthDate")),
-            "status": report.get("status")}
+    return {
+        "id": report["id"],
+        "dossier": dossier_number(report),
+        "date": when(report.get("effectiveDateTime")),
+        "test": (report.get("code") or {}).get("text") or _code(report.get("code")),
+        "result": ", ".join(result_label(o) for o in observations) or "—",
+        "patient": patient_name(patient),
+        "birth_date": french_date((patient or {}).get("birthDate")),
+        "status": report.get("status"),
+    }
 
 
 def read_result(report_id: str) -> dict:
@@ -274,8 +343,11 @@ def read_result(report_id: str) -> dict:
     subject = (report.resource.get("subject") or {}).get("reference", "")
     if subject.startswith("Patient/"):
         found["patient"] = db.read("Patient", subject.split("/")[1])
-    for key, element, rtype in (("observations", "result", "Observation"), ("specimens", "specimen", "Specimen"),
-                                ("requests", "basedOn", "ServiceRequest")):
+    for key, element, rtype in (
+        ("observations", "result", "Observation"),
+        ("specimens", "specimen", "Specimen"),
+        ("requests", "basedOn", "ServiceRequest"),
+    ):
         for ref in report.resource.get(element, []):
             target = ref.get("reference", "")
             if target.startswith(f"{rtype}/"):
@@ -286,8 +358,11 @@ def read_result(report_id: str) -> dict:
 def as_bundle(found: dict) -> dict:
     """What a page showed, as a collection Bundle (for its AuditEvent)."""
     records = [found["report"], found["patient"], *found["observations"], *found["specimens"], *found["requests"]]
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"resource": r.resource} for r in records if r is not None]}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r.resource} for r in records if r is not None],
+    }
 
 
 def entered_by(report: dict, practitioner: str | None) -> bool:
@@ -296,8 +371,14 @@ def entered_by(report: dict, practitioner: str | None) -> bool:
 
 # -- display helpers -------------------------------------------------------------------------------
 def dossier_number(report: dict) -> str:
-    return next((i.get("value", "") for i in report.get("identifier", [])
-                 if str(i.get("system", "")).startswith(DOSSIER_PREFIX)), "")
+    return next(
+        (
+            i.get("value", "")
+            for i in report.get("identifier", [])
+            if str(i.get("system", "")).startswith(DOSSIER_PREFIX)
+        ),
+        "",
+    )
 
 
 def result_label(observation: dict) -> str:
@@ -348,8 +429,12 @@ def form_values(patient: dict) -> dict:
     """The correction form's fields from a stored Patient."""
     name = official_name(patient)
     telecom = patient.get("telecom", [])
-    return {"family": name.get("family", ""), "given": " ".join(name.get("given") or []),
-            "birth_date": patient.get("birthDate", ""), "sex": patient.get("gender", ""),
-            "ins": next((i.get("value", "") for i in patient.get("identifier", []) if i.get("system") in INS_SYSTEMS), ""),
-            "phone": next((t.get("value", "") for t in telecom if t.get("system") in ("phone", "sms")), ""),
-            "email": next((t.get("value", "") for t in telecom if t.get("system") == "email"), "")}
+    return {
+        "family": name.get("family", ""),
+        "given": " ".join(name.get("given") or []),
+        "birth_date": patient.get("birthDate", ""),
+        "sex": patient.get("gender", ""),
+        "ins": next((i.get("value", "") for i in patient.get("identifier", []) if i.get("system") in INS_SYSTEMS), ""),
+        "phone": next((t.get("value", "") for t in telecom if t.get("system") in ("phone", "sms")), ""),
+        "email": next((t.get("value", "") for t in telecom if t.get("system") == "email"), ""),
+    }

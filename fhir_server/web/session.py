@@ -8,6 +8,7 @@ hook, the write hooks) and audit then run the same code for both.
 - Every form carries a CSRF token: the session's own once signed in; before login, a double-submit
   cookie (the login form's token must equal a cookie the page set).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -28,9 +29,14 @@ ABSOLUTE = timedelta(hours=12)
 
 ROLE_PHARMACIST, ROLE_NURSE, ROLE_DOCTOR = "pharmacist", "nurse", "doctor"
 USER_ROLES = (ROLE_LABORATORY, ROLE_PHARMACIST, ROLE_NURSE, ROLE_DOCTOR, ROLE_PUBLIC_HEALTH, ROLE_OPERATOR)
-ROLE_LABELS = {ROLE_LABORATORY: "Personnel de laboratoire", ROLE_PHARMACIST: "Pharmacien(ne)",
-               ROLE_NURSE: "Infirmier(ère)", ROLE_DOCTOR: "Médecin", ROLE_PUBLIC_HEALTH: "Agent de santé publique",
-               ROLE_OPERATOR: "Opérateur de la plateforme"}
+ROLE_LABELS = {
+    ROLE_LABORATORY: "Personnel de laboratoire",
+    ROLE_PHARMACIST: "Pharmacien(ne)",
+    ROLE_NURSE: "Infirmier(ère)",
+    ROLE_DOCTOR: "Médecin",
+    ROLE_PUBLIC_HEALTH: "Agent de santé publique",
+    ROLE_OPERATOR: "Opérateur de la plateforme",
+}
 PROFESSIONALS = frozenset({ROLE_PHARMACIST, ROLE_NURSE, ROLE_DOCTOR})  # enter rapid antigen test results
 RESULT_READERS = PROFESSIONALS | {ROLE_LABORATORY, ROLE_PUBLIC_HEALTH}
 RESULT_WRITERS = PROFESSIONALS | {ROLE_LABORATORY}  # correct identity and contact details
@@ -52,9 +58,17 @@ def secure_cookies() -> bool:
 
 
 def principal_for(user: dict) -> Principal:
-    return Principal("user", user["_id"], user.get("name") or user["_id"], user["role"],
-                     parse(SCOPES.get(user["role"], DEFAULT_SCOPE)), user.get("org"), user.get("org_name"),
-                     frozenset(user.get("sites") or ()), user.get("rpps"))
+    return Principal(
+        "user",
+        user["_id"],
+        user.get("name") or user["_id"],
+        user["role"],
+        parse(SCOPES.get(user["role"], DEFAULT_SCOPE)),
+        user.get("org"),
+        user.get("org_name"),
+        frozenset(user.get("sites") or ()),
+        user.get("rpps"),
+    )
 
 
 def load_session() -> None:
@@ -68,8 +82,15 @@ def load_session() -> None:
 
 def start_session(response, user: dict) -> None:
     token, _ = users().create_session(user["_id"], principal_for(user).to_doc(), idle(), ABSOLUTE)
-    response.set_cookie(COOKIE, token, max_age=int(ABSOLUTE.total_seconds()), path=PATH, httponly=True,
-                        samesite="Lax", secure=secure_cookies())
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(ABSOLUTE.total_seconds()),
+        path=PATH,
+        httponly=True,
+        samesite="Lax",
+        secure=secure_cookies(),
+    )
     response.delete_cookie(LOGIN_CSRF_COOKIE, path=PATH, httponly=True, samesite="Lax", secure=secure_cookies())
 
 
@@ -91,8 +112,9 @@ def csrf_token() -> str:
 
 def set_login_csrf_cookie(response) -> None:
     if "login_csrf" in g and g.get("web_session") is None:
-        response.set_cookie(LOGIN_CSRF_COOKIE, g.login_csrf, path=PATH, httponly=True, samesite="Lax",
-                            secure=secure_cookies())
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE, g.login_csrf, path=PATH, httponly=True, samesite="Lax", secure=secure_cookies()
+        )
 
 
 def check_csrf() -> None:
@@ -109,6 +131,7 @@ def check_csrf() -> None:
 # -- access to pages -------------------------------------------------------------------------------
 def login_required(*roles: str):
     """The page needs a signed-in user, of one of `roles` when given (403 otherwise)."""
+
     def decorate(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
@@ -118,5 +141,7 @@ def login_required(*roles: str):
             if roles and principal.role not in roles:
                 abort(403)
             return view(*args, **kwargs)
+
         return wrapped
+
     return decorate

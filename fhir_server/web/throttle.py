@@ -25,6 +25,7 @@ able to keep a professional out by failing on their account.
 Counters live in the app's Redis (REDIS_URL) when configured, so that every web worker shares them;
 otherwise in memory (one process, tests).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,25 +47,43 @@ def storage_uri(settings: Settings) -> str:
     url = settings.redis_url
     if not url:
         return "memory://"
-    return "redis+unix://" + url[len("unix://"):] if url.startswith("unix://") else url
+    return "redis+unix://" + url[len("unix://") :] if url.startswith("unix://") else url
 
 
 def install(app, settings: Settings) -> Limiter:
     if settings.trusted_proxies > 0:  # the client address behind reverse proxies, for the whole app
         from werkzeug.middleware.proxy_fix import ProxyFix
+
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
-    limiter = Limiter(key_func=_address_key, app=app, storage_uri=storage_uri(settings),
-                      strategy="moving-window", headers_enabled=True, key_prefix="sidep")
+    limiter = Limiter(
+        key_func=_address_key,
+        app=app,
+        storage_uri=storage_uri(settings),
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix="sidep",
+    )
     app.extensions["sidep.login_limiter"] = limiter
     return limiter
 
 
 def limited(limiter: Limiter, settings: Settings, view):
     """The login view with its two throttles (on POST, for untrusted clients)."""
-    view = limiter.limit(settings.web_login_account_rate, key_func=_account_key, scope="login-account",
-                         methods=["POST"], exempt_when=trusted_device, deduct_when=_failed)(view)
-    return limiter.limit(settings.web_login_address_rate, key_func=_address_key, scope="login-address",
-                         methods=["POST"], exempt_when=trusted_device)(view)
+    view = limiter.limit(
+        settings.web_login_account_rate,
+        key_func=_account_key,
+        scope="login-account",
+        methods=["POST"],
+        exempt_when=trusted_device,
+        deduct_when=_failed,
+    )(view)
+    return limiter.limit(
+        settings.web_login_address_rate,
+        key_func=_address_key,
+        scope="login-address",
+        methods=["POST"],
+        exempt_when=trusted_device,
+    )(view)
 
 
 def lockout() -> Lockout:
@@ -115,8 +134,15 @@ def remember_device(response, login: str) -> None:
     name, token = device_cookie(login), secrets.token_urlsafe(32)
     lifetime = timedelta(days=settings.web_trusted_device_days)
     users().trust_device(login, token, request.cookies.get(name), lifetime, settings.web_trusted_devices)
-    response.set_cookie(name, token, max_age=int(lifetime.total_seconds()), path=PATH, httponly=True,
-                        samesite="Strict", secure=settings.base_url.lower().startswith("https://"))
+    response.set_cookie(
+        name,
+        token,
+        max_age=int(lifetime.total_seconds()),
+        path=PATH,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.base_url.lower().startswith("https://"),
+    )
 
 
 def _address_key() -> str:

@@ -1,4 +1,5 @@
 """The pages of the web UI."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -41,9 +42,15 @@ def blueprint(limiter, settings) -> Blueprint:
     def _globals():
         if not request.blueprint == "web":
             return {}
-        return {"csrf_token": session.csrf_token, "principal": g.get("principal") if g.get("web_session") else None,
-                "role_labels": ROLE_LABELS, "professionals": PROFESSIONALS, "result_readers": RESULT_READERS,
-                "result_writers": RESULT_WRITERS, "operator_role": ROLE_OPERATOR}
+        return {
+            "csrf_token": session.csrf_token,
+            "principal": g.get("principal") if g.get("web_session") else None,
+            "role_labels": ROLE_LABELS,
+            "professionals": PROFESSIONALS,
+            "result_readers": RESULT_READERS,
+            "result_writers": RESULT_WRITERS,
+            "operator_role": ROLE_OPERATOR,
+        }
 
     for code, title in ((400, "Requête invalide"), (403, "Accès refusé"), (404, "Page introuvable")):
         bp.register_error_handler(code, _error_page(code, title))
@@ -65,6 +72,7 @@ def blueprint(limiter, settings) -> Blueprint:
 def _error_page(code: int, title: str):
     def handle(error):
         return render_template("error.html", title=title, message=getattr(error, "description", "")), code
+
     return handle
 
 
@@ -86,20 +94,28 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
-THROTTLED = ("Trop de tentatives de connexion depuis votre poste ou sur cet identifiant : patientez quelques "
-             "minutes avant de réessayer.")
+THROTTLED = (
+    "Trop de tentatives de connexion depuis votre poste ou sur cet identifiant : patientez quelques "
+    "minutes avant de réessayer."
+)
 
 
 def _locked_message() -> str:
     minutes = throttle.lockout().duration.total_seconds() // 60
-    return (f"Connexion bloquée pour {minutes:.0f} minutes sur ce poste après {throttle.lockout().limit} échecs "
-            "consécutifs avec cet identifiant. Vous pouvez vous connecter dès maintenant depuis un navigateur où "
-            "vous vous êtes déjà connecté(e), ou demander le déblocage à un opérateur.")
+    return (
+        f"Connexion bloquée pour {minutes:.0f} minutes sur ce poste après {throttle.lockout().limit} échecs "
+        "consécutifs avec cet identifiant. Vous pouvez vous connecter dès maintenant depuis un navigateur où "
+        "vous vous êtes déjà connecté(e), ou demander le déblocage à un opérateur."
+    )
 
 
 def _login_page(error: str | None, status: int):
-    return render_template("login.html", error=error, next=_safe_next(request.values.get("next")) or "",
-                           login=request.form.get("login", "")), status
+    return render_template(
+        "login.html",
+        error=error,
+        next=_safe_next(request.values.get("next")) or "",
+        login=request.form.get("login", ""),
+    ), status
 
 
 def _throttled(error):
@@ -112,9 +128,13 @@ def login():
     a known one with a wrong password or code (storage/users.py, throttle.py)."""
     if request.method == "POST":
         login_name = throttle.typed_login()
-        outcome, user = session.users().authenticate(login_name, request.form.get("password", ""),
-                                                     request.form.get("code", ""), throttle.client(),
-                                                     throttle.lockout())
+        outcome, user = session.users().authenticate(
+            login_name,
+            request.form.get("password", ""),
+            request.form.get("code", ""),
+            throttle.client(),
+            throttle.lockout(),
+        )
         if outcome == "ok":
             response = make_response(redirect(_safe_next(request.form.get("next")) or url_for("web.home")))
             session.start_session(response, user)
@@ -144,9 +164,11 @@ def _restricted() -> bool:
 
 @login_required(*RESULT_READERS)
 def result_list():
-    criteria = {"name": request.args.get("name", "").strip(),
-                "birth_date": forms._date(request.args.get("birth_date", "").strip()),
-                "dossier": request.args.get("dossier", "").strip()}
+    criteria = {
+        "name": request.args.get("name", "").strip(),
+        "birth_date": forms._date(request.args.get("birth_date", "").strip()),
+        "dossier": request.args.get("dossier", "").strip(),
+    }
     rows, error = [], None
     try:
         bundle, rows = results.search_reports(**criteria, mine=g.principal if _restricted() else None)
@@ -154,8 +176,7 @@ def result_list():
     except FhirError as exc:
         audit.refused("search-type", "DiagnosticReport", exc)
         error = "; ".join(i.fr or i.en for i in exc.issues)
-    return render_template("results.html", rows=rows, criteria=criteria, error=error,
-                           searched=any(criteria.values()))
+    return render_template("results.html", rows=rows, criteria=criteria, error=error, searched=any(criteria.values()))
 
 
 def _site_choices() -> list[str]:
@@ -191,10 +212,19 @@ def new_result():
                 return redirect(url_for("web.result", report_id=report, saved=built.dossier))
         else:
             status = 422
-    return render_template("result_form.html", checked=checked, tests=tests, devices=devices,
-                           sexes=forms.SEXES, result_choices=forms.RESULTS, sites=_site_choices(),
-                           blocked=blocked, failure=failure, label=results.label,
-                           max_date=forms.today().isoformat()), status
+    return render_template(
+        "result_form.html",
+        checked=checked,
+        tests=tests,
+        devices=devices,
+        sexes=forms.SEXES,
+        result_choices=forms.RESULTS,
+        sites=_site_choices(),
+        blocked=blocked,
+        failure=failure,
+        label=results.label,
+        max_date=forms.today().isoformat(),
+    ), status
 
 
 def _read(report_id: str, interaction: str = "read", correcting: bool = False):
@@ -207,16 +237,26 @@ def _read(report_id: str, interaction: str = "read", correcting: bool = False):
         abort(403 if exc.status == 403 else 404)
     found["correctable"] = g.principal.role in RESULT_WRITERS
     if _restricted():
-        entered = (g.principal.belongs(found["report"].owner)  # theirs (their organisation's), and by them
-                   and results.entered_by(found["report"].resource, results.practitioner_reference(g.principal)))
+        entered = (
+            g.principal.belongs(found["report"].owner)  # theirs (their organisation's), and by them
+            and results.entered_by(found["report"].resource, results.practitioner_reference(g.principal))
+        )
         found["correctable"] = entered
         requested = not entered and results.requested_by(found["report"], g.principal)
         if not entered and (correcting or not requested):
-            audit.record(interaction, "DiagnosticReport", results.as_bundle({**found, "observations": [],
-                                                                             "specimens": [], "requests": []}), 403)
-            abort(403, description="Vous avez prescrit ce test sans le réaliser : seul le professionnel qui l'a "
-                                   "réalisé peut corriger le patient." if requested
-                  else "Ce résultat n'a pas été saisi par vous.")
+            audit.record(
+                interaction,
+                "DiagnosticReport",
+                results.as_bundle({**found, "observations": [], "specimens": [], "requests": []}),
+                403,
+            )
+            abort(
+                403,
+                description="Vous avez prescrit ce test sans le réaliser : seul le professionnel qui l'a "
+                "réalisé peut corriger le patient."
+                if requested
+                else "Ce résultat n'a pas été saisi par vous.",
+            )
     return found
 
 
@@ -225,8 +265,9 @@ def result_page(report_id: str):
     found = _read(report_id)
     audit.record("read", "DiagnosticReport", results.as_bundle(found))
     patient = found["patient"].resource if found["patient"] else {}
-    return render_template("result.html", found=found, patient=patient, r=results,
-                           values=results.form_values(patient) if patient else {})
+    return render_template(
+        "result.html", found=found, patient=patient, r=results, values=results.form_values(patient) if patient else {}
+    )
 
 
 @login_required(*RESULT_WRITERS)
@@ -240,8 +281,10 @@ def correct(report_id: str):
     if request.method == "POST":
         checked = forms.identity(request.form)
         if str(record.version) != request.form.get("version"):
-            failure = ["Le patient a été modifié entre-temps par quelqu'un d'autre : vérifiez ses données "
-                       "ci-dessous puis enregistrez à nouveau."]
+            failure = [
+                "Le patient a été modifié entre-temps par quelqu'un d'autre : vérifiez ses données "
+                "ci-dessous puis enregistrez à nouveau."
+            ]
             checked = forms.Checked(results.form_values(record.resource))
             status = 409
         elif checked.ok:
@@ -253,15 +296,23 @@ def correct(report_id: str):
                 status = exc.status
             else:
                 audit.record("transaction", None, response)
-                return redirect(url_for("web.result", report_id=report_id,
-                                        corrected="contact" if renotified else "identity"))
+                return redirect(
+                    url_for("web.result", report_id=report_id, corrected="contact" if renotified else "identity")
+                )
         else:
             status = 422
     else:
         audit.record("read", "Patient", record.resource)
         checked = forms.Checked(results.form_values(record.resource))
-    return render_template("patient_form.html", checked=checked, record=record, report_id=report_id,
-                           sexes=forms.SEXES, failure=failure, max_date=forms.today().isoformat()), status
+    return render_template(
+        "patient_form.html",
+        checked=checked,
+        record=record,
+        report_id=report_id,
+        sexes=forms.SEXES,
+        failure=failure,
+        max_date=forms.today().isoformat(),
+    ), status
 
 
 # -- operators -------------------------------------------------------------------------------------------
@@ -274,8 +325,15 @@ def operator():
         queue, queue_error = None, str(exc)
     outbox = console.outbox()
     conflict_count, conflicts = console.identity_conflicts()
-    return render_template("operator.html", queue=queue, queue_error=queue_error, counts=outbox.counts(),
-                           failed_events=outbox.failed(), conflict_count=conflict_count, conflicts=conflicts)
+    return render_template(
+        "operator.html",
+        queue=queue,
+        queue_error=queue_error,
+        counts=outbox.counts(),
+        failed_events=outbox.failed(),
+        conflict_count=conflict_count,
+        conflicts=conflicts,
+    )
 
 
 @login_required(ROLE_OPERATOR)

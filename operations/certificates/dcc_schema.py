@@ -10,11 +10,12 @@ Two validators over the same schema file:
   implements; tests check that both validators agree.
 - `reference_validator()` (verification side, tests): jsonschema's Draft 2020-12 validator.
 """
+
 from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import fastjsonschema
@@ -38,7 +39,7 @@ def official_schema() -> dict:
     return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def value_set(uri: str) -> dict:
     """A value set file named by the schema's `valueset-uri` (e.g. valuesets/test-type.json)."""
     return json.loads((DCC_DIR / uri).read_text(encoding="utf-8"))["valueSetValues"]
@@ -148,16 +149,14 @@ def value_set_problems(payload: dict) -> list[tuple[str, str]]:
         for index, entry in enumerate(payload.get(group) or ()):
             for name, codes in fields:
                 if name in entry and entry[name] not in codes:
-                    problems.append((f"{group}[{index}].{name}",
-                                     f"'{entry[name]}' is not in the DCC value set"))
+                    problems.append((f"{group}[{index}].{name}", f"'{entry[name]}' is not in the DCC value set"))
     return problems
 
 
 def _dcc_path(parts: list) -> str:
     """['t', '0', 'sc'] -> 't[0].sc' (fastjsonschema gives array indexes as strings; no DCC
     property name is made of digits), the form of rules.json's fhir_expression_of_dcc_field."""
-    text = "".join(f"[{p}]" if isinstance(p, int) or str(p).isdigit() else f".{p}"
-                   for p in parts).lstrip(".")
+    text = "".join(f"[{p}]" if isinstance(p, int) or str(p).isdigit() else f".{p}" for p in parts).lstrip(".")
     return text or "$"
 
 

@@ -15,6 +15,7 @@ Conventions for the FHIR data (SI-DEP profiles):
 
 Errors are FhirError with an OperationOutcome issue whose `expression` points at the element.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,16 +70,25 @@ def _unprocessable(en: str, fr: str, expression: str) -> FhirError:
 def parse_fhir_datetime(value: str | None, expression: str) -> datetime:
     """A FHIR dateTime with a time part, timezone-aware (FHIR requires the offset then)."""
     if not value or "T" not in value:
-        raise _unprocessable(f"A date and time is required at {expression}.",
-                             f"Une date et une heure sont requises en {expression}.", expression)
+        raise _unprocessable(
+            f"A date and time is required at {expression}.",
+            f"Une date et une heure sont requises en {expression}.",
+            expression,
+        )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise _unprocessable(f"Invalid dateTime '{value}' at {expression}.",
-                             f"Date-heure invalide « {value} » en {expression}.", expression)
+        raise _unprocessable(
+            f"Invalid dateTime '{value}' at {expression}.",
+            f"Date-heure invalide « {value} » en {expression}.",
+            expression,
+        ) from None
     if parsed.tzinfo is None:
-        raise _unprocessable(f"The dateTime at {expression} has no timezone.",
-                             f"La date-heure en {expression} n'a pas de fuseau horaire.", expression)
+        raise _unprocessable(
+            f"The dateTime at {expression} has no timezone.",
+            f"La date-heure en {expression} n'a pas de fuseau horaire.",
+            expression,
+        )
     return parsed
 
 
@@ -94,10 +104,12 @@ def require_final_status(report: dict | None, observation: dict) -> None:
     if status not in FINAL_STATUSES:
         kind = resource["resourceType"]
         raise FhirError.of(
-            409, "conflict",
+            409,
+            "conflict",
             f"The result is not final (status '{status}'): no certificate can be issued yet.",
-            f"Le résultat n'est pas définitif (statut « {status} ») : aucun certificat ne peut "
-            f"encore être délivré.", f"{kind}.status")
+            f"Le résultat n'est pas définitif (statut « {status} ») : aucun certificat ne peut encore être délivré.",
+            f"{kind}.status",
+        )
 
 
 def _official_name(patient: dict) -> dict:
@@ -105,8 +117,7 @@ def _official_name(patient: dict) -> dict:
     official = [n for n in names if n.get("use") == "official"]
     chosen = (official or names or [None])[0]
     if not chosen:
-        raise _unprocessable("The patient has no name.", "Le patient n'a pas de nom.",
-                             "Patient.name")
+        raise _unprocessable("The patient has no name.", "Le patient n'a pas de nom.", "Patient.name")
     return chosen
 
 
@@ -127,23 +138,27 @@ def _coding(concept: dict | None, system: str) -> str | None:
 def _test_kind(observation: dict) -> tuple[str, str]:
     loinc = _coding(observation.get("code"), LOINC)
     if not loinc:
-        raise _unprocessable("The observation has no LOINC code.",
-                             "L'observation n'a pas de code LOINC.", "Observation.code")
+        raise _unprocessable(
+            "The observation has no LOINC code.", "L'observation n'a pas de code LOINC.", "Observation.code"
+        )
     kind = kind_of_loinc(loinc)
     if not kind:
-        raise _unprocessable(f"LOINC {loinc} is not a SARS-CoV-2 test this service certifies.",
-                             f"Le code LOINC {loinc} n'est pas un test SARS-CoV-2 certifiable.",
-                             "Observation.code")
+        raise _unprocessable(
+            f"LOINC {loinc} is not a SARS-CoV-2 test this service certifies.",
+            f"Le code LOINC {loinc} n'est pas un test SARS-CoV-2 certifiable.",
+            "Observation.code",
+        )
     return kind, loinc
 
 
 def _result(observation: dict) -> str:
     code = _coding(observation.get("valueCodeableConcept"), SNOMED)
     if code not in RESULTS:
-        raise _unprocessable("The result is not a SNOMED CT detected / not detected / "
-                             "inconclusive code.",
-                             "Le résultat n'est pas un code SNOMED CT détecté / non détecté / "
-                             "non conclusif.", "Observation.valueCodeableConcept")
+        raise _unprocessable(
+            "The result is not a SNOMED CT detected / not detected / inconclusive code.",
+            "Le résultat n'est pas un code SNOMED CT détecté / non détecté / non conclusif.",
+            "Observation.valueCodeableConcept",
+        )
     return RESULTS[code]
 
 
@@ -153,8 +168,7 @@ def _sampling_time(specimen: dict | None, observation: dict) -> datetime:
     if value:
         return parse_fhir_datetime(value, "Specimen.collection.collectedDateTime")
     # Without a Specimen, the observation's effective time is the sampling time by convention.
-    return parse_fhir_datetime(observation.get("effectiveDateTime"),
-                               "Specimen.collection.collectedDateTime")
+    return parse_fhir_datetime(observation.get("effectiveDateTime"), "Specimen.collection.collectedDateTime")
 
 
 def _issued_time(report: dict | None, observation: dict) -> datetime:
@@ -183,14 +197,16 @@ def _test_name(observation: dict) -> str | None:
     return (observation.get("method") or {}).get("text") or (observation.get("device") or {}).get("display")
 
 
-def facts_from_resources(report: dict | None, observation: dict, specimen: dict | None,
-                         patient: dict, organization: dict | None) -> CertificateFacts:
+def facts_from_resources(
+    report: dict | None, observation: dict, specimen: dict | None, patient: dict, organization: dict | None
+) -> CertificateFacts:
     """Build the facts of one result; `report` is None when the operation runs on an Observation."""
     require_final_status(report, observation)
     name = _official_name(patient)
     if not patient.get("birthDate"):
-        raise _unprocessable("The patient has no birth date.",
-                             "Le patient n'a pas de date de naissance.", "Patient.birthDate")
+        raise _unprocessable(
+            "The patient has no birth date.", "Le patient n'a pas de date de naissance.", "Patient.birthDate"
+        )
     kind, loinc = _test_kind(observation)
     version_key = version_key_of(observation)
     if report is not None:

@@ -3,6 +3,7 @@
 Nothing here is stored: certificates are made again on every request from the current data, so a
 corrected name gives a corrected certificate (same UVCI while the result version is the same).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -49,20 +50,23 @@ def _require_dcc_inputs(facts: CertificateFacts) -> None:
             "A rapid antigen test certificate needs the test device identifier from the EU list "
             "(Observation.device.identifier, system https://covid-19-diagnostics.jrc.ec.europa.eu/devices).",
             "Un certificat de test antigénique nécessite l'identifiant du dispositif de test de la "
-            "liste européenne (Observation.device.identifier).", ["Observation.device"])
+            "liste européenne (Observation.device.identifier).",
+            ["Observation.device"],
+        )
     for name in (facts.family_name, facts.given_names):
         if name and not transliterate(name):
             raise _unprocessable(
                 f"The name '{name}' has no ICAO 9303 Latin transliteration.",
-                f"Le nom « {name} » n'a pas de translittération latine OACI 9303.", ["Patient.name"])
+                f"Le nom « {name} » n'a pas de translittération latine OACI 9303.",
+                ["Patient.name"],
+            )
 
 
 def _fhir_expressions(error: DccPayloadError) -> list[str]:
     mapping = rules()["fhir_expression_of_dcc_field"]
     found = []
     for path, _ in error.problems:
-        expression = next((v for k, v in mapping.items() if path == k or path.startswith(k + ".")),
-                          None)
+        expression = next((v for k, v in mapping.items() if path == k or path.startswith(k + ".")), None)
         found.append(expression or f"DCC {path}")
     return sorted(set(found))
 
@@ -78,18 +82,19 @@ def _payload(facts: CertificateFacts, plan: PlannedDcc, uvci: str, issuer: str) 
     except DccPayloadError as error:
         raise _unprocessable(
             f"The result cannot give a valid EU digital COVID certificate: {error}",
-            f"Le résultat ne permet pas de produire un certificat COVID numérique européen "
-            f"valide : {error}", _fhir_expressions(error)) from None
+            f"Le résultat ne permet pas de produire un certificat COVID numérique européen valide : {error}",
+            _fhir_expressions(error),
+        ) from None
 
 
-def issue_certificates(facts: CertificateFacts, keyring: KeyRing,
-                       now: dt.datetime | None = None,
-                       issuer: str = hcert.DEFAULT_ISSUER) -> CertificateSet:
+def issue_certificates(
+    facts: CertificateFacts, keyring: KeyRing, now: dt.datetime | None = None, issuer: str = hcert.DEFAULT_ISSUER
+) -> CertificateSet:
     """Sign every DCC this result gives now (none for serology or inconclusive results).
 
     Raises FhirError: 410 past retention, 422 when no valid payload can be made.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     plans = plan_certificates(facts, now)
     if plans:
         _require_dcc_inputs(facts)

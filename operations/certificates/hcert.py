@@ -10,6 +10,7 @@ Every payload is validated against the official schema and value sets before it 
 `decode_and_verify` is the verifier side (tests, diagnostics): it relies on independent code
 (the `base45` package, jsonschema) and on the published trust list only.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,6 +50,7 @@ _ZLIB_OR_COSE_FIRST_BYTES = (b"\x78", b"\xd2", b"\x84")
 
 # ---- payload ----------------------------------------------------------------------------------
 
+
 def name_part(facts: CertificateFacts) -> dict:
     """`nam`: names as stored, plus their ICAO 9303 forms; an empty name part is left out."""
     nam = {}
@@ -60,11 +62,10 @@ def name_part(facts: CertificateFacts) -> dict:
 
 
 def utc_timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_entry(facts: CertificateFacts, uvci: str, test_type: str,
-               issuer: str = DEFAULT_ISSUER) -> dict:
+def test_entry(facts: CertificateFacts, uvci: str, test_type: str, issuer: str = DEFAULT_ISSUER) -> dict:
     entry = {"tg": DISEASE_COVID19, "tt": test_type}
     if facts.test_kind == "antigen" and facts.device_id:
         entry["ma"] = facts.device_id
@@ -77,11 +78,19 @@ def test_entry(facts: CertificateFacts, uvci: str, test_type: str,
     return entry
 
 
-def recovery_entry(facts: CertificateFacts, uvci: str, valid_from: dt.date,
-                   valid_until: dt.date, issuer: str = DEFAULT_ISSUER) -> dict:
-    first_positive = facts.sampled_at.astimezone(dt.timezone.utc).date()
-    return {"tg": DISEASE_COVID19, "fr": first_positive.isoformat(), "co": COUNTRY, "is": issuer,
-            "df": valid_from.isoformat(), "du": valid_until.isoformat(), "ci": uvci}
+def recovery_entry(
+    facts: CertificateFacts, uvci: str, valid_from: dt.date, valid_until: dt.date, issuer: str = DEFAULT_ISSUER
+) -> dict:
+    first_positive = facts.sampled_at.astimezone(dt.UTC).date()
+    return {
+        "tg": DISEASE_COVID19,
+        "fr": first_positive.isoformat(),
+        "co": COUNTRY,
+        "is": issuer,
+        "df": valid_from.isoformat(),
+        "du": valid_until.isoformat(),
+        "ci": uvci,
+    }
 
 
 def dcc_payload(facts: CertificateFacts, group: str, entry: dict) -> dict:
@@ -106,15 +115,16 @@ _LANE_BYTES = 4
 _DIV45_MULTIPLIER, _DIV45_SHIFT = 11651, 19
 assert all((n * _DIV45_MULTIPLIER) >> _DIV45_SHIFT == n // 45 for n in range(1 << 16))
 # Digits are written plus one, so that the zero bytes left in each lane can be deleted.
-_B45_DIGIT_PLUS_ONE_TO_CHARACTER = bytes.maketrans(bytes(range(1, 46)),
-                                                   _B45_ALPHABET.encode("ascii"))
+_B45_DIGIT_PLUS_ONE_TO_CHARACTER = bytes.maketrans(bytes(range(1, 46)), _B45_ALPHABET.encode("ascii"))
 
 
 @lru_cache(maxsize=64)
 def _lane_constants(lanes: int) -> tuple[int, int]:
     """(11 low bits of every lane set, 1 in each of the 3 digit bytes of every lane)."""
-    return (int.from_bytes(b"\xff\x07\x00\x00" * lanes, "little"),
-            int.from_bytes(b"\x01\x01\x01\x00" * lanes, "little"))
+    return (
+        int.from_bytes(b"\xff\x07\x00\x00" * lanes, "little"),
+        int.from_bytes(b"\x01\x01\x01\x00" * lanes, "little"),
+    )
 
 
 def _div45(lanes_value: int, mask: int) -> int:
@@ -125,8 +135,8 @@ def b45encode(data: bytes) -> str:
     """RFC 9285 Base45 (the `base45` package's pure-Python loop costs more than the signature)."""
     lanes = len(data) // 2
     packed = bytearray(_LANE_BYTES * lanes)
-    packed[0::_LANE_BYTES] = data[1:2 * lanes:2]  # the low byte of each pair first
-    packed[1::_LANE_BYTES] = data[0:2 * lanes:2]
+    packed[0::_LANE_BYTES] = data[1 : 2 * lanes : 2]  # the low byte of each pair first
+    packed[1::_LANE_BYTES] = data[0 : 2 * lanes : 2]
     n = int.from_bytes(packed, "little")
     mask, ones = _lane_constants(lanes)
     q = _div45(n, mask)  # n // 45
@@ -139,6 +149,7 @@ def b45encode(data: bytes) -> str:
 
 
 # ---- COSE framing: everything but the claims and the signature is constant per key -----------
+
 
 def _cbor_bytes_head(length: int) -> bytes:
     """Head of a CBOR byte string (major type 2) of `length` bytes (RFC 8949 3.1)."""
@@ -158,9 +169,9 @@ _SIGNATURE_HEAD = _cbor_bytes_head(64)  # ES256: raw r || s
 
 @dataclass(frozen=True)
 class _CoseFraming:
-    protected: bytes          # serialized protected header {1: -7, 4: kid}
+    protected: bytes  # serialized protected header {1: -7, 4: kid}
     to_be_signed_head: bytes  # Sig_structure ["Signature1", protected, b"", claims] up to claims
-    message_head: bytes       # 18([protected, {}, claims, signature]) up to claims
+    message_head: bytes  # 18([protected, {}, claims, signature]) up to claims
 
 
 @lru_cache(maxsize=64)
@@ -170,7 +181,8 @@ def _cose_framing(kid: bytes) -> _CoseFraming:
     return _CoseFraming(
         protected,
         _CBOR_ARRAY_OF_4 + cbor2.dumps("Signature1") + protected_item + cbor2.dumps(b""),
-        _CBOR_TAG_18 + _CBOR_ARRAY_OF_4 + protected_item + cbor2.dumps({}))
+        _CBOR_TAG_18 + _CBOR_ARRAY_OF_4 + protected_item + cbor2.dumps({}),
+    )
 
 
 def _raw_signature(der: bytes) -> bytes:
@@ -181,13 +193,19 @@ def _raw_signature(der: bytes) -> bytes:
     r_length = der[3]
     if der[0] != 0x30 or der[2] != 0x02 or der[4 + r_length] != 0x02:
         raise ValueError("not a DER ECDSA signature")
-    r, s = der[4:4 + r_length], der[6 + r_length:]
+    r, s = der[4 : 4 + r_length], der[6 + r_length :]
     return r[-32:].rjust(32, b"\0") + s[-32:].rjust(32, b"\0")
 
 
 def cwt_claims(payload: dict, issued_at: dt.datetime, expires_at: dt.datetime) -> bytes:
-    return cbor2.dumps({CLAIM_ISS: COUNTRY, CLAIM_IAT: int(issued_at.timestamp()),
-                        CLAIM_EXP: int(expires_at.timestamp()), CLAIM_HCERT: {1: payload}})
+    return cbor2.dumps(
+        {
+            CLAIM_ISS: COUNTRY,
+            CLAIM_IAT: int(issued_at.timestamp()),
+            CLAIM_EXP: int(expires_at.timestamp()),
+            CLAIM_HCERT: {1: payload},
+        }
+    )
 
 
 def sign_cose(claims: bytes, signer: DocumentSigner) -> bytes:
@@ -213,30 +231,27 @@ _SMALL_WINDOW_MAX_INPUT = 2048 - 262
 def zlib_compress(data: bytes) -> bytes:
     if len(data) > _SMALL_WINDOW_MAX_INPUT:
         return zlib.compress(data, _DEFLATE_LEVEL)
-    deflate = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, _DEFLATE_RAW_WINDOW_BITS,
-                               _DEFLATE_MEM_LEVEL)
-    return (_ZLIB_HEADER + deflate.compress(data) + deflate.flush()
-            + zlib.adler32(data).to_bytes(4, "big"))
+    deflate = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, _DEFLATE_RAW_WINDOW_BITS, _DEFLATE_MEM_LEVEL)
+    return _ZLIB_HEADER + deflate.compress(data) + deflate.flush() + zlib.adler32(data).to_bytes(4, "big")
 
 
 def encode_hc1(cose: bytes) -> str:
     return HC1_PREFIX + b45encode(zlib_compress(cose))
 
 
-def sign_hcert(payload: dict, signer: DocumentSigner, issued_at: dt.datetime,
-               expires_at: dt.datetime) -> str:
+def sign_hcert(payload: dict, signer: DocumentSigner, issued_at: dt.datetime, expires_at: dt.datetime) -> str:
     """The `HC1:` string of an already validated payload."""
     return encode_hc1(sign_cose(cwt_claims(payload, issued_at, expires_at), signer))
 
 
-def issue_hcert(payload: dict, signer: DocumentSigner, issued_at: dt.datetime,
-                expires_at: dt.datetime) -> str:
+def issue_hcert(payload: dict, signer: DocumentSigner, issued_at: dt.datetime, expires_at: dt.datetime) -> str:
     """Validate (schema + value sets), then sign: an invalid payload is never signed."""
     validate_payload(payload)
     return sign_hcert(payload, signer, issued_at, expires_at)
 
 
 # ---- verification -----------------------------------------------------------------------------
+
 
 class HcertVerificationError(ValueError):
     """`reason`: prefix, base45, zlib, cose, kid, signature, expired, not-yet-valid, schema,
@@ -263,7 +278,7 @@ def _cose_parts(hc1: str) -> list:
     if not hc1.startswith(HC1_PREFIX):
         raise HcertVerificationError("prefix", "not an HC1: string")
     try:
-        compressed = base45_reference.b45decode(hc1[len(HC1_PREFIX):])
+        compressed = base45_reference.b45decode(hc1[len(HC1_PREFIX) :])
     except ValueError as error:
         raise HcertVerificationError("base45", str(error)) from None
     if compressed[:1] not in _ZLIB_OR_COSE_FIRST_BYTES:
@@ -283,19 +298,16 @@ def _cose_parts(hc1: str) -> list:
     return message
 
 
-def _verify_signature(certificate: x509.Certificate, alg: int, to_be_signed: bytes,
-                      signature: bytes) -> None:
+def _verify_signature(certificate: x509.Certificate, alg: int, to_be_signed: bytes, signature: bytes) -> None:
     key = certificate.public_key()
     try:
         if alg == ALG_ES256 and isinstance(key, ec.EllipticCurvePublicKey):
             if len(signature) != 64:
                 raise InvalidSignature()
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                       int.from_bytes(signature[32:], "big"))
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
             key.verify(der, to_be_signed, _ECDSA_SHA256)
         elif alg == ALG_PS256 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, to_be_signed,
-                       padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+            key.verify(signature, to_be_signed, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
         else:
             raise HcertVerificationError("signature", f"unsupported algorithm {alg}")
     except InvalidSignature:
@@ -318,8 +330,9 @@ def _check_key_usage(certificate: x509.Certificate, payload: dict) -> None:
         raise HcertVerificationError("key-usage", f"signer may only sign {usages}, not {kinds}")
 
 
-def decode_and_verify(hc1: str, trust_list: dict, now: dt.datetime | None = None,
-                      check_expiry: bool = True) -> VerifiedHcert:
+def decode_and_verify(
+    hc1: str, trust_list: dict, now: dt.datetime | None = None, check_expiry: bool = True
+) -> VerifiedHcert:
     """Decode an HC1 string and verify it with the published trust list only."""
     protected_bytes, unprotected, claims_bytes, signature = _cose_parts(hc1)
     protected = cbor2.loads(protected_bytes) if protected_bytes else {}
@@ -334,7 +347,7 @@ def decode_and_verify(hc1: str, trust_list: dict, now: dt.datetime | None = None
     _verify_signature(certificate, protected[HEADER_ALG], to_be_signed, signature)
     claims = cbor2.loads(claims_bytes)
     if check_expiry:
-        _check_validity(claims, now or dt.datetime.now(dt.timezone.utc))
+        _check_validity(claims, now or dt.datetime.now(dt.UTC))
     payload = (claims.get(CLAIM_HCERT) or {}).get(1)
     errors = sorted(reference_validator().iter_errors(payload), key=str) if payload else ["empty"]
     if errors:

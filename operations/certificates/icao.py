@@ -5,6 +5,7 @@ The result uses only A-Z and the filler `<`: letters with diacritics follow the 
 9303 Part 3; the DCC schema's own example turns "d'Červenková Panklová" into
 "DCERVENKOVA<PANKLOVA").
 """
+
 from __future__ import annotations
 
 import json

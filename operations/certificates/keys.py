@@ -18,6 +18,7 @@ whose private key is loaded signs; every listed certificate is published in the 
 
 Keys are loaded once per (var_dir, settings) and kept in a KeyRing: never read from disk per request.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -80,7 +81,7 @@ class KeyRing:
         self.by_kid = {s.kid: s for s in self.signers}
 
     def current_signer(self, now: dt.datetime | None = None) -> DocumentSigner:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         usable = [s for s in self.signers if s.private_key is not None and s.valid_at(now)]
         if not usable:
             raise KeyConfigurationError("no currently valid DSC with its private key")
@@ -133,16 +134,14 @@ def _read_private_keys(paths: list[Path], password: str | None) -> list:
     keys = []
     for path in paths:
         try:
-            keys.append(serialization.load_pem_private_key(
-                path.read_bytes(), password.encode() if password else None))
+            keys.append(serialization.load_pem_private_key(path.read_bytes(), password.encode() if password else None))
         except (OSError, ValueError, TypeError) as error:
             raise KeyConfigurationError(f"cannot read DSC key file {path}: {error}") from error
     return keys
 
 
 def _public_der(key) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _pair(certificates: list[x509.Certificate], private_keys: list) -> list[DocumentSigner]:
@@ -150,8 +149,7 @@ def _pair(certificates: list[x509.Certificate], private_keys: list) -> list[Docu
     for key in private_keys:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise KeyConfigurationError("DSC keys must be ECDSA P-256 (COSE alg ES256)")
-    return [DocumentSigner.of(c, keys_by_public.get(_public_der(c.public_key())))
-            for c in certificates]
+    return [DocumentSigner.of(c, keys_by_public.get(_public_der(c.public_key()))) for c in certificates]
 
 
 def _load_production(cert_files: str, key_files: str | None, password: str | None) -> KeyRing:
@@ -162,6 +160,7 @@ def _load_production(cert_files: str, key_files: str | None, password: str | Non
 
 
 # ---- development keys -------------------------------------------------------------------------
+
 
 def _load_development(keys_dir: Path) -> KeyRing:
     with _locked(keys_dir):
@@ -208,31 +207,38 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_ORGANISATION),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_ORGANISATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _write_csca(keys_dir: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = _name("SI-DEP DEV CSCA")
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + CSCA_VALIDITY)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + CSCA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256()))
+        .sign(key, hashes.SHA256())
+    )
     _write_private(keys_dir / "csca.key.pem", _pem_key(key))
     _write_private(keys_dir / "csca.cert.pem", certificate.public_bytes(serialization.Encoding.PEM))
 
@@ -241,21 +247,23 @@ def _write_dsc(keys_dir: Path) -> Path:
     csca_key = serialization.load_pem_private_key((keys_dir / "csca.key.pem").read_bytes(), None)
     csca = x509.load_pem_x509_certificate((keys_dir / "csca.cert.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     certificate = (
-        x509.CertificateBuilder().subject_name(_name(f"SI-DEP DEV DSC {stamp}"))
-        .issuer_name(csca.subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(_name(f"SI-DEP DEV DSC {stamp}"))
+        .issuer_name(csca.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + DSC_VALIDITY)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + DSC_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                       critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([DCC_EKU_TEST, DCC_EKU_RECOVERY]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(csca_key.public_key()),
-                       critical=False)
-        .sign(csca_key, hashes.SHA256()))
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(csca_key.public_key()), critical=False)
+        .sign(csca_key, hashes.SHA256())
+    )
     cert_path = keys_dir / f"dsc-{stamp}.cert.pem"
     _write_private(keys_dir / f"dsc-{stamp}.key.pem", _pem_key(key))
     _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))

@@ -7,6 +7,7 @@ its QR code. Serology and inconclusive results have the result sheet only.
 Rendered with xhtml2pdf from templates/certificate.html (parsed once, then cached); the QR code is
 embedded as a PNG data URI; fonts are the PDF standard ones (nothing to embed, small files).
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,9 @@ class PdfRenderingError(RuntimeError):
 
 @lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
-                                     autoescape=True, auto_reload=False)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False
+    )
     return environment.get_template("certificate.html")
 
 
@@ -71,25 +73,37 @@ def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) ->
     kind = loinc_table()["kinds"][facts.test_kind]
     validity = words["validity"].get(facts.result) if certificates.dccs else None
     return {
-        "identity": {"family_name": facts.family_name, "given_names": facts.given_names,
-                     "birth_date": french_date(facts.birth_date)},
-        "test": {"label_fr": kind["label_fr"], "label_en": kind["label_en"], "loinc": facts.loinc,
-                 "result_fr": words["results"][facts.result]["fr"],
-                 "result_en": words["results"][facts.result]["en"],
-                 "sampled_at": paris_time(facts.sampled_at)},
+        "identity": {
+            "family_name": facts.family_name,
+            "given_names": facts.given_names,
+            "birth_date": french_date(facts.birth_date),
+        },
+        "test": {
+            "label_fr": kind["label_fr"],
+            "label_en": kind["label_en"],
+            "loinc": facts.loinc,
+            "result_fr": words["results"][facts.result]["fr"],
+            "result_en": words["results"][facts.result]["en"],
+            "sampled_at": paris_time(facts.sampled_at),
+        },
         "lab": {"name": facts.lab_name or "-", "finess": facts.lab_finess or "-"},
         "validity": validity,
         "footnote": words["validity"]["footnote"],
         "no_dcc": words["validity"]["no_dcc"],
         "generated_at": paris_time(certificates.generated_at),
         "qr_size_pt": QR_SIZE_PT,
-        "dccs": [{
-            "type": dcc.type, "uvci": dcc.uvci, "qr_data_uri": _data_uri(qr_pngs[dcc.type]),
-            "label_fr": words["certificate_types"][dcc.type]["fr"],
-            "label_en": words["certificate_types"][dcc.type]["en"],
-            "valid_from": french_date(dcc.payload.get("r", [{}])[0].get("df", "")),
-            "valid_until": french_date(dcc.payload.get("r", [{}])[0].get("du", "")),
-        } for dcc in certificates.dccs],
+        "dccs": [
+            {
+                "type": dcc.type,
+                "uvci": dcc.uvci,
+                "qr_data_uri": _data_uri(qr_pngs[dcc.type]),
+                "label_fr": words["certificate_types"][dcc.type]["fr"],
+                "label_en": words["certificate_types"][dcc.type]["en"],
+                "valid_from": french_date(dcc.payload.get("r", [{}])[0].get("df", "")),
+                "valid_until": french_date(dcc.payload.get("r", [{}])[0].get("du", "")),
+            }
+            for dcc in certificates.dccs
+        ],
     }
 
 

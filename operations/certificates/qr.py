@@ -8,13 +8,14 @@ with zbar. Of the rest, half went to its Reed-Solomon code (a polynomial class a
 per step): the codewords are computed here with log/antilog tables and handed to qrcode through
 its `data_cache`, which then only places modules; a test checks they equal qrcode's own.
 """
+
 from __future__ import annotations
 
 import re
 import struct
-from functools import lru_cache
 import zlib
 from bisect import bisect_left
+from functools import cache, lru_cache
 
 import qrcode
 from qrcode.base import rs_blocks
@@ -55,7 +56,7 @@ _PAD_BYTES = (0xEC, 0x11)
 _ALNUM_VALUES = {c: i for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _generator_logs(degree: int) -> tuple[int, ...]:
     """Logs of the coefficients (after the leading 1) of prod(x - a^i), i < degree."""
     poly = [1]
@@ -77,7 +78,7 @@ def _ecc(data: list[int], degree: int) -> list[int]:
         remainder = remainder[1:] + [0]
         if factor:
             log_factor = _LOG[factor]
-            remainder = [r ^ _EXP[log_factor + g] for r, g in zip(remainder, generator)]
+            remainder = [r ^ _EXP[log_factor + g] for r, g in zip(remainder, generator, strict=False)]
     return remainder
 
 
@@ -100,7 +101,7 @@ def codewords(text: str, version: int) -> list[int]:
     data += [_PAD_BYTES[i % 2] for i in range(capacity // 8 - len(data))]
     data_blocks, ecc_blocks, offset = [], [], 0
     for block in blocks:
-        chunk = data[offset:offset + block.data_count]
+        chunk = data[offset : offset + block.data_count]
         offset += block.data_count
         data_blocks.append(chunk)
         ecc_blocks.append(_ecc(chunk, block.total_count - block.data_count))
@@ -117,9 +118,12 @@ def qr_rows(text: str) -> tuple[tuple[bool, ...], ...]:
     """Modules (True = dark), quiet zone included; cached, as the PNG and the PDF of one
     certificate are made from the same matrix (the matrix is most of the QR cost)."""
     alphanumeric = _ALPHANUMERIC.fullmatch(text) is not None
-    code = qrcode.QRCode(version=_alphanumeric_version(len(text)) if alphanumeric else None,
-                         error_correction=ERROR_CORRECT_Q, border=QUIET_ZONE,
-                         mask_pattern=FIXED_MASK_PATTERN)
+    code = qrcode.QRCode(
+        version=_alphanumeric_version(len(text)) if alphanumeric else None,
+        error_correction=ERROR_CORRECT_Q,
+        border=QUIET_ZONE,
+        mask_pattern=FIXED_MASK_PATTERN,
+    )
     code.add_data(text, optimize=0)
     if alphanumeric:
         code.data_cache = codewords(text, code.version)  # qrcode then only places the modules
@@ -133,8 +137,7 @@ def qr_matrix(text: str) -> list[list[bool]]:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def _scanline(row, scale: int) -> bytes:
@@ -148,8 +151,12 @@ def png_of_matrix(matrix, scale: int = DEFAULT_SCALE) -> bytes:
     size = len(matrix) * scale
     raw = b"".join(_scanline(row, scale) * scale for row in matrix)
     header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(raw, 6)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def qr_png(text: str, scale: int = DEFAULT_SCALE) -> bytes:

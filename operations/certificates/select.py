@@ -6,6 +6,7 @@
 - a result sampled more than 3 months ago: 410 (it is past the retention period);
 - a result that is not final: 409 (checked when the facts are read, see facts.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,13 +49,20 @@ def require_within_retention(facts: CertificateFacts, now: dt.datetime) -> None:
     limit = facts.sampled_at + relativedelta(months=rules()["retention_months"])
     if now > limit:
         raise FhirError.of(
-            410, "business-rule",
+            410,
+            "business-rule",
             "The result was sampled more than 3 months ago: certificates are no longer available.",
             "Le prélèvement date de plus de 3 mois : les certificats ne sont plus disponibles.",
-            SAMPLING_EXPRESSION)
+            SAMPLING_EXPRESSION,
+        )
     if facts.sampled_at > now + CLOCK_SKEW:
-        raise FhirError.of(422, "business-rule", "The sampling time is in the future.",
-                           "La date de prélèvement est dans le futur.", SAMPLING_EXPRESSION)
+        raise FhirError.of(
+            422,
+            "business-rule",
+            "The sampling time is in the future.",
+            "La date de prélèvement est dans le futur.",
+            SAMPLING_EXPRESSION,
+        )
 
 
 def _test_plan(facts: CertificateFacts, now: dt.datetime) -> PlannedDcc:
@@ -74,10 +82,14 @@ def _recovery_plan(facts: CertificateFacts, now: dt.datetime) -> PlannedDcc | No
     ends = facts.sampled_at + dt.timedelta(days=recovery["until_days"])
     if not starts <= now <= ends:
         return None
-    sampling_day = facts.sampled_at.astimezone(dt.timezone.utc).date()
-    return PlannedDcc("recovery", "r", ends,
-                      sampling_day + dt.timedelta(days=recovery["from_days"]),
-                      sampling_day + dt.timedelta(days=recovery["until_days"]))
+    sampling_day = facts.sampled_at.astimezone(dt.UTC).date()
+    return PlannedDcc(
+        "recovery",
+        "r",
+        ends,
+        sampling_day + dt.timedelta(days=recovery["from_days"]),
+        sampling_day + dt.timedelta(days=recovery["until_days"]),
+    )
 
 
 def plan_certificates(facts: CertificateFacts, now: dt.datetime) -> list[PlannedDcc]:

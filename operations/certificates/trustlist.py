@@ -5,6 +5,7 @@ Served by the core at `GET /trust-list` (JSON). Shape:
      "country": "FR", "notBefore": ISO 8601, "notAfter": ISO 8601,
      "keyUsage": ["test", "recovery"]}}}
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,12 +14,15 @@ from cryptography import x509
 
 from .keys import DCC_EKU_RECOVERY, DCC_EKU_TEST, DCC_EKU_VACCINATION, KeyRing
 
-_EKU_NAMES = {DCC_EKU_TEST: "test", DCC_EKU_VACCINATION: "vaccination",
-              DCC_EKU_RECOVERY: "recovery"}
+_EKU_NAMES = {DCC_EKU_TEST: "test", DCC_EKU_VACCINATION: "vaccination", DCC_EKU_RECOVERY: "recovery"}
 # Early versions of the DCC specification printed these OIDs with an extra ".0" arc, and some
 # issuers' DSCs carry them: verifiers accept both spellings.
-_EKU_NAMES.update({x509.ObjectIdentifier(oid.dotted_string.replace(".4.1.1847.", ".4.1.0.1847.")):
-                   name for oid, name in list(_EKU_NAMES.items())})
+_EKU_NAMES.update(
+    {
+        x509.ObjectIdentifier(oid.dotted_string.replace(".4.1.1847.", ".4.1.0.1847.")): name
+        for oid, name in list(_EKU_NAMES.items())
+    }
+)
 
 
 def dcc_key_usages(certificate: x509.Certificate) -> list[str]:

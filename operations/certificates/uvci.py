@@ -8,6 +8,7 @@ exactly this).
 The opaque part is derived from the result version and the certificate type, so the same result
 version always yields the same UVCI, and a corrected result (new version) a new one.
 """
+
 from __future__ import annotations
 
 import base64
