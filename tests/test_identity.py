@@ -21,7 +21,7 @@ from fhir_server.storage.persons import CONFLICT, MATCH, Persons
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person
 from operations.certificates.hcert import decode_and_verify
 
-from .test_auth_access import LAB_A, LAB_B, Posted
+from .test_auth_access import LAB_A, LAB_B, Posted, post_bundle
 
 BOUND = ("Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")
 NIR = "urn:oid:1.2.250.1.213.1.4.8"
@@ -76,14 +76,7 @@ def labs(secured):
     a = secured.client_session(LAB_A)
     b = secured.client_session(LAB_B)
     person = person_with_nir(41)
-    bundle = generate_result_bundle(random.Random(42), LAB_A, person=person, include_legal_entity=False)
-    response = a.post("", json=bundle)
-    assert response.status_code == 200, response.text
-    ids: dict = {}
-    for entry in response.json()["entry"]:
-        rtype, rid = entry["response"]["location"].split("/")[:2]
-        ids.setdefault(rtype, []).append(rid)
-    return secured, a, b, person, Posted(ids, bundle)
+    return secured, a, b, person, post_bundle(a, LAB_A, 42, person)
 
 
 def b_patient(person, seed: int = 7, same_traits: bool = True) -> dict:
