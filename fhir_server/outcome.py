@@ -52,5 +52,14 @@ def not_known(rtype: str, rid: str) -> FhirError:
     return FhirError.of(404, "not-found", f"{rtype}/{rid} is not known", f"{rtype}/{rid} est inconnu")
 
 
+def missing_reference(reference: str) -> tuple[str, str]:
+    """What a reference to a resource that is not there (or not there for the writer) is told,
+    in English and French: the same words on every write path."""
+    return (
+        f"the referenced resource '{reference}' does not exist",
+        f"la ressource référencée '{reference}' n'existe pas",
+    )
+
+
 def operation_outcome(issues: list[Issue], lang: str = "en") -> dict:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir(lang) for i in issues]}

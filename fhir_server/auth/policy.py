@@ -49,7 +49,7 @@ from flask import current_app, g, has_request_context, request
 from profiles.validators import FINESS, FINESS_OLD, IDNAT_PS, RPPS
 
 from ..interactions.write_hooks import WriteHooks
-from ..outcome import FhirError, not_known
+from ..outcome import FhirError, missing_reference, not_known
 from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
@@ -246,24 +246,14 @@ class OrganisationAccess:
         if record.type in BOUND_TYPES and not principal.may_read(record.owner):
             raise hidden(record.type, record.id, record)
 
-    def may_refer(self, record: Record) -> bool:
-        """Is this record there for what the principal writes to refer to? Patient data it may
-        not read is not (whether it may refer to what it reads: check_final_state)."""
+    def visible(self, record: Record) -> bool:
+        """Is this record there for the principal (to refer to, to delete)? Patient data it may
+        not read is not; whether it may write what it reads is the write rules' to say."""
         principal = current_principal()
         if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
             return True
         if principal.may_read(record.owner):
             return True
-        _refused(record)
-        return False
-
-    def may_change(self, record: Record) -> bool:
-        """Is this record there for the principal to delete? What it may not see is not."""
-        principal = current_principal()
-        if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
-            return True
-        if principal.may_read(record.owner):
-            return True  # check_delete says whether it may
         _refused(record)
         return False
 
@@ -348,7 +338,7 @@ def check_delete(uow: UnitOfWork, record: Record) -> None:
     if not principal.scopes.allows(record.type, "d"):
         raise forbidden(*_scope_text(record.type, "d"), record)
     if not principal.belongs(record.owner):
-        raise not_yours(record)  # patient data gets here only when the principal may read it
+        raise not_yours(record)  # patient data gets here only when the principal may read it (visible)
 
 
 def _scope_text(rtype: str, perm: str) -> tuple[str, str]:
@@ -512,27 +502,17 @@ def _check_references(uow: UnitOfWork, principal: Principal, record: Record) -> 
         rtype, _, rid = key.partition("/")
         if rtype not in BOUND_TYPES or not rid or "/" in rid or (rtype, rid) == (record.type, record.id):
             continue
-        target = uow.current(rtype, rid)
-        if target is not None and not target.deleted and principal.may_read(target.owner):
-            if not principal.belongs(target.owner):  # visible to it (a test it requested), not its own
-                raise forbidden(
-                    f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
-                    f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre organisation",
-                    record,
-                )
-            continue
-        if target is None or target.deleted or not principal.may_read(target.owner):
-            if target is not None and not target.deleted:
-                _refused(target)
-            error = FhirError.of(
-                404,
-                "not-found",
-                f"the referenced resource '{key}' does not exist",
-                f"la ressource référencée '{key}' n'existe pas",
-            )
+        if not uow.referable(rtype, rid):  # missing, deleted or another's: answered alike
+            error = FhirError.of(404, "not-found", *missing_reference(key))
             error.about = (record.type, record.id)
             error.reference = value
             raise error
+        if not principal.belongs(uow.current(rtype, rid).owner):  # readable (a test it requested), not its own
+            raise forbidden(
+                f"{record.type}/{record.id} refers to {key}, which does not belong to your organisation",
+                f"{record.type}/{record.id} fait référence à {key}, qui n'appartient pas à votre organisation",
+                record,
+            )
 
 
 def _references(node):

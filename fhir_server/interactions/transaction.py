@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..context import settings, store
 from ..http import fhir_response, lang, parse_etag, prefer, read_json_body
-from ..outcome import FhirError, Issue, operation_outcome
+from ..outcome import FhirError, Issue, missing_reference, operation_outcome
 from ..resources import SUPPORTED_TYPES, check_resource
 from ..search.dates import instant
 from ..storage import Record, UnitOfWork
@@ -384,13 +384,7 @@ def _resolve_reference(uow: UnitOfWork, value: str, references: dict[str, str], 
     parts = value.split("/")
     if len(parts) == 2 and parts[0] in SUPPORTED_TYPES and value not in in_bundle:
         if not uow.referable(parts[0], parts[1]):  # another organisation's answers as a missing one
-            raise UnresolvedReference(
-                value,
-                404,
-                "not-found",
-                f"the referenced resource '{value}' does not exist",
-                f"la ressource référencée '{value}' n'existe pas",
-            )
+            raise UnresolvedReference(value, 404, "not-found", *missing_reference(value))
     return value
 
 

@@ -99,9 +99,7 @@ class Access(Protocol):
 
     def owner(self) -> str | None: ...
 
-    def may_change(self, record: Record) -> bool: ...
-
-    def may_refer(self, record: Record) -> bool: ...
+    def visible(self, record: Record) -> bool: ...
 
     def where(self, rtype: str | None, perm: str) -> dict | None: ...
 
@@ -339,7 +337,7 @@ class UnitOfWork:
         record = self.current(rtype, rid)
         if record is None or record.deleted:
             return False
-        return self.store.access is None or self.store.access.may_refer(record)
+        return self.store.access is None or self.store.access.visible(record)
 
     def find(self, rtype: str, query: dict, limit: int = 0, projection: dict | None = None) -> list[dict]:
         cursor = self.store.collection(rtype).find(query, projection or {"_id": 1}, session=self.session)
@@ -430,7 +428,7 @@ class UnitOfWork:
         previous = self.current(rtype, rid)
         if previous is None or previous.deleted:
             return None
-        if self.store.access is not None and not self.store.access.may_change(previous):
+        if self.store.access is not None and not self.store.access.visible(previous):
             return None  # what the writer may not see is, to it, not there
         version = previous.version + 1
         marker = {"_id": rid, "v": version, "ts": self.now, "del": True}
