@@ -54,7 +54,7 @@ from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
 from ..storage.accounts import utc_now
-from ..storage.conditions import Condition, narrowed, owned_by
+from ..storage.conditions import Condition, all_of, owned_by
 from .principal import Principal, current_principal, requester_key
 
 # Patient data: readable only by the organisations it belongs to.
@@ -270,7 +270,7 @@ def restrict_plans(builder, matching: bool):
     def restricted(rtype, pairs):
         plan = build(rtype, pairs)
         if rtype in BOUND_TYPES:
-            plan.filter = narrowed(plan.filter, own)
+            plan.filter = all_of(plan.filter, own)
         return plan
 
     builder.build = restricted

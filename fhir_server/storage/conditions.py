@@ -16,11 +16,22 @@ NOTHING: Condition = {"_id": {"$in": []}}  # matches no resource
 NOBODY = "-"  # an owner no resource has
 
 
-def all_of(*conditions: Condition) -> Condition:
-    present = [c for c in conditions if c]
-    if not present:
-        return {}
-    return present[0] if len(present) == 1 else {"$and": present}
+def all_of(*conditions: Condition | None) -> Condition:
+    """Every condition, as one flat document where their fields differ: a flat filter (no
+    top-level $and) is what index selection looks at, in MongoDB and even more so in SecantusDB,
+    which plans nothing for a top-level operator. Empty or None conditions are left out."""
+    merged: Condition = {}
+    rest: list[Condition] = []
+    for condition in conditions:
+        if not condition:
+            continue
+        if any(key in merged for key in condition):
+            rest.append(condition)
+        else:
+            merged.update(condition)
+    if rest:
+        merged["$and"] = rest
+    return merged
 
 
 def any_of(*conditions: Condition) -> Condition:
@@ -36,17 +47,6 @@ def owned_by(keys: Iterable[str]) -> Condition:
     if len(keys) > 1:
         return {"org": {"$in": keys}}
     return {"org": keys[0] if keys else NOBODY}
-
-
-def narrowed(condition: Condition, extra: Condition | None) -> Condition:
-    """`condition` and `extra` (e.g. an owner restriction), as one condition."""
-    if not extra:
-        return condition
-    if not condition:
-        return extra
-    if not set(condition) & set(extra):
-        return {**condition, **extra}
-    return {"$and": [condition, extra]}
 
 
 def referring(parameter: str, references: list[str]) -> Condition:
@@ -156,21 +156,7 @@ def _selects_live(clause: dict) -> bool:
 
 
 def combine(clauses: list[dict]) -> dict:
-    """AND the clauses as one flat document when their fields differ.
-
-    A flat filter (no top-level $and) is what index selection looks at, in MongoDB and even
-    more so in SecantusDB, which plans nothing for a top-level operator. `del: false` is added
-    only when no clause already excludes deletion markers.
-    """
-    if not any(_selects_live(c) for c in clauses):
-        clauses = clauses + [{"del": False}]
-    merged: dict = {}
-    rest: list[dict] = []
-    for clause in clauses:
-        if any(key in merged for key in clause):
-            rest.append(clause)
-        else:
-            merged.update(clause)
-    if rest:
-        merged["$and"] = rest
-    return merged
+    """The clauses of a search plan ANDed (all_of), with `del: false` added only when no clause
+    already excludes deletion markers."""
+    live = [] if any(_selects_live(c) for c in clauses) else [{"del": False}]
+    return all_of(*clauses, *live)

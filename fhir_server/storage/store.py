@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
-from .conditions import narrowed
+from .conditions import all_of
 from .mongo import CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
@@ -241,7 +241,7 @@ class Store:
 
     def _visible(self, rtype: str | None, query: dict, perm: str) -> dict:
         """`query` narrowed to what the caller may see (`perm`: r read by id, s search)."""
-        return narrowed(query, self.access.where(rtype, perm) if self.access else None)
+        return all_of(query, self.access.where(rtype, perm) if self.access else None)
 
     def reindex(self, rtype: str, batch: int = 500) -> int:
         """Extract the index fields (s, x, o) of every current resource of `rtype` again, after a
