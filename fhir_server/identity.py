@@ -25,7 +25,7 @@ from __future__ import annotations
 from .interactions.write_hooks import WriteHooks
 from .storage import Record, UnitOfWork
 from .storage.persons import CONFLICT, MATCH, Link, Person, new_person, person_of, person_with_ins, save_person
-from .submission import business_keys
+from .submission import unique_identifiers
 
 CONFLICT_EVENT = "identity-conflict"
 TRAITS = {"birthDate": "birth_date", "gender": "gender"}
@@ -36,16 +36,11 @@ def register(hooks: WriteHooks) -> None:
     hooks.on_delete.append(unlink_deleted_patient)
 
 
-def ins_of(patient: dict) -> list[str]:
-    """The patient's INS as `system|value` (the business keys without their laboratory scope)."""
-    return [key.partition("|")[2].rpartition("@")[0] for key in business_keys(patient, None)]
-
-
 def link_written_patient(uow: UnitOfWork, record: Record, previous: Record | None) -> None:
     if record.type != "Patient" or record is previous:
         return
     ref = f"Patient/{record.id}"
-    ins = ins_of(record.resource or {})
+    ins = unique_identifiers(record.resource or {})  # a Patient's: its INS
     current = person_of(uow, ref) if previous is not None else None  # a new Patient has no link yet
     person = person_with_ins(uow, ins) if ins else None
     if current is not None and (person is None or person.id != current.id):
@@ -58,9 +53,10 @@ def link_written_patient(uow: UnitOfWork, record: Record, previous: Record | Non
 
 def unlink_deleted_patient(uow: UnitOfWork, record: Record) -> None:
     if record.type == "Patient":
-        person = person_of(uow, f"Patient/{record.id}")
+        ref = f"Patient/{record.id}"
+        person = person_of(uow, ref)
         if person is not None:
-            _unlink(uow, person, f"Patient/{record.id}")
+            _unlink(uow, person, ref)
 
 
 def _link(uow: UnitOfWork, person: Person, ref: str, record: Record) -> None:
@@ -75,7 +71,7 @@ def _link(uow: UnitOfWork, person: Person, ref: str, record: Record) -> None:
     if person.version and unchanged and traits_before == (person.birth_date, person.gender):
         return
     reason = "INS" if not differs else "INS with another " + " and ".join(differs)
-    person.links = [link for link in person.links if link.patient != ref]
+    person.drop(ref)
     person.links.append(Link(ref, uow.owner, state, reason, differs, uow.now))
     save_person(uow, person)
     if state == CONFLICT and not unchanged:
@@ -83,5 +79,5 @@ def _link(uow: UnitOfWork, person: Person, ref: str, record: Record) -> None:
 
 
 def _unlink(uow: UnitOfWork, person: Person, ref: str) -> None:
-    person.links = [link for link in person.links if link.patient != ref]
+    person.drop(ref)
     save_person(uow, person)

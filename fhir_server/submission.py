@@ -63,23 +63,29 @@ def register(hooks: WriteHooks) -> None:
 
 
 # -- business identifiers and patient matching -------------------------------------------------
-def business_keys(resource: dict, owner: str | None) -> list[str]:
-    """The stored unique keys of a resource's business identifiers: `Type|system|value`, and
-    `@owner` for those unique within an organisation."""
-    rtype = resource.get("resourceType", "")
-    is_unique, per_owner = UNIQUE_IDENTIFIERS.get(rtype, (None, False))
+def unique_identifiers(resource: dict) -> list[str]:
+    """The resource's business identifiers of UNIQUE_IDENTIFIERS, as `system|value` (the older
+    FINESS spelling as the current one), sorted, each once."""
+    is_unique, _ = UNIQUE_IDENTIFIERS.get(resource.get("resourceType", ""), (None, False))
     if is_unique is None:
         return []
-    scope = f"@{owner or '-'}" if per_owner else ""
-    keys = [
-        f"{rtype}|{SAME_SYSTEM.get(i['system'], i['system'])}|{i['value']}{scope}"
+    found = {
+        f"{SAME_SYSTEM.get(i['system'], i['system'])}|{i['value']}"
         for i in resource.get("identifier") or []
         if isinstance(i, dict)
         and isinstance(i.get("system"), str)
         and isinstance(i.get("value"), str)
         and is_unique(i["system"])
-    ]
-    return sorted(set(keys))
+    }
+    return sorted(found)
+
+
+def business_keys(resource: dict, owner: str | None) -> list[str]:
+    """The stored unique keys of a resource's business identifiers: `Type|system|value`, and
+    `@owner` for those unique within an organisation."""
+    rtype = resource.get("resourceType", "")
+    scope = f"@{owner or '-'}" if UNIQUE_IDENTIFIERS.get(rtype, (None, False))[1] else ""
+    return [f"{rtype}|{identifier}{scope}" for identifier in unique_identifiers(resource)]
 
 
 def identifier_fields(resource: dict) -> dict:
@@ -109,7 +115,7 @@ def traits_key(patient: dict, laboratory: str | None) -> str | None:
 def match_patient(uow: UnitOfWork, patient: dict) -> str | None:
     """The laboratory's own Patient with this INS, else with exactly these identity traits."""
     known = match_by_identifier(uow, patient)
-    if known or business_keys(patient, None):
+    if known or unique_identifiers(patient):
         return known
     key = traits_key(patient, principal_owner())
     return uow.single_with_traits(key) if key else None

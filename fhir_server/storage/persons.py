@@ -63,6 +63,10 @@ class Person:
     def link_of(self, patient: str) -> Link | None:
         return next((link for link in self.links if link.patient == patient), None)
 
+    def drop(self, patient: str) -> None:
+        """Forget the link of `patient`, if any."""
+        self.links = [link for link in self.links if link.patient != patient]
+
     def matched(self) -> list[str]:
         return [link.patient for link in self.links if link.state == MATCH]
 
