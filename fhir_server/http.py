@@ -68,7 +68,23 @@ def outcome_response(error: FhirError) -> Response:
 
 
 def read_json_body() -> dict:
-    """The request body as a JSON object, or 400 with where the JSON broke."""
+    """The request body as a JSON object that keeps the FHIR JSON rules and the request limits,
+    or 400 / 413 with where it broke."""
+    body = read_json()
+    if not isinstance(body, dict):
+        raise FhirError.of(
+            400,
+            "structure",
+            "The body must be a JSON object (a FHIR resource)",
+            "Le corps doit être un objet JSON (une ressource FHIR)",
+        )
+    check_fhir_json(body)
+    return body
+
+
+def read_json():
+    """The request body as JSON of any kind: 400 when there is none or it is malformed, 413 when
+    it is nested beyond the limit."""
     data = request.get_data(cache=True)
     if not data:
         raise FhirError.of(400, "required", "The request has no body", "La requête n'a pas de corps")
@@ -80,14 +96,6 @@ def read_json_body() -> dict:
         if "depth limit" in str(exc):
             raise too_deep() from None
         raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
-    if not isinstance(body, dict):
-        raise FhirError.of(
-            400,
-            "structure",
-            "The body must be a JSON object (a FHIR resource)",
-            "Le corps doit être un objet JSON (une ressource FHIR)",
-        )
-    check_fhir_json(body)
     return body
 
 

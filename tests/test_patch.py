@@ -117,6 +117,15 @@ def test_a_bad_patch_document_is_400(client, body):
     assert version(client, f"/fhir/Patient/{rid}") == "1"
 
 
+@pytest.mark.parametrize("number", [b"1", b"1.50"])  # 1.50 takes the decimal-keeping parser
+def test_a_patch_nested_beyond_the_limit_is_413_like_any_body(client, number):
+    rid = client.create(PATIENT)["id"]
+    deep = b"[" * 5000 + number + b"]" * 5000
+    body = b'[{"op": "add", "path": "/extension", "value": ' + deep + b"}]"
+    outcome(patch(client, f"/fhir/Patient/{rid}", body), 413)
+    assert version(client, f"/fhir/Patient/{rid}") == "1"
+
+
 @pytest.mark.parametrize(
     "operations, where",
     [

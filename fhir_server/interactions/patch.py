@@ -13,12 +13,11 @@ from __future__ import annotations
 import copy
 
 import jsonpatch
-import orjson
 from flask import g, request
 from jsonpointer import JsonPointer, JsonPointerException
 
 from ..context import store
-from ..http import loads, parse_etag, written
+from ..http import parse_etag, read_json, written
 from ..outcome import FhirError
 from ..resources import check_resource, require_supported
 from ..storage import Record, UnitOfWork
@@ -62,35 +61,16 @@ def conditional_patch_resource(
 def patch_resource(
     uow: UnitOfWork, rtype: str, rid: str, operations: list[dict], if_match: int | None = None
 ) -> tuple[Record, int]:
-    current = _current(uow, rtype, rid)
+    current = uow.read(rtype, rid)  # another organisation's is refused before its content can show in an error
     patched = apply_patch(rtype, current.resource, operations)
     g.pop("warnings", None)  # a retried unit of work checks again: warnings are not repeated
     resource = check_resource(rtype, patched, url_id=rid)
     return update_resource(uow, rtype, rid, resource, if_match)
 
 
-def _current(uow: UnitOfWork, rtype: str, rid: str) -> Record:
-    """The version the patch applies to, as a read would give it (404, 410, another
-    organisation's: refused before anything of its content can show in an error)."""
-    record = uow.current(rtype, rid)
-    if record is None:
-        raise FhirError.of(404, "not-found", f"{rtype}/{rid} is not known", f"{rtype}/{rid} est inconnu")
-    if uow.store.access is not None:
-        uow.store.access.check(record)
-    if record.deleted:
-        raise FhirError.of(410, "deleted", f"{rtype}/{rid} has been deleted", f"{rtype}/{rid} a été supprimé")
-    return record
-
-
 def read_patch_document() -> list[dict]:
     """The body as a list of RFC 6902 operations, or 400."""
-    data = request.get_data(cache=True)
-    if not data:
-        raise FhirError.of(400, "required", "The request has no body", "La requête n'a pas de corps")
-    try:
-        operations = loads(data)
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise FhirError.of(400, "structure", f"Malformed JSON: {exc}", f"JSON mal formé : {exc}") from None
+    operations = read_json()
     if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
         raise FhirError.of(
             400,

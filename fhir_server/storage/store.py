@@ -158,7 +158,11 @@ class Store:
         return Record.from_doc(rtype, doc) if doc else None
 
     def read(self, rtype: str, rid: str) -> Record:
-        record = self.current(rtype, rid)
+        return self.as_read(rtype, rid, self.current(rtype, rid))
+
+    def as_read(self, rtype: str, rid: str, record: Record | None) -> Record:
+        """`record` as a read by id answers it: 404 when missing (or, to the caller, another's),
+        410 when deleted."""
         if record is None:
             raise not_known(rtype, rid)
         if self.access:
@@ -331,6 +335,10 @@ class UnitOfWork:
         if key not in self._known:
             self._known[key] = self.store.current(rtype, rid, self.session)
         return self._known[key]
+
+    def read(self, rtype: str, rid: str) -> Record:
+        """The current version as a read by id would answer it, seeing this unit's own writes."""
+        return self.store.as_read(rtype, rid, self.current(rtype, rid))
 
     def referable(self, rtype: str, rid: str) -> bool:
         """Does `rtype/rid` exist (not deleted) for the writer to refer to?"""
