@@ -37,9 +37,9 @@ from flask_limiter import Limiter
 
 from ..settings import Settings
 from ..storage.users import Lockout, Users, account_key
+from .session import PATH, secure_cookies
 
 DEVICE_COOKIE_PREFIX = "sidep_device_"
-PATH = "/ui"
 
 
 def storage_uri(settings: Settings) -> str:
@@ -141,7 +141,7 @@ def remember_device(response, login: str) -> None:
         path=PATH,
         httponly=True,
         samesite="Strict",
-        secure=settings.base_url.lower().startswith("https://"),
+        secure=secure_cookies(),
     )
 
 
