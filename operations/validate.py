@@ -200,17 +200,19 @@ def _mode(call) -> str | None:
     return mode
 
 
+def _other_type(call, resource: dict) -> Issue:
+    return Issue(
+        "error",
+        "invalid",
+        f"The resource is a {resource.get('resourceType')}, the URL names {call.resource_type}",
+        f"La ressource est de type {resource.get('resourceType')}, l'URL désigne {call.resource_type}",
+        ["resourceType"],
+    )
+
+
 def _mode_issues(call, mode: str | None, resource: dict) -> list[Issue]:
     if call.level == "instance" and resource.get("resourceType") not in (None, call.resource_type):
-        return [
-            Issue(
-                "error",
-                "invalid",
-                f"The resource is a {resource.get('resourceType')}, the URL names {call.resource_type}",
-                f"La ressource est de type {resource.get('resourceType')}, l'URL désigne {call.resource_type}",
-                ["resourceType"],
-            )
-        ]
+        return [_other_type(call, resource)]
     if mode != "update":
         return []
     if not resource.get("id"):
@@ -266,15 +268,7 @@ def validate(call):
         )
     issues = _mode_issues(call, mode, resource)
     if call.level == "type" and resource.get("resourceType") != call.resource_type:
-        issues.append(
-            Issue(
-                "error",
-                "invalid",
-                f"The resource is a {resource.get('resourceType')}, the URL names {call.resource_type}",
-                f"La ressource est de type {resource.get('resourceType')}, l'URL désigne {call.resource_type}",
-                ["resourceType"],
-            )
-        )
+        issues.append(_other_type(call, resource))
     issues += validate_for_write(resource, call.lang, call.param("profile"), profiles_enforced())
     if not issues:
         issues = [
