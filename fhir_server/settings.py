@@ -19,6 +19,17 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _optional_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """A comma-separated list of integers ("10,60,300")."""
+    value = os.environ.get(name)
+    return tuple(int(part) for part in value.split(",") if part.strip()) if value else default
+
+
 @dataclass(frozen=True)
 class Settings:
     mongodb_uri: str | None = None
@@ -56,6 +67,45 @@ class Settings:
     web_trusted_device_days: int = 90  # a browser that logged in stays trusted for that account this long
     web_trusted_devices: int = 10  # trusted browsers an account keeps (the oldest is forgotten)
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For gives the client address
+    # -- notifications (workers/): where patients are told, how often a failed send is retried
+    portal_url: str | None = None  # the citizen portal; deep links are PORTAL_URL#<token>; None: from base_url
+    deep_link_key_file: str | None = None  # HMAC key deep-link tokens derive from; None: VAR_DIR/keys/deep-link.key
+    result_retention_months: int = 3  # results, deep links, deliveries and Communications are kept this long
+    sms_gateway_url: str | None = None  # HTTP SMS gateway (POST JSON); None: SMS cannot be sent
+    sms_gateway_user: str | None = None
+    sms_gateway_password: str | None = None  # secret: from the environment only
+    sms_sender: str = "SIDEP"  # alphanumeric sender id, 1-11 characters
+    sms_template: str = "SI-DEP : un nouveau document vous attend. Consultez-le sur {link}"
+    sms_timeout: float = 10.0  # seconds for one gateway call
+    smtp_host: str | None = None  # patients' e-mail; None: e-mail cannot be sent
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | tls (implicit, port 465) | none (tests, local relays)
+    smtp_user: str | None = None
+    smtp_password: str | None = None  # secret: from the environment only
+    smtp_timeout: float = 30.0
+    mail_from: str = "SI-DEP <ne-pas-repondre@sidep.invalid>"
+    # MSSanté (laboratories' secure mailboxes): its own relay, by default the SMTP_* one
+    mssante_smtp_host: str | None = None
+    mssante_smtp_port: int | None = None
+    mssante_smtp_security: str | None = None
+    mssante_smtp_user: str | None = None
+    mssante_smtp_password: str | None = None
+    mssante_smtp_cert_file: str | None = None  # client certificate (mutual TLS with an IGC-Santé ORG certificate)
+    mssante_smtp_key_file: str | None = None
+    mssante_from: str = "noreply.sidep@enovacom.mssante.fr"  # the sender of the SI-DEP laboratory guide
+    mssante_max_bytes: int = 1_000_000  # a message with its certificate at most (the guide: 1 Mo)
+    mssante_negative_hours: int = 72  # copies of a negative result's message kept after sampling
+    mssante_positive_months: int = 6  # and of a positive one's
+    notify_retries: int = 5  # failed sends retried this many times (then "failed", for operators)
+    notify_retry_intervals: tuple[int, ...] = (10, 60, 300, 1800, 7200)  # seconds before each retry
+    dispatch_batch: int = 100  # outbox events one dispatcher claims at a time
+    dispatch_idle_seconds: float = 0.5  # pause when the outbox is empty or Redis unreachable
+    dispatch_claim_seconds: int = 60  # a claim older than this is a dead dispatcher's: taken back
+    dispatch_redispatch_seconds: int = 600  # a dispatched event whose job vanished from Redis is enqueued again
+    worker_heartbeat_seconds: int = 30  # how often a busy worker says it is alive
+    worker_heartbeat_grace: int = 60  # a job whose worker missed its heartbeat this long is retried
+    retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
+    async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +140,43 @@ class Settings:
             web_trusted_device_days=_int("WEB_TRUSTED_DEVICE_DAYS", cls.web_trusted_device_days),
             web_trusted_devices=_int("WEB_TRUSTED_DEVICES", cls.web_trusted_devices),
             trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
+            portal_url=os.environ.get("PORTAL_URL") or None,
+            deep_link_key_file=os.environ.get("DEEP_LINK_KEY_FILE") or None,
+            result_retention_months=_int("RESULT_RETENTION_MONTHS", cls.result_retention_months),
+            sms_gateway_url=os.environ.get("SMS_GATEWAY_URL") or None,
+            sms_gateway_user=os.environ.get("SMS_GATEWAY_USER") or None,
+            sms_gateway_password=os.environ.get("SMS_GATEWAY_PASSWORD") or None,
+            sms_sender=os.environ.get("SMS_SENDER", cls.sms_sender),
+            sms_template=os.environ.get("SMS_TEMPLATE", cls.sms_template),
+            sms_timeout=float(os.environ.get("SMS_TIMEOUT", cls.sms_timeout)),
+            smtp_host=os.environ.get("SMTP_HOST") or None,
+            smtp_port=_int("SMTP_PORT", cls.smtp_port),
+            smtp_security=os.environ.get("SMTP_SECURITY", cls.smtp_security),
+            smtp_user=os.environ.get("SMTP_USER") or None,
+            smtp_password=os.environ.get("SMTP_PASSWORD") or None,
+            smtp_timeout=float(os.environ.get("SMTP_TIMEOUT", cls.smtp_timeout)),
+            mail_from=os.environ.get("MAIL_FROM", cls.mail_from),
+            mssante_smtp_host=os.environ.get("MSSANTE_SMTP_HOST") or None,
+            mssante_smtp_port=_optional_int("MSSANTE_SMTP_PORT"),
+            mssante_smtp_security=os.environ.get("MSSANTE_SMTP_SECURITY") or None,
+            mssante_smtp_user=os.environ.get("MSSANTE_SMTP_USER") or None,
+            mssante_smtp_password=os.environ.get("MSSANTE_SMTP_PASSWORD") or None,
+            mssante_smtp_cert_file=os.environ.get("MSSANTE_SMTP_CERT_FILE") or None,
+            mssante_smtp_key_file=os.environ.get("MSSANTE_SMTP_KEY_FILE") or None,
+            mssante_from=os.environ.get("MSSANTE_FROM", cls.mssante_from),
+            mssante_max_bytes=_int("MSSANTE_MAX_BYTES", cls.mssante_max_bytes),
+            mssante_negative_hours=_int("MSSANTE_NEGATIVE_HOURS", cls.mssante_negative_hours),
+            mssante_positive_months=_int("MSSANTE_POSITIVE_MONTHS", cls.mssante_positive_months),
+            notify_retries=_int("NOTIFY_RETRIES", cls.notify_retries),
+            notify_retry_intervals=_ints("NOTIFY_RETRY_INTERVALS", cls.notify_retry_intervals),
+            dispatch_batch=_int("DISPATCH_BATCH", cls.dispatch_batch),
+            dispatch_idle_seconds=float(os.environ.get("DISPATCH_IDLE_SECONDS", cls.dispatch_idle_seconds)),
+            dispatch_claim_seconds=_int("DISPATCH_CLAIM_SECONDS", cls.dispatch_claim_seconds),
+            dispatch_redispatch_seconds=_int("DISPATCH_REDISPATCH_SECONDS", cls.dispatch_redispatch_seconds),
+            worker_heartbeat_seconds=_int("WORKER_HEARTBEAT_SECONDS", cls.worker_heartbeat_seconds),
+            worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
+            retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
+            async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
         )
 
     @property
@@ -97,8 +184,31 @@ class Settings:
         """The public URL of the OAuth2 token endpoint, served at /oauth/token beside /fhir."""
         if self.token_url:
             return self.token_url
-        root = self.base_url[: -len("/fhir")] if self.base_url.endswith("/fhir") else self.base_url
-        return f"{root}/oauth/token"
+        return f"{self.root_url}/oauth/token"
+
+    @property
+    def root_url(self) -> str:
+        """The server's public root (the base URL without /fhir)."""
+        return self.base_url[: -len("/fhir")] if self.base_url.endswith("/fhir") else self.base_url
+
+    @property
+    def portal(self) -> str:
+        """The citizen portal's public URL (deep links add #<token>)."""
+        return self.portal_url or f"{self.root_url}/portail/"
+
+    @property
+    def mssante_smtp(self) -> dict:
+        """The MSSanté relay: its own settings, else those of SMTP_*."""
+        return {
+            "host": self.mssante_smtp_host or self.smtp_host,
+            "port": self.mssante_smtp_port or self.smtp_port,
+            "security": self.mssante_smtp_security or self.smtp_security,
+            "user": self.mssante_smtp_user or (None if self.mssante_smtp_host else self.smtp_user),
+            "password": self.mssante_smtp_password or (None if self.mssante_smtp_host else self.smtp_password),
+            "cert_file": self.mssante_smtp_cert_file,
+            "key_file": self.mssante_smtp_key_file,
+            "timeout": self.smtp_timeout,
+        }
 
     def but(self, **changes) -> "Settings":
         return replace(self, **changes)

@@ -1,0 +1,1 @@
+"""Background jobs: plain functions taking ids, one module per job, idempotent."""
