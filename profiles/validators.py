@@ -298,6 +298,15 @@ def phone_to_e164(value: str) -> str | None:
     return None if any(sev == "error" for sev, kind in problems if kind != "not-mobile") else e164
 
 
+def mobile_e164(value: str) -> str | None:
+    """The E.164 form of a number an SMS can reach (a French mobile, or a plausible foreign
+    number), or None."""
+    if not isinstance(value, str):
+        return None
+    e164, problems = analyse_phone(value)
+    return None if any(severity == "error" for severity, _ in problems) else e164
+
+
 # --- e-mail ---------------------------------------------------------------------------------------
 # Plain ASCII addresses (dot-atom local part, LDH labels, alphabetic TLD) are valid by construction:
 # they skip email-validator, which costs ~20 µs per new address on the write path.
@@ -316,6 +325,10 @@ def _email_problem(value: str) -> str | None:
     except EmailNotValidError as exc:
         return str(exc)
     return None
+
+
+def email_is_valid(value) -> bool:
+    return isinstance(value, str) and bool(value) and _email_problem(value) is None
 
 
 def check_email(value, path: str) -> list[Issue]:

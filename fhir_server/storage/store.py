@@ -263,6 +263,17 @@ class Store:
             done += collection.bulk_write(operations, ordered=False).modified_count
         return done
 
+    def purge_older(self, rtype: str, cutoff: datetime, batch: int = 1000) -> int:
+        """Remove for good (no deletion marker, no history) the resources of `rtype` last changed
+        before `cutoff`: what a retention rule no longer allows keeping. Returns how many."""
+        collection, removed = self.collection(rtype), 0
+        while True:
+            ids = [doc["_id"] for doc in collection.find({"ts": {"$lt": cutoff}}, {"_id": 1}).limit(batch)]
+            if not ids:
+                return removed
+            self.collection(HISTORY).delete_many({"t": rtype, "rid": {"$in": ids}})
+            removed += collection.delete_many({"_id": {"$in": ids}, "ts": {"$lt": cutoff}}).deleted_count
+
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)
         if sort:
@@ -501,16 +512,20 @@ class UnitOfWork:
                 entry["chg"] = changes
                 return
 
-    def emit(self, kind: str, payload: dict, key: str | None = None) -> None:
-        """Queue an outbox event. Events with the same key merge (one notification per result and
-        transaction, listing every reason)."""
+    def emit(self, kind: str, payload: dict, key: str | None = None) -> str:
+        """Queue an outbox event; returns its id. Events with the same key merge (one
+        notification per result and transaction, listing every reason)."""
         if key is not None:
             for event in self._events:
                 if event.get("key") == key and event["kind"] == kind:
                     reasons = event["payload"].get("reasons", []) + payload.get("reasons", [])
                     event["payload"] = {**event["payload"], **payload, "reasons": list(dict.fromkeys(reasons))}
-                    return
-        self._events.append({"kind": kind, "key": key, "payload": payload, "state": "new", "ts": self.now})
+                    return str(event["_id"])
+        event_id = ObjectId()
+        self._events.append(
+            {"_id": event_id, "kind": kind, "key": key, "payload": payload, "state": "new", "ts": self.now}
+        )
+        return str(event_id)
 
     def seal(self) -> None:
         """Run the store's commit check once, after the unit's last write (a transaction calls it

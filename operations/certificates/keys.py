@@ -25,6 +25,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,6 +186,17 @@ def rotate_development_dsc(var_dir: str | os.PathLike = "var") -> Path:
         path = _write_dsc(keys_dir)
     forget_loaded_keyrings()
     return path
+
+
+def private_secret(path: str | os.PathLike, size: int = 32) -> bytes:
+    """A random secret kept in `path` (mode 0600), made at first use; processes starting together
+    all read the one that was written first."""
+    path = Path(path)
+    if not path.exists():
+        with _locked(path.parent):
+            if not path.exists():
+                _write_private(path, secrets.token_bytes(size))
+    return path.read_bytes()
 
 
 @contextmanager

@@ -1,0 +1,148 @@
+"""The outbox dispatcher: turns committed outbox events into RQ jobs.
+
+    python -m workers.dispatcher        # MONGODB_URI, MONGODB_DB, REDIS_URL from the environment
+
+Each round claims the oldest `new` events (atomically: several dispatchers may run, none takes
+another's), enqueues one job per event with the event id as job id, and marks them `dispatched`.
+When Redis is unreachable the claims are released and the dispatcher waits: events stay in MongoDB,
+ingestion goes on, and the backlog drains when Redis is back.
+
+Between rounds it keeps the pipeline whole: claims left by a dispatcher that died go back to
+`new`; jobs whose worker died (no heartbeat) are retried by RQ's own registry clean-up; an event
+dispatched long ago whose job vanished from Redis is enqueued again (jobs are idempotent); and,
+every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from redis.exceptions import RedisError
+from rq import Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from fhir_server.settings import Settings
+from fhir_server.storage.mongo import client_for
+from fhir_server.storage.outbox import Outbox
+
+from .queue import queue
+
+log = logging.getLogger("workers.dispatcher")
+
+# the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
+JOBS = {"notify-result": "workers.jobs.notify.notify_result"}
+RETENTION_JOB = "workers.jobs.retention.purge"
+JOB_TIMEOUT = 300  # seconds one job may run (a certificate rendering included)
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, name: str | None = None):
+        if not settings.mongodb_uri or not settings.redis_url:
+            raise RuntimeError("the dispatcher needs MONGODB_URI and REDIS_URL")
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.outbox = Outbox(client_for(settings.mongodb_uri)[settings.mongodb_db])
+        self.queue = queue(settings.redis_url)
+        self.last_maintenance = 0.0
+        self.last_retention = 0.0
+
+    def retry(self) -> Retry:
+        return Retry(max=self.settings.notify_retries, interval=list(self.settings.notify_retry_intervals))
+
+    def dispatch(self) -> int:
+        """One round: the events it enqueued (0 when there was nothing to take)."""
+        events = self.outbox.claim(self.name, self.settings.dispatch_batch)
+        if not events:
+            return 0
+        consumed = [event for event in events if event["kind"] in JOBS]
+        self.outbox.finish_without_job([event for event in events if event["kind"] not in JOBS], self.name)
+        if not consumed:
+            return 0
+        try:
+            self.enqueue(consumed)
+        except RedisError:
+            self.outbox.release(consumed, self.name)
+            raise
+        self.outbox.dispatched(consumed, self.name)
+        return len(consumed)
+
+    def enqueue(self, events: list[dict]) -> None:
+        jobs = [
+            self.queue.prepare_data(
+                JOBS[event["kind"]],
+                args=(str(event["_id"]),),
+                job_id=str(event["_id"]),
+                timeout=JOB_TIMEOUT,
+                retry=self.retry(),
+                description=f"{event['kind']} {event['_id']}",
+            )
+            for event in events
+        ]
+        with self.queue.connection.pipeline() as pipeline:
+            self.queue.enqueue_many(jobs, pipeline=pipeline)
+            pipeline.execute()
+
+    def maintain(self, now: float | None = None) -> None:
+        """What keeps the pipeline whole when a process dies (see the module's docstring)."""
+        now = now if now is not None else time.monotonic()
+        settings = self.settings
+        self.outbox.take_back_stale_claims(timedelta(seconds=settings.dispatch_claim_seconds))
+        self.queue.started_job_registry.cleanup()  # jobs of dead workers: retried or failed by RQ
+        self.redispatch_vanished()
+        if now - self.last_retention >= settings.retention_sweep_seconds:
+            self.last_retention = now
+            hour = datetime.now(UTC).strftime("%Y%m%d%H%M")
+            self.queue.enqueue(RETENTION_JOB, job_id=f"retention-{hour}", job_timeout=3600, result_ttl=86400)
+
+    def redispatch_vanished(self) -> None:
+        for event in self.outbox.dispatched_before(timedelta(seconds=self.settings.dispatch_redispatch_seconds)):
+            event_id = str(event["_id"])
+            try:
+                job = Job.fetch(event_id, connection=self.queue.connection)
+            except NoSuchJobError:
+                self.enqueue([event])
+                self.outbox.redispatched(event_id)
+                continue
+            status = job.get_status(refresh=False)
+            if status == JobStatus.FAILED:
+                self.outbox.fail(event_id, "la tâche a échoué (voir la file de tâches)")
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Dispatch until `stop` is set (or forever), maintaining every few seconds."""
+        stop = stop or threading.Event()
+        idle = self.settings.dispatch_idle_seconds
+        while not stop.is_set():
+            try:
+                if time.monotonic() - self.last_maintenance >= max(idle * 4, 1.0):
+                    self.last_maintenance = time.monotonic()
+                    self.maintain()
+                if self.dispatch() == 0:
+                    stop.wait(idle)
+            except RedisError as exc:
+                log.warning("queue unreachable (%s): events wait in the outbox", type(exc).__name__)
+                stop.wait(max(idle, 1.0))
+
+
+def main() -> None:
+    import signal
+
+    from fhir_server.logs import install_filter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_filter()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dispatcher = Dispatcher(Settings.from_env())
+    log.info("dispatcher %s started", dispatcher.name)
+    dispatcher.run(stop)
+
+
+if __name__ == "__main__":
+    main()
