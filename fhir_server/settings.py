@@ -35,6 +35,7 @@ class Settings:
     mongodb_uri: str | None = None
     mongodb_db: str = "sidep"
     redis_url: str | None = None
+    queue_name: str = "sidep"  # the RQ queue jobs go to (workers listen on it)
     var_dir: str = "var"
     base_url: str = "http://127.0.0.1:8080/fhir"  # public FHIR base, used in links and Location
     max_body_bytes: int = 5 * 1024 * 1024  # 413 above this
@@ -114,6 +115,7 @@ class Settings:
             mongodb_uri=os.environ.get("MONGODB_URI") or None,
             mongodb_db=os.environ.get("MONGODB_DB", cls.mongodb_db),
             redis_url=os.environ.get("REDIS_URL") or None,
+            queue_name=os.environ.get("RQ_QUEUE", cls.queue_name),
             var_dir=os.environ.get("VAR_DIR", cls.var_dir),
             base_url=os.environ.get("FHIR_BASE_URL", cls.base_url).rstrip("/"),
             max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),

@@ -48,7 +48,7 @@ class Dispatcher:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.outbox = Outbox(client_for(settings.mongodb_uri)[settings.mongodb_db])
-        self.queue = queue(settings.redis_url)
+        self.queue = queue(settings.redis_url, settings.queue_name)
         self.last_maintenance = 0.0
         self.last_retention = 0.0
 

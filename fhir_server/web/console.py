@@ -42,7 +42,7 @@ def queue_state() -> dict | None:
         return None
     from workers.queue import queue
 
-    q = queue(url)
+    q = queue(url, current_app.config["SETTINGS"].queue_name)
     registry = q.failed_job_registry
     ids = registry.get_job_ids(0, 49, desc=True)
     jobs = []
@@ -74,7 +74,7 @@ def requeue(job_id: str) -> bool:
     from workers.queue import queue
 
     try:
-        queue(url).failed_job_registry.requeue(job_id)
+        queue(url, current_app.config["SETTINGS"].queue_name).failed_job_registry.requeue(job_id)
     except (InvalidJobOperation, NoSuchJobError):
         return False
     return True

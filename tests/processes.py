@@ -1,0 +1,95 @@
+"""Real worker and dispatcher processes for tests: `python -m workers` and `python -m
+workers.dispatcher`, started with the environment a test's settings describe, each in its own
+process group (so that a test can SIGKILL a worker with the work horse it forked)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fhir_server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def platform_env(settings: Settings, **extra) -> dict[str, str]:
+    """The environment variables that give a process `settings` (the ones tests change)."""
+    values = {
+        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_DB": settings.mongodb_db,
+        "REDIS_URL": settings.redis_url,
+        "RQ_QUEUE": settings.queue_name,
+        "VAR_DIR": settings.var_dir,
+        "FHIR_BASE_URL": settings.base_url,
+        "PORTAL_URL": settings.portal_url,
+        "SMS_GATEWAY_URL": settings.sms_gateway_url,
+        "SMTP_HOST": settings.smtp_host,
+        "SMTP_PORT": settings.smtp_port,
+        "SMTP_SECURITY": settings.smtp_security,
+        "MSSANTE_SMTP_HOST": settings.mssante_smtp_host,
+        "MSSANTE_SMTP_PORT": settings.mssante_smtp_port,
+        "MSSANTE_SMTP_SECURITY": settings.mssante_smtp_security,
+        "NOTIFY_RETRIES": settings.notify_retries,
+        "NOTIFY_RETRY_INTERVALS": ",".join(str(i) for i in settings.notify_retry_intervals),
+        "SMS_TIMEOUT": settings.sms_timeout,
+        "DISPATCH_IDLE_SECONDS": settings.dispatch_idle_seconds,
+        "DISPATCH_CLAIM_SECONDS": settings.dispatch_claim_seconds,
+        "DISPATCH_REDISPATCH_SECONDS": settings.dispatch_redispatch_seconds,
+        "WORKER_HEARTBEAT_SECONDS": settings.worker_heartbeat_seconds,
+        "WORKER_HEARTBEAT_GRACE": settings.worker_heartbeat_grace,
+        "RETENTION_SWEEP_SECONDS": settings.retention_sweep_seconds,
+        **extra,
+    }
+    env = {k: v for k, v in os.environ.items() if k not in values}
+    env.update({k: str(v) for k, v in values.items() if v is not None})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _start(module: str, env: dict[str, str], log: Path | None) -> subprocess.Popen:
+    output = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=output, stderr=output, start_new_session=True
+    )
+
+
+def start_worker(settings: Settings, log: Path | None = None, **extra) -> subprocess.Popen:
+    return _start("workers", platform_env(settings, **extra), log)
+
+
+def start_dispatcher(settings: Settings, log: Path | None = None, **extra) -> subprocess.Popen:
+    return _start("workers.dispatcher", platform_env(settings, **extra), log)
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL the process and what it forked (a worker's work horse), as a crash would."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        kill(process)
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `condition` until it returns something true; that value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
