@@ -4,7 +4,10 @@ as `rq worker --url REDIS_URL --worker-class workers.Worker sidep`)."""
 import argparse
 import os
 
+from fhir_server.settings import Settings
+
 from . import Worker
+from .channels.sms import SmsGateway
 from .queue import QUEUE_NAME, connection
 
 
@@ -17,7 +20,17 @@ def main() -> None:
     args = parser.parse_args()
     if not args.url:
         parser.error("no Redis URL: pass --url or set REDIS_URL")
+    try:
+        check_channels(Settings.from_env())
+    except ValueError as exc:
+        parser.error(str(exc))
     Worker([args.queue], connection=connection(args.url)).work(with_scheduler=True)
+
+
+def check_channels(settings: Settings) -> None:
+    """Refuse to start with an SMS template that does not fit one SMS or a bad sender id: better
+    than failing every delivery."""
+    SmsGateway.from_settings(settings)
 
 
 if __name__ == "__main__":
