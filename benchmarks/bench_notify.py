@@ -49,7 +49,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(module: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def environment(settings: Settings) -> dict:
@@ -102,7 +104,9 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) 
 
     def post(item):
         phone, bundle = item
-        response = session.post(settings.base_url, json=bundle, headers={"Content-Type": "application/fhir+json"}, timeout=60)
+        response = session.post(
+            settings.base_url, json=bundle, headers={"Content-Type": "application/fhir+json"}, timeout=60
+        )
         response.raise_for_status()
         accepted[phone] = time.time()
 
@@ -146,7 +150,9 @@ def main() -> None:
         mongo = start_mongo(Path(tmp) / "db")
         redis = start_redis(Path(tmp) / "redis")
         try:
-            print(f"{'workers':>7} {'results':>7} {'posted/s':>9} {'SMS/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/SMS':>10}")
+            print(
+                f"{'workers':>7} {'results':>7} {'posted/s':>9} {'SMS/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/SMS':>10}"
+            )
             for workers in args.workers:
                 row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"))
                 print(

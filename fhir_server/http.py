@@ -63,6 +63,15 @@ def fhir_response(body: dict | None, status: int = 200, headers: dict | None = N
     return response
 
 
+def private_response(body: bytes, content_type: str, filename: str | None = None) -> Response:
+    """Health data that is not a resource read (a certificate, an operation's output): never kept
+    by a shared cache or the browser; a file name makes it a document to save."""
+    headers = {"Cache-Control": "no-store"}
+    if filename:
+        headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    return Response(body, content_type=content_type, headers=headers)
+
+
 def outcome_response(error: FhirError) -> Response:
     return fhir_response(operation_outcome(error.issues, lang()), error.status, error.headers)
 

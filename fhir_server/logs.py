@@ -100,6 +100,9 @@ def _match(path: str, method: str):
 # -- messages --------------------------------------------------------------------------------------
 HTTP_METHODS = "GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS"
 _REQUEST_LINE = re.compile(rf"\b({HTTP_METHODS}) (\S+)")
+# terminal colours (werkzeug's development server colours every request line but a 200's): they
+# would glue the method to a word before it, hiding the request line from the rule
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _URL = re.compile(r"\bhttps?://[^\s\"'<>]+")
 _QUERY_IN_TOKEN = re.compile(r"(?<![\w?])(/[^\s\"'<>?]*)\?([^\s\"'<>]+)")
 # what may still hide in a message (a job's arguments, a mail server's refusal), masked wherever it is
@@ -119,6 +122,7 @@ _PERSONAL = (
 
 
 def redact_message(message: str) -> str:
+    message = _ANSI_ESCAPE.sub("", message)
     message = _REQUEST_LINE.sub(lambda m: f"{m.group(1)} {redact_target(m.group(2), m.group(1))}", message)
     message = _URL.sub(lambda m: redact_target(m.group(0)), message)
     message = _QUERY_IN_TOKEN.sub(lambda m: f"{m.group(1)}?{redact_query(m.group(2))}", message)

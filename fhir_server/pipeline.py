@@ -68,9 +68,14 @@ def is_operation() -> bool:
     return "/$" in request.path
 
 
+def is_async_result() -> bool:
+    return request.endpoint == "fhir.async-status"
+
+
 def negotiate_format() -> None:
-    """JSON only: other formats get 406. Operations negotiate their own outputs (PDF, PNG...)."""
-    if is_operation():
+    """JSON only: other formats get 406. Operations negotiate their own outputs (PDF, PNG...),
+    which their asynchronous results give as they are."""
+    if is_operation() or is_async_result():
         return
     requested = request.args.get("_format")
     if requested is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
+from . import asynchronous
 from .interactions import (
     capabilities,
     create,
@@ -23,6 +24,10 @@ RULES = [
     ("/", "transaction", transaction.transaction_or_batch, ["POST"]),
     ("/_history", "history-system", history.system_history, ["GET"]),
     ("/$<name>", "operation-system", operation.system_operation, ["GET", "POST"]),
+    # asynchronous requests' status and results; the task id is no public variable (logs show `*`)
+    ("/_async/<task_id>", "async-status", asynchronous.status, ["GET"]),
+    ("/_async/<task_id>", "async-cancel", asynchronous.cancel, ["DELETE"]),
+    ("/_async/<task_id>", "async-other", asynchronous.not_allowed, ["POST", "PUT", "PATCH"]),
     ("/<rtype>", "search-type", search.search, ["GET"]),
     ("/<rtype>", "create", create.create, ["POST"]),
     ("/<rtype>", "conditional-update", update.conditional_update, ["PUT"]),

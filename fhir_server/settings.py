@@ -107,6 +107,7 @@ class Settings:
     worker_heartbeat_grace: int = 60  # a job whose worker missed its heartbeat this long is retried
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
+    async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -179,6 +180,7 @@ class Settings:
             worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
+            async_job_timeout=_int("ASYNC_JOB_TIMEOUT", cls.async_job_timeout),
         )
 
     @property

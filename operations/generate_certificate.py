@@ -8,6 +8,10 @@ Output, chosen by the `format` parameter, else `_format`, else the Accept header
   UVCI, HC1 string and QR code (Binary).
 Nothing is stored: every call makes the certificates again from the current resources.
 
+With `Prefer: respond-async` (https://hl7.org/fhir/R4/async.html) the format and the resource
+are checked at once, then a job (workers/jobs/certificate.py) renders the same answer with
+`render`, which the client fetches from the Content-Location of the 202 (fhir_server/asynchronous.py).
+
 For a DiagnosticReport: Observation = result[0], Specimen = Observation.specimen, Patient =
 subject, Organization = the first Organization in performer (report, else observation).
 """
@@ -16,13 +20,17 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import dataclass
 
-from flask import Response, current_app
+from flask import current_app
 
+from fhir_server import asynchronous
+from fhir_server.http import FHIR_JSON, dumps, private_response
 from fhir_server.outcome import FhirError
+from fhir_server.storage import tasks
 from operations.certificates.facts import facts_from_resources
 from operations.certificates.generate import CertificateSet, issue_certificates
-from operations.certificates.keys import load_keyring
+from operations.certificates.keys import KeyRing, load_keyring
 from operations.certificates.pdf import render_pdf
 from operations.certificates.qr import qr_png
 from operations.registry import OperationCall, operation
@@ -190,34 +198,31 @@ def _parameters(certificates: CertificateSet) -> dict:
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
-def _private(body, mimetype: str, filename: str | None = None) -> Response:
-    # Health data: never cached by a shared cache or kept by the browser.
-    headers = {"Cache-Control": "no-store"}
-    if filename:
-        headers["Content-Disposition"] = f'inline; filename="{filename}"'
-    return Response(body, mimetype=mimetype, headers=headers)
+@dataclass(frozen=True)
+class Rendered:
+    """One answer of the operation: its bytes, full Content-Type and, for the PDF, a file name."""
+
+    body: bytes
+    content_type: str
+    filename: str | None = None
 
 
-@operation(
-    "generate-certificate",
-    instance_types=("DiagnosticReport", "Observation"),
-    description="Generate the test result certificate (PDF), its EU DCC QR code (PNG) "
-    "or HC1 string, from the stored result.",
-    parameters=PARAMETERS,
-)
-def generate_certificate(call: OperationCall):
-    output = requested_format(call)
-    resources = load_result_resources(call.store, call.resource_type, call.resource_id)
-    certificates = issue_certificates(facts_from_resources(**resources), load_keyring(var_dir()))
+def render(resources: dict, output: str, certificate: str | None, resource_id: str, keyring: KeyRing) -> Rendered:
+    """What the operation answers for these resources, synchronously or in a job (the same bytes).
+
+    Raises FhirError: 409/410/422 from the certificates, 422 when the result gives no DCC and
+    the output needs one, 404 when it gives none of the `certificate` type asked for."""
+    certificates = issue_certificates(facts_from_resources(**resources), keyring)
     if output == "pdf":
-        return _private(render_pdf(certificates), "application/pdf", f"certificat-{call.resource_id}.pdf")
+        return Rendered(render_pdf(certificates), "application/pdf", f"certificat-{resource_id}.pdf")
     if output == "parameters":
-        return _parameters(certificates)
+        return Rendered(dumps(_parameters(certificates)), f"{FHIR_JSON}; charset=utf-8")
     if not certificates.dccs:
         raise _no_dcc_error()
     if output == "text":
-        return _private("\n".join(d.hc1 for d in certificates.dccs) + "\n", "text/plain")
-    wanted = call.param("certificate", "test")
+        text = "\n".join(d.hc1 for d in certificates.dccs) + "\n"
+        return Rendered(text.encode(), "text/plain; charset=utf-8")
+    wanted = certificate or "test"
     dcc = certificates.dcc(wanted)
     if dcc is None:
         raise FhirError.of(
@@ -227,4 +232,35 @@ def generate_certificate(call: OperationCall):
             f"Pas de certificat « {wanted} » pour ce résultat à cette date.",
             "certificate",
         )
-    return _private(qr_png(dcc.hc1), "image/png")
+    return Rendered(qr_png(dcc.hc1), "image/png")
+
+
+@operation(
+    "generate-certificate",
+    instance_types=("DiagnosticReport", "Observation"),
+    description="Generate the test result certificate (PDF), its EU DCC QR code (PNG) "
+    "or HC1 string, from the stored result (asynchronously with Prefer: respond-async).",
+    parameters=PARAMETERS,
+)
+def generate_certificate(call: OperationCall):
+    output = requested_format(call)
+    if asynchronous.requested(call.request):
+        return _kick_off(call, output)
+    resources = load_result_resources(call.store, call.resource_type, call.resource_id)
+    rendered = render(resources, output, call.param("certificate"), call.resource_id, load_keyring(var_dir()))
+    # the answer an asynchronous request's poll gives too (fhir_server/asynchronous.py)
+    return private_response(rendered.body, rendered.content_type, rendered.filename)
+
+
+def _kick_off(call: OperationCall, output: str):
+    """Check what can be checked now (the format, the resource there and readable: another
+    organisation's result answers 404 as it does synchronously), then leave the rest to a job."""
+    read_resource(call.store, call.resource_type, call.resource_id)
+    request = tasks.Request(
+        resource_type=call.resource_type,
+        resource_id=call.resource_id,
+        format=output,
+        certificate=call.param("certificate"),
+        lang=call.lang,
+    )
+    return asynchronous.kick_off("generate-certificate", request, "workers.jobs.certificate.render_certificate")

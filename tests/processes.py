@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,19 +51,37 @@ def platform_env(settings: Settings, **extra) -> dict[str, str]:
     return env
 
 
-def _start(module: str, env: dict[str, str], log: Path | None) -> subprocess.Popen:
-    output = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=output, stderr=output, start_new_session=True
-    )
+def _start(module: str, settings: Settings, log: Path | None, extra: dict) -> subprocess.Popen:
+    """`python -m module`; its output goes to `log`, else to a file beside the test's VAR_DIR."""
+    if log is None:
+        directory = Path(settings.var_dir).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(prefix=f"{module}-", suffix=".log", dir=directory)
+        os.close(descriptor)
+        log = Path(name)
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=platform_env(settings, PYTHONUNBUFFERED="1", **extra),
+            cwd=str(ROOT),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.log_path = log  # type: ignore[attr-defined]
+    return process
 
 
 def start_worker(settings: Settings, log: Path | None = None, **extra) -> subprocess.Popen:
-    return _start("workers", platform_env(settings, **extra), log)
+    return _start("workers", settings, log, extra)
 
 
 def start_dispatcher(settings: Settings, log: Path | None = None, **extra) -> subprocess.Popen:
-    return _start("workers.dispatcher", platform_env(settings, **extra), log)
+    return _start("workers.dispatcher", settings, log, extra)
+
+
+def log_text(process: subprocess.Popen) -> str:
+    return Path(process.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def kill(process: subprocess.Popen) -> None:

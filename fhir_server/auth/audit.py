@@ -48,6 +48,7 @@ SUBTYPE = {
     "conditional-patch": "patch",
     "operation-instance": "operation",
     "operation-type": "operation",
+    "async-status": "operation",  # the result of an operation asked for asynchronously
 }
 ACTION = {
     "read": "R",
@@ -68,6 +69,7 @@ ACTION = {
     "batch": "E",
     "operation-instance": "E",
     "operation-type": "E",
+    "async-status": "R",
 }
 MAX_ENTITIES = 100
 # What the client was told is "not known" (what it may not see answers as what does not exist);
@@ -106,7 +108,7 @@ def after_request(response: Response) -> Response:
     if audit_log is None:
         return response
     endpoint = interaction()
-    rtype = (request.view_args or {}).get("rtype")
+    rtype = _about()[0]
     if not audited(endpoint, rtype):
         return response
     try:
@@ -116,6 +118,15 @@ def after_request(response: Response) -> Response:
     except Exception:  # noqa: BLE001 - the response is made; a failure to audit is logged, loudly
         log.exception("could not audit %s %s", request.method, request.path)
     return response
+
+
+def _about() -> tuple[str | None, str | None]:
+    """The resource type and id a request is about: its URL's, else what the handler named
+    (`g.audit_resource`: an asynchronous result is fetched at an URL without them)."""
+    view = request.view_args or {}
+    if view.get("rtype"):
+        return view["rtype"], view.get("rid")
+    return g.get("audit_resource") or (None, None)
 
 
 def build_event(endpoint: str, rtype: str | None, response: Response, principal: Principal | None) -> dict:
@@ -253,9 +264,9 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
             see_key(((entry.get("response") or {}).get("location") or "").replace(_base() + "/", ""))
     elif body:
         see(body)
-    view = request.view_args or {}
-    if view.get("rid") and rtype:
-        see_key(f"{rtype}/{view['rid']}")
+    about_type, about_id = _about()
+    if about_id and about_type:
+        see_key(f"{about_type}/{about_id}")
     location = response.headers.get("Location")
     if location:
         see_key(location.replace(_base() + "/", ""))

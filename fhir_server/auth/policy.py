@@ -116,7 +116,7 @@ def unauthorized(error: str | None, en: str, fr: str) -> FhirError:
 def forbidden(en: str, fr: str, record: Record | None = None) -> FhirError:
     error = FhirError.of(403, "forbidden", en, fr)
     if record is not None:
-        _refused(record)
+        note_refused(record)
         error.about = (record.type, record.id)
     return error
 
@@ -143,13 +143,13 @@ def hidden(rtype: str, rid: str, record: Record | None = None) -> FhirError:
     """Patient data the principal may not see: the very answer a missing resource gets (the audit
     log alone records the refusal)."""
     if record is not None:
-        _refused(record)
+        note_refused(record)
     error = not_known(rtype, rid)
     error.about = (rtype, rid)
     return error
 
 
-def _refused(record: Record) -> None:
+def note_refused(record: Record) -> None:
     if has_request_context():
         g.setdefault("refused", []).append(record)  # the audit names what was refused
 
@@ -254,7 +254,7 @@ class OrganisationAccess:
             return True
         if principal.may_read(record.owner):
             return True
-        _refused(record)
+        note_refused(record)
         return False
 
 
