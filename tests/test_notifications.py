@@ -8,7 +8,7 @@ import dataclasses
 import random
 import re
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -261,3 +261,116 @@ def test_notify_announces_its_communications_and_sends_again(platform):
     other = lab_session(platform, LAB_B).post(f"DiagnosticReport/{posted['DiagnosticReport']}/$notify")
     assert other.status_code == 404
     assert session.get(f"DiagnosticReport/{posted['DiagnosticReport']}/$notify").status_code == 405
+
+
+# -- MSSanté: patients who can't be reached ---------------------------------------------------------
+def site_of(posted) -> object:
+    """The synthetic site of LAB_A that performed a posted result."""
+    finess = {
+        identifier["value"]
+        for entry in posted.bundle["entry"]
+        if entry["resource"]["resourceType"] == "Organization"
+        for identifier in entry["resource"].get("identifier", [])
+    }
+    return next(site for site in LAB_A.sites if site.finess in finess)
+
+
+def load_directory(tmp_path, mailboxes: list[dict]):
+    from fhir_server.mssante import parse_extract
+    from fhir_server.storage.mailboxes import Directory
+    from fhir_server.synthetic.mssante import write_extract
+
+    path = tmp_path / f"extract-{uuid.uuid4().hex[:6]}.txt"
+    write_extract(path, mailboxes)
+    return Directory().load(parse_extract(path))
+
+
+def dossier_of(posted) -> str:
+    request = next(e["resource"] for e in posted.bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    return request["identifier"][0]["value"]
+
+
+def test_a_patient_without_contact_details_has_the_certificate_sent_to_the_site_mailbox(platform, tmp_path):
+    from fhir_server.synthetic.mssante import site_mailbox
+    from operations.certificates.hcert import decode_and_verify
+    from operations.certificates.keys import load_keyring
+    from operations.certificates.trustlist import trust_list
+
+    from .test_certificates_render import pdf_pages_as_images, qr_texts
+
+    session = lab_session(platform)
+    posted = post_bundle(session, LAB_A, 80, person(80, phone=None, email=None))
+    site = site_of(posted)
+    mailbox = site_mailbox(site)
+    load_directory(tmp_path, [mailbox])
+    platform.worker()
+    platform.dispatcher()
+    wait_for(platform.mssante.messages, timeout=60, what="the MSSanté message")
+    wait_for(platform.settled, what="the event done")
+    [message] = platform.mssante.messages()
+    patient = next(e["resource"] for e in posted.bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    family, given = patient["name"][0]["family"], patient["name"][0]["given"][0]
+    dossier = dossier_of(posted)
+    assert message["From"] == platform.settings.mssante_from
+    assert message["To"] == mailbox["address"]
+    assert message["Subject"] == f"[Projet SI-DEP] Certificat de test : {site.finess} | {dossier} | {family} | {given}"
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_filename() == f"{site.finess}_{dossier}_{family.upper()}_{given}.pdf"
+    assert attachment.get_content_type() == "application/pdf"
+    assert len(message.as_bytes()) <= platform.settings.mssante_max_bytes
+    body = message.get_body(("plain",)).get_content()
+    assert f"Identifiant de la structure ayant réalisé le test : {site.finess}" in body
+    # the attached certificate's QR verifies against the published trust list
+    trust = trust_list(load_keyring(platform.settings.var_dir))
+    codes = [text for page in pdf_pages_as_images(attachment.get_content(), tmp_path) for text in qr_texts(page)]
+    assert codes and decode_and_verify(codes[0], trust)
+    [delivery] = platform.deliveries()
+    assert delivery["channel"] == "mssante" and delivery["state"] == "sent" and delivery["message_expires"]
+    communication = platform.server.store.current("Communication", delivery["_id"]).resource
+    assert communication["recipient"][0]["reference"].startswith("Organization/")
+    assert communication["medium"][0]["text"] == "MSSanté"
+
+
+def test_no_routable_mailbox_is_a_routing_failure_operators_see_with_the_finess_and_counts(platform, tmp_path):
+    from fhir_server.synthetic.mssante import site_mailbox
+
+    session = lab_session(platform)
+    posted = post_bundle(session, LAB_A, 81, person(81, phone=None, email=None))
+    site = site_of(posted)
+    load_directory(tmp_path, [site_mailbox(site, "a"), site_mailbox(site, "b")])  # two: ambiguous
+    platform.worker()
+    platform.dispatcher()
+    wait_for(lambda: platform.outbox().counts()["failed"] == 1, timeout=60, what="the routing failure")
+    [event] = platform.outbox().failed()
+    assert site.finess in event["error"] and "(2)" in event["error"]
+    assert not platform.mssante.messages()
+
+
+def test_retention_removes_what_was_sent_on_its_dates(platform, tmp_path, monkeypatch):
+    from fhir_server.synthetic.mssante import site_mailbox
+    from workers.jobs import retention
+
+    session = lab_session(platform)
+    posted = post_bundle(session, LAB_A, 82, person(82, phone=None, email=None))  # a negative result
+    load_directory(tmp_path, [site_mailbox(site_of(posted))])
+    platform.worker()
+    platform.dispatcher()
+    wait_for(platform.settled, timeout=60, what="the MSSanté message sent")
+    [delivery] = platform.deliveries()
+    assert delivery["message"] and delivery["state"] == "sent"
+    for name, value in (("MONGODB_URI", platform.settings.mongodb_uri), ("MONGODB_DB", platform.settings.mongodb_db)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VAR_DIR", platform.settings.var_dir)
+
+    def purge_at(moment):
+        return retention.purge(moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    expires = delivery["message_expires"]
+    assert purge_at(expires - timedelta(minutes=1))["message copies"] == 0
+    assert purge_at(expires + timedelta(minutes=1))["message copies"] == 1
+    [kept] = platform.deliveries()
+    assert "message" not in kept and kept["state"] == "sent"  # the record stays with the result
+    assert platform.server.store.current("Communication", delivery["_id"]) is not None
+    removed = purge_at(delivery["expires"] + timedelta(days=1))
+    assert removed["delivery records"] == 1 and removed["Communication"] == 1
+    assert platform.deliveries() == [] and platform.server.store.current("Communication", delivery["_id"]) is None
