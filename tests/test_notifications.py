@@ -135,6 +135,10 @@ def test_a_result_is_notified_once_by_sms_and_email_with_the_personal_link(platf
     assert {c["status"] for c in communications} == {"completed"}
     assert all(c["about"][0]["reference"] == f"DiagnosticReport/{posted['DiagnosticReport']}" for c in communications)
     assert all(c.get("sent") for c in communications)
+    # each delivery read the patient's contact details: an AuditEvent each, for the laboratory
+    exports = platform.server.audit_events({"res.type.code": "110106"})
+    assert len(exports) == 2 and {e["outcome"] for e in exports} == {"0"}
+    assert all({"reference": f"Patient/{posted['Patient']}"} in [x["what"] for x in e["entity"]] for e in exports)
     # another laboratory does not see them
     other = lab_session(platform, LAB_B).get(f"Communication?patient=Patient/{posted['Patient']}").json()
     assert not other.get("entry")

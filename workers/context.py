@@ -28,6 +28,13 @@ class WorkerContext:
         config = self.settings
         return Store(config.mongodb_uri, config.mongodb_db, SUPPORTED_TYPES, config.base_url, create_indexes=False)
 
+    @cached_property
+    def audit(self):
+        """The audit log, written at once (a job's process may end right after)."""
+        from fhir_server.storage.audit import AuditLog
+
+        return AuditLog(self.store, interval=0)
+
     def connect_records(self, *models) -> None:
         records.connect(self.settings.mongodb_uri, self.settings.mongodb_db, *models)
 

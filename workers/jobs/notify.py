@@ -102,6 +102,7 @@ def _deliver(
         return _failed(ctx, deliveries, notification, planned, exc)
     _record_communication(ctx, notification, planned, "completed", None)
     deliveries.sent(planned.key, receipt, planned.communication_id)
+    _audit(ctx, notification, planned, sent=True)
     return "sent"
 
 
@@ -111,7 +112,13 @@ def _failed(
     reason = f"{planned.channel} : {error.reason}"
     _record_communication(ctx, notification, planned, "not-done", reason)
     deliveries.failed(planned.key, reason, planned.communication_id)
+    _audit(ctx, notification, planned, sent=False)
     return reason
+
+
+def _audit(ctx: WorkerContext, notification: Notification, planned: Planned, sent: bool) -> None:
+    event = notifications.disclosure_event(notification, planned, sent, ctx.settings.base_url)
+    ctx.audit.record(event, notification.owners)
 
 
 def _record_communication(
