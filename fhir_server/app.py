@@ -18,7 +18,7 @@ from .interactions.write_hooks import WriteHooks
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings
-from .storage import Store, deliveries, records, tasks
+from .storage import Store, deliveries, mailboxes, records, tasks
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         keyed_types=submission.UNIQUE_IDENTIFIERS,
     )
     app.extensions["sidep.store"] = store
-    records.connect(settings.mongodb_uri, settings.mongodb_db, *deliveries.MODELS, tasks.AsyncTask)
+    records.connect(settings.mongodb_uri, settings.mongodb_db, *deliveries.MODELS, *mailboxes.MODELS, tasks.AsyncTask)
     install_write_hooks(app, store)
     if settings.store_code_lists:
         with app.app_context():  # written through the write hooks, like any other write

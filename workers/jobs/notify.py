@@ -212,7 +212,7 @@ class Channels:
 
 def certificate_message(ctx: WorkerContext, notification: Notification, to: str, identifier: str):
     """The guide's e-mail to the laboratory's mailbox, with the certificate rendered here."""
-    from fhir_server.mssante import certificate_email, certificate_facts
+    from fhir_server.mssante import certificate_email, certificate_facts, service_request_id
     from operations.certificates.facts import facts_from_resources
     from operations.certificates.generate import issue_certificates
     from operations.certificates.keys import load_keyring
@@ -221,21 +221,11 @@ def certificate_message(ctx: WorkerContext, notification: Notification, to: str,
 
     resources = load_result_resources(ctx.store, "DiagnosticReport", notification.report.id)
     pdf = render_pdf(issue_certificates(facts_from_resources(**resources), load_keyring(ctx.settings.var_dir)))
-    request = _service_request(ctx, resources)
-    facts = certificate_facts(resources, request, notification.report.last_updated)
+    request_id = service_request_id(resources)
+    request = ctx.store.current("ServiceRequest", request_id) if request_id else None
+    facts = certificate_facts(resources, request.resource if request else None, notification.report.last_updated)
     settings = ctx.settings
     return certificate_email(facts, settings.mssante_from, to, pdf, identifier, settings.mssante_max_bytes)
-
-
-def _service_request(ctx: WorkerContext, resources: dict) -> dict | None:
-    for resource in (resources.get("report"), resources.get("observation")):
-        for reference in (resource or {}).get("basedOn") or []:
-            parts = (reference.get("reference") or "").split("/")
-            if len(parts) >= 2 and parts[-2] == "ServiceRequest":
-                record = ctx.store.current("ServiceRequest", parts[-1])
-                if record and not record.deleted:
-                    return record.resource
-    return None
 
 
 def message_copy_expires(ctx: WorkerContext, notification: Notification):
