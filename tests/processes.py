@@ -84,12 +84,31 @@ def log_text(process: subprocess.Popen) -> str:
     return Path(process.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` forked, and theirs (from /proc: an RQ work horse is in a process group
+    of its own, so a group kill misses it)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
 def kill(process: subprocess.Popen) -> None:
-    """SIGKILL the process and what it forked (a worker's work horse), as a crash would."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL the process and everything it forked (a worker's work horse), as a crash would."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.wait(timeout=10)
 
 

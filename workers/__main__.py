@@ -24,7 +24,7 @@ def main() -> None:
         check_channels(Settings.from_env())
     except ValueError as exc:
         parser.error(str(exc))
-    Worker([args.queue], connection=connection(args.url)).work(with_scheduler=True)
+    Worker([args.queue], connection=connection(args.url)).work()  # the dispatcher schedules retries
 
 
 def check_channels(settings: Settings) -> None:

@@ -7,6 +7,10 @@ another's), enqueues one job per event with the event id as job id, and marks th
 When Redis is unreachable the claims are released and the dispatcher waits: events stay in MongoDB,
 ingestion goes on, and the backlog drains when Redis is back.
 
+It is also the queue's scheduler (RQ's, under its lock: one at a time, another dispatcher takes
+over when the holder dies): retries waiting out their backoff are put back in the queue when due,
+so that workers need no scheduler of their own and the loss of a worker delays no retry.
+
 Between rounds it keeps the pipeline whole: claims left by a dispatcher that died go back to
 `new`; jobs whose worker died (no heartbeat) are retried by RQ's own registry clean-up; an event
 dispatched long ago whose job vanished from Redis is enqueued again (jobs are idempotent); and,
@@ -26,6 +30,7 @@ from redis.exceptions import RedisError
 from rq import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 
 from fhir_server.settings import Settings
 from fhir_server.storage.mongo import client_for
@@ -49,6 +54,7 @@ class Dispatcher:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.outbox = Outbox(client_for(settings.mongodb_uri)[settings.mongodb_db])
         self.queue = queue(settings.redis_url, settings.queue_name)
+        self.scheduler = RQScheduler([self.queue], connection=self.queue.connection)
         self.last_maintenance = 0.0
         self.last_retention = 0.0
 
@@ -88,6 +94,14 @@ class Dispatcher:
             self.queue.enqueue_many(jobs, pipeline=pipeline)
             pipeline.execute()
 
+    def schedule(self) -> None:
+        """Put the retries that are due back in the queue, if this dispatcher holds the lock."""
+        if not self.scheduler.acquired_locks:
+            self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.enqueue_scheduled_jobs()
+            self.scheduler.heartbeat()
+
     def maintain(self, now: float | None = None) -> None:
         """What keeps the pipeline whole when a process dies (see the module's docstring)."""
         now = now if now is not None else time.monotonic()
@@ -122,11 +136,13 @@ class Dispatcher:
                 if time.monotonic() - self.last_maintenance >= max(idle * 4, 1.0):
                     self.last_maintenance = time.monotonic()
                     self.maintain()
+                    self.schedule()
                 if self.dispatch() == 0:
                     stop.wait(idle)
             except RedisError as exc:
                 log.warning("queue unreachable (%s): events wait in the outbox", type(exc).__name__)
                 stop.wait(max(idle, 1.0))
+        self.scheduler.release_locks()
 
 
 def main() -> None:

@@ -111,6 +111,10 @@ class Deliveries:
     def recent_failures(self, limit: int = 50) -> list[Delivery]:
         return list(Delivery.objects(state="failed").order_by("-started").limit(limit).exclude("message"))
 
+    def expired_communications(self, now: datetime) -> list[str]:
+        """The Communications of the records past the result's retention (gone with them)."""
+        return [d.communication for d in Delivery.objects(expires__lte=now).only("communication") if d.communication]
+
     def purge(self, now: datetime) -> dict[str, int]:
         """What retention allows no longer: message copies past their date, records past the
         result's."""

@@ -263,16 +263,13 @@ class Store:
             done += collection.bulk_write(operations, ordered=False).modified_count
         return done
 
-    def purge_older(self, rtype: str, cutoff: datetime, batch: int = 1000) -> int:
-        """Remove for good (no deletion marker, no history) the resources of `rtype` last changed
-        before `cutoff`: what a retention rule no longer allows keeping. Returns how many."""
-        collection, removed = self.collection(rtype), 0
-        while True:
-            ids = [doc["_id"] for doc in collection.find({"ts": {"$lt": cutoff}}, {"_id": 1}).limit(batch)]
-            if not ids:
-                return removed
-            self.collection(HISTORY).delete_many({"t": rtype, "rid": {"$in": ids}})
-            removed += collection.delete_many({"_id": {"$in": ids}, "ts": {"$lt": cutoff}}).deleted_count
+    def purge(self, rtype: str, ids: list[str]) -> int:
+        """Remove these resources for good (no deletion marker, no history): what a retention
+        rule no longer allows keeping. Returns how many there were."""
+        if not ids:
+            return 0
+        self.collection(HISTORY).delete_many({"t": rtype, "rid": {"$in": ids}})
+        return self.collection(rtype).delete_many({"_id": {"$in": ids}}).deleted_count
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)

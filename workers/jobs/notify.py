@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
 from rq import get_current_job
 
 from fhir_server import notifications
 from fhir_server.notifications import Notification, Planned
+from fhir_server.outcome import FhirError
 from fhir_server.storage.deliveries import DeepLinks, Deliveries
 from fhir_server.storage.outbox import Outbox
 from workers.channels import DeliveryError, Permanent, Transient
@@ -213,19 +214,35 @@ class Channels:
 def certificate_message(ctx: WorkerContext, notification: Notification, to: str, identifier: str):
     """The guide's e-mail to the laboratory's mailbox, with the certificate rendered here."""
     from fhir_server.mssante import certificate_email, certificate_facts, service_request_id
-    from operations.certificates.facts import facts_from_resources
-    from operations.certificates.generate import issue_certificates
-    from operations.certificates.keys import load_keyring
     from operations.certificates.pdf import render_pdf
     from operations.generate_certificate import load_result_resources
 
-    resources = load_result_resources(ctx.store, "DiagnosticReport", notification.report.id)
-    pdf = render_pdf(issue_certificates(facts_from_resources(**resources), load_keyring(ctx.settings.var_dir)))
+    try:
+        resources = load_result_resources(ctx.store, "DiagnosticReport", notification.report.id)
+        pdf = render_pdf(_certificates(ctx, resources))
+    except FhirError as error:
+        raise Permanent(f"certificat impossible à produire (HTTP {error.status})") from None
     request_id = service_request_id(resources)
     request = ctx.store.current("ServiceRequest", request_id) if request_id else None
     facts = certificate_facts(resources, request.resource if request else None, notification.report.last_updated)
     settings = ctx.settings
     return certificate_email(facts, settings.mssante_from, to, pdf, identifier, settings.mssante_max_bytes)
+
+
+def _certificates(ctx: WorkerContext, resources: dict):
+    """The signed certificates of the result; when no EU certificate can be made (a rapid antigen
+    test without its device), the French result sheet alone, which the laboratory still needs."""
+    from operations.certificates.facts import facts_from_resources
+    from operations.certificates.generate import CertificateSet, issue_certificates
+    from operations.certificates.keys import load_keyring
+
+    facts = facts_from_resources(**resources)
+    try:
+        return issue_certificates(facts, load_keyring(ctx.settings.var_dir))
+    except FhirError as error:
+        if error.status != 422:
+            raise
+        return CertificateSet(facts, (), datetime.now(UTC))
 
 
 def message_copy_expires(ctx: WorkerContext, notification: Notification):

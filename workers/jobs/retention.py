@@ -4,32 +4,25 @@ another moment.
 
 - MSSanté message copies (and their PDFs): 72 hours after sampling for a negative result, 6 months
   for a positive one (their date is set when the message is built);
-- delivery records, deep links and the Communications recording deliveries: the result's
+- delivery records, with the Communications recording them, and deep links: the result's
   retention (RESULT_RETENTION_MONTHS after sampling);
 - results of asynchronous requests: ASYNC_RESULT_MINUTES after they were asked.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from dateutil.relativedelta import relativedelta
-
 from fhir_server.search.dates import parse_range, utc_now
 from fhir_server.storage.deliveries import MODELS, DeepLinks, Deliveries
+from fhir_server.storage.tasks import AsyncTask
 from workers.context import context
 
 
 def purge(now: str | None = None) -> dict[str, int]:
     ctx = context()
-    ctx.connect_records(*MODELS)
+    ctx.connect_records(*MODELS, AsyncTask)
     moment = parse_range(now)[0] if now else utc_now()
-    removed = {**Deliveries().purge(moment), **DeepLinks().purge(moment)}
-    removed["Communication"] = purge_communications(ctx, moment)
+    deliveries = Deliveries()
+    communications = ctx.store.purge("Communication", deliveries.expired_communications(moment))
+    removed = {**deliveries.purge(moment), **DeepLinks().purge(moment), "Communication": communications}
+    removed["asynchronous results"] = AsyncTask.purge(moment)
     return removed
-
-
-def purge_communications(ctx, now: datetime) -> int:
-    """Communications older than the results' retention, with their history."""
-    cutoff = now - relativedelta(months=ctx.settings.result_retention_months)
-    return ctx.store.purge_older("Communication", cutoff)
