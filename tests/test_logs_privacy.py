@@ -41,7 +41,18 @@ ROOT = Path(__file__).resolve().parent.parent
 FHIR_JSON = "application/fhir+json"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 # what VAR_DIR holds besides logs: the data stores and the 0600 credential files (never logs)
-DATA_ENTRIES = {"db", "redis", "keys", "demo-client.json", "demo-users.json", "demo-bundle.json", "mongodb-uri"}
+# data, not logs: the databases, keys, demonstration credentials, and the messages the embedded
+# SMS gateway and SMTP server received (what patients would read, kept as files, mode 0600)
+DATA_ENTRIES = {
+    "db",
+    "redis",
+    "keys",
+    "outgoing",
+    "demo-client.json",
+    "demo-users.json",
+    "demo-bundle.json",
+    "mongodb-uri",
+}
 
 
 @dataclass
@@ -323,6 +334,11 @@ def test_no_personal_or_secret_value_reaches_any_log(platform):
 
     files = _log_files(platform)
     names = {p.name for p in files}
+    # the patients were notified (the run command's own SMS gateway and SMTP server kept what
+    # they received), and only there do their contact details appear
+    outgoing = [p for p in (platform.var_dir / "outgoing").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in outgoing) and any(p.suffix == ".eml" for p in outgoing)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in outgoing)
     assert "secantusdb.log" in names
     console = platform.out.read_text(errors="replace")
     # the access log is there, redacted: names of parameters, no values

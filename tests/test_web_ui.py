@@ -680,7 +680,9 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
         "file-attente": "0",
         "file-echecs": "1",
         "outbox-new": "1",
+        "outbox-claimed": "0",
         "outbox-dispatched": "1",
+        "outbox-done": "0",
         "outbox-failed": "1",
         "conflits": "0",
     }
