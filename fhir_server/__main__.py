@@ -161,6 +161,10 @@ def reindex() -> int:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["mailboxes"]:  # the MSSanté directory: its own commands
+        from .mssante_cli import main as mailboxes
+
+        sys.exit(mailboxes(sys.argv[2:]))
     parser = argparse.ArgumentParser(prog="python -m fhir_server")
     commands = parser.add_subparsers(dest="command", required=True)
     index_parser = commands.add_parser("indexes", help="list the MongoDB indexes the server creates at start")
@@ -174,6 +178,7 @@ def main() -> None:
     )
     persons_parser.add_argument("--limit", type=int, default=100)
     commands.add_parser("reindex", help="extract the search index fields of every resource in $MONGODB_URI again")
+    commands.add_parser("mailboxes", help="the MSSanté directory: load FILE | route SITE [LEGAL] | summary")
     run_parser = commands.add_parser("run", help="run the platform (embedded database and queue by default)")
     run_parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))

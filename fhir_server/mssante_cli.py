@@ -1,8 +1,8 @@
 """The MSSanté directory from the command line (MONGODB_URI, MONGODB_DB):
 
-    python -m fhir_server.mssante_cli load FILE                       # a new version, in service once loaded
-    python -m fhir_server.mssante_cli route SITE_FINESS [LEGAL_FINESS] # where that site's certificates go
-    python -m fhir_server.mssante_cli summary                         # the version in service
+    python -m fhir_server mailboxes load FILE                       # a new version, in service once loaded
+    python -m fhir_server mailboxes route SITE_FINESS [LEGAL_FINESS] # where that site's certificates go
+    python -m fhir_server mailboxes summary                         # the version in service
 
 Output is JSON. `load` and `route` exit 1 on a bad extract or a routing failure, with the reason
 (FINESS numbers and counts: no address, no name) on standard error.
@@ -56,7 +56,7 @@ def summary(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fhir_server.mssante_cli", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fhir_server mailboxes", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     loading = commands.add_parser("load", help="load an ANS MSSanté extract as the new directory version")
     loading.add_argument("file")

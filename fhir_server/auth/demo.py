@@ -102,6 +102,10 @@ def first_start(env: dict, var_dir: str | Path, base_url: str) -> None:
         ensure_demo_client(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep"), var_dir, base_url, token_url)
     except Exception as exc:  # noqa: BLE001 - the platform runs without its demonstration client
         print(f"(no demonstration client: {exc})", flush=True)
+    try:  # a MSSanté directory in which the demonstration site has a stamped mailbox
+        ensure_demo_mailbox(env["MONGODB_URI"], env.get("MONGODB_DB", "sidep"), Path(var_dir))
+    except Exception as exc:  # noqa: BLE001 - certificates of unreachable patients then fail to route
+        print(f"(no demonstration MSSanté directory: {exc})", flush=True)
     try:  # and a pharmacist and an operator for the web UI (fhir_server/web/demo.py)
         from ..storage.users import Users
         from ..web.demo import ensure_demo_users
@@ -113,3 +117,25 @@ def first_start(env: dict, var_dir: str | Path, base_url: str) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - the platform runs without its demonstration users
         print(f"(no demonstration users: {exc})", flush=True)
+
+
+def ensure_demo_mailbox(mongodb_uri: str, db_name: str, var_dir: Path) -> None:
+    """When no MSSanté directory is loaded: a synthetic extract (var/mssante-demo.txt) giving the
+    demonstration site a mailbox stamped @SIDEP, so that the certificate of a patient without
+    mobile or e-mail reaches the embedded SMTP server as it would the laboratory's mailbox."""
+    from ..mssante import parse_extract
+    from ..storage import mailboxes
+    from ..synthetic.mssante import site_mailbox, write_extract
+
+    directory = mailboxes.connect(mongodb_uri, db_name)
+    if directory.current_version():
+        return
+    site = demo_laboratory().sites[0]
+    path = var_dir / "mssante-demo.txt"
+    write_extract(path, [site_mailbox(site)])
+    directory.load(parse_extract(path))
+    print(
+        f"MSSanté directory (demonstration): {path}, loaded; replace it with the ANS extract: "
+        "python -m fhir_server mailboxes load FILE",
+        flush=True,
+    )
