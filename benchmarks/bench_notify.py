@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import random
 import statistics
@@ -93,7 +94,9 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) 
         auth_enabled=False,
         sms_gateway_url=gateway.url,
     )
-    server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
+    app = create_app(settings)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = environment(settings)
     processes = [start("workers.dispatcher", env)] + [start("workers", env) for _ in range(workers)]

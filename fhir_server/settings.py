@@ -103,8 +103,8 @@ class Settings:
     dispatch_idle_seconds: float = 0.5  # pause when the outbox is empty or Redis unreachable
     dispatch_claim_seconds: int = 60  # a claim older than this is a dead dispatcher's: taken back
     dispatch_redispatch_seconds: int = 600  # a dispatched event whose job vanished from Redis is enqueued again
-    worker_heartbeat_seconds: int = 30  # how often a busy worker says it is alive
-    worker_heartbeat_grace: int = 60  # a job whose worker missed its heartbeat this long is retried
+    notify_job_timeout: int = 120  # seconds a notification job may take (its sends included)
+    worker_heartbeat_grace: int = 60  # a job whose worker died is retried this long after its timeout
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
@@ -176,7 +176,7 @@ class Settings:
             dispatch_idle_seconds=float(os.environ.get("DISPATCH_IDLE_SECONDS", cls.dispatch_idle_seconds)),
             dispatch_claim_seconds=_int("DISPATCH_CLAIM_SECONDS", cls.dispatch_claim_seconds),
             dispatch_redispatch_seconds=_int("DISPATCH_REDISPATCH_SECONDS", cls.dispatch_redispatch_seconds),
-            worker_heartbeat_seconds=_int("WORKER_HEARTBEAT_SECONDS", cls.worker_heartbeat_seconds),
+            notify_job_timeout=_int("NOTIFY_JOB_TIMEOUT", cls.notify_job_timeout),
             worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),

@@ -40,7 +40,7 @@ def platform_env(settings: Settings, **extra) -> dict[str, str]:
         "DISPATCH_IDLE_SECONDS": settings.dispatch_idle_seconds,
         "DISPATCH_CLAIM_SECONDS": settings.dispatch_claim_seconds,
         "DISPATCH_REDISPATCH_SECONDS": settings.dispatch_redispatch_seconds,
-        "WORKER_HEARTBEAT_SECONDS": settings.worker_heartbeat_seconds,
+        "NOTIFY_JOB_TIMEOUT": settings.notify_job_timeout,
         "WORKER_HEARTBEAT_GRACE": settings.worker_heartbeat_grace,
         "RETENTION_SWEEP_SECONDS": settings.retention_sweep_seconds,
         **extra,

@@ -80,7 +80,7 @@ def platform(secured_factory, redis_url, tmp_path):
         notify_retry_intervals=(1, 1),
         dispatch_idle_seconds=0.1,
         dispatch_claim_seconds=2,
-        worker_heartbeat_seconds=1,
+        notify_job_timeout=8,
         worker_heartbeat_grace=2,
     )
     logs = tmp_path / "logs"

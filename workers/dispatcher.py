@@ -43,7 +43,6 @@ log = logging.getLogger("workers.dispatcher")
 # the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
 JOBS = {"notify-result": "workers.jobs.notify.notify_result"}
 RETENTION_JOB = "workers.jobs.retention.purge"
-JOB_TIMEOUT = 300  # seconds one job may run (a certificate rendering included)
 
 
 class Dispatcher:
@@ -84,7 +83,7 @@ class Dispatcher:
                 JOBS[event["kind"]],
                 args=(str(event["_id"]),),
                 job_id=str(event["_id"]),
-                timeout=JOB_TIMEOUT,
+                timeout=self.settings.notify_job_timeout,
                 retry=self.retry(),
                 description=f"{event['kind']} {event['_id']}",
             )
