@@ -1,7 +1,12 @@
 """Notifications end to end: results posted over HTTP → outbox → dispatcher → RQ workers → SMS
-received by a local HTTP gateway. Prints, per number of worker processes: notifications per
-second, the delay from result accepted to SMS received (p50, p95), and the CPU one delivery costs
-in the worker (the worker process and the work horses it forks, from /proc).
+received by a local HTTP gateway. Prints, per number of worker processes, two runs:
+
+- stream: results posted while the workers run: results posted and SMS received per second, the
+  delay from result accepted to SMS received (p50, p95);
+- drain: results posted first, then the dispatcher and workers started: SMS per second while the
+  backlog drains (what the workers sustain, ingestion aside);
+
+and in both the CPU one delivery costs in the worker processes (from /proc).
 
     .venv/bin/python benchmarks/bench_notify.py [--results 300] [--workers 1 2]
 
@@ -81,7 +86,7 @@ def bundles(count: int) -> list[tuple[str, dict]]:
     return made
 
 
-def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) -> dict:
+def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, drain: bool) -> dict:
     gateway = start_sms_gateway()
     port = free_port()
     settings = Settings(
@@ -99,9 +104,14 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) 
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = environment(settings)
-    processes = [start("workers.dispatcher", env)] + [start("workers", env) for _ in range(workers)]
-    time.sleep(3)  # workers import and connect
-    cpu_before = sum(cpu_seconds(p.pid) for p in processes[1:])
+    processes: list[subprocess.Popen] = []
+
+    def start_workers() -> float:
+        processes.extend([start("workers.dispatcher", env)] + [start("workers", env) for _ in range(workers)])
+        time.sleep(3)  # workers import and connect
+        return sum(cpu_seconds(p.pid) for p in processes[1:])
+
+    cpu_before = 0.0 if drain else start_workers()
     accepted: dict[str, float] = {}
     session = requests.Session()
 
@@ -114,10 +124,12 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) 
         accepted[phone] = time.time()
 
     work = bundles(count)
-    started = time.time()
+    started = posting = time.time()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(post, work))
     posted = time.time()
+    if drain:
+        cpu_before = start_workers()
     deadline = time.monotonic() + 600
     while len(gateway.messages()) < count and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -132,11 +144,14 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str) 
     received = {m["to"]: datetime.fromisoformat(m["received"]).replace(tzinfo=UTC).timestamp() for m in messages}
     delays = sorted(received[phone] - accepted[phone] for phone in received if phone in accepted)
     last = max(received.values()) if received else posted
+    if drain and len(received) > 1:  # the pace of the backlog, from its first SMS to its last
+        started = min(received.values()) - (last - min(received.values())) / (len(received) - 1)
     return {
+        "mode": "drain" if drain else "stream",
         "workers": workers,
         "results": count,
         "delivered": len(messages),
-        "post_rate": count / (posted - started),
+        "post_rate": count / (posted - posting),
         "rate": len(messages) / (last - started),
         "p50": statistics.median(delays) if delays else float("nan"),
         "p95": delays[int(len(delays) * 0.95) - 1] if delays else float("nan"),
@@ -153,16 +168,15 @@ def main() -> None:
         mongo = start_mongo(Path(tmp) / "db")
         redis = start_redis(Path(tmp) / "redis")
         try:
-            print(
-                f"{'workers':>7} {'results':>7} {'posted/s':>9} {'SMS/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/SMS':>10}"
-            )
-            for workers in args.workers:
-                row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"))
-                print(
-                    f"{row['workers']:>7} {row['delivered']:>7} {row['post_rate']:>9.1f} {row['rate']:>7.1f} "
-                    f"{row['p50']:>7.2f} {row['p95']:>7.2f} {row['cpu_ms']:>10.1f}",
-                    flush=True,
-                )
+            header = ("run", "workers", "SMS", "posted/s", "SMS/s", "p50 s", "p95 s", "CPU ms/SMS")
+            print(" ".join(f"{h:>10}" for h in header))
+            for drain in (False, True):
+                for workers in args.workers:
+                    row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"), drain)
+                    delays = ("-", "-") if drain else (f"{row['p50']:.2f}", f"{row['p95']:.2f}")
+                    values = (row["mode"], row["workers"], row["delivered"], f"{row['post_rate']:.1f}")
+                    values += (f"{row['rate']:.1f}", *delays, f"{row['cpu_ms']:.1f}")
+                    print(" ".join(f"{v:>10}" for v in values), flush=True)
         finally:
             redis.stop()
             mongo.stop()

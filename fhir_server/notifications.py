@@ -92,12 +92,12 @@ def plan(store: Store, report_id: str, round: str = "", route: Router | None = N
         if record
     ]
     notification = Notification(report, patient, observations, result_version(report, observations), round)
-    notification.site, notification.site_finess, notification.legal_finess = _performer(store, report)
     mobiles, emails = contacts(patient.resource if patient else {})
     for channel, addresses in (("sms", mobiles), ("email", emails)):
         for address in addresses:
             notification.deliveries.append(Planned(channel, address, delivery_key(notification, channel, address)))
-    if not notification.deliveries:
+    if not notification.deliveries:  # the laboratory's mailbox: where its site is
+        notification.site, notification.site_finess, notification.legal_finess = _performer(store, report)
         notification.deliveries.append(_mssante(notification, route))
     return notification
 

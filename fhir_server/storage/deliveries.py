@@ -78,13 +78,18 @@ class Deliveries:
         """The record of this delivery, created if new, and marked `sending` (one more attempt)
         unless it was sent already (then returned as it is, and nothing should be sent)."""
         key = fields.pop("key")
-        Delivery.objects(key=key).modify(
-            upsert=True, new=True, **{f"set_on_insert__{name}": value for name, value in fields.items()}
-        )
-        sending = Delivery.objects(key=key, state__ne="sent").modify(
-            new=True, set__state="sending", set__started=utc_now(), inc__attempts=1, unset__reason=True
-        )
-        return sending or Delivery.objects.get(key=key)
+        try:  # one round trip in the common case: new, or not sent yet
+            return Delivery.objects(key=key, state__ne="sent").modify(
+                upsert=True,
+                new=True,
+                set__state="sending",
+                set__started=utc_now(),
+                inc__attempts=1,
+                unset__reason=True,
+                **{f"set_on_insert__{name}": value for name, value in fields.items()},
+            )
+        except me.NotUniqueError:  # it exists and was sent: the upsert could not insert it again
+            return Delivery.objects.get(key=key)
 
     def sent(self, key: str, receipt: str, communication: str) -> None:
         Delivery.objects(key=key).update_one(
