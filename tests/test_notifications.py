@@ -378,3 +378,16 @@ def test_retention_removes_what_was_sent_on_its_dates(platform, tmp_path, monkey
     removed = purge_at(delivery["expires"] + timedelta(days=1))
     assert removed["delivery records"] == 1 and removed["Communication"] == 1
     assert platform.deliveries() == [] and platform.server.store.current("Communication", delivery["_id"]) is None
+
+
+def test_each_result_goes_to_the_contact_details_its_own_laboratory_sent(platform):
+    platform.worker()
+    platform.dispatcher()
+    same = person(90, phone="0611111111", email=None)  # one person (one INS), two laboratories
+    posted_a = post_bundle(lab_session(platform, LAB_A), LAB_A, 90, same)
+    posted_b = post_bundle(lab_session(platform, LAB_B), LAB_B, 91, dataclasses.replace(same, phone="0622222222"))
+    wait_for(lambda: len(platform.sms.messages()) == 2, what="one SMS per result")
+    wait_for(platform.settled, what="the events done")
+    sent = {d["report"]: d["address"] for d in platform.deliveries()}
+    assert sent == {posted_a["DiagnosticReport"]: "+33611111111", posted_b["DiagnosticReport"]: "+33622222222"}
+    assert platform.sms.requests == 2
