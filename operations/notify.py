@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 from fhir_server import notifications
+from fhir_server.auth.policy import forbidden
 from fhir_server.auth.principal import current_principal
 from fhir_server.http import fhir_response
 from fhir_server.outcome import FhirError
@@ -60,9 +61,7 @@ def notify(call: OperationCall):
 def _check_caller(record) -> None:
     principal = current_principal()
     if principal is not None and not principal.belongs(record.owner):
-        raise FhirError.of(
-            403,
-            "forbidden",
+        raise forbidden(
             "$notify is for the result's laboratory and for operators",
             "$notify est réservée au laboratoire du résultat et aux opérateurs",
         )

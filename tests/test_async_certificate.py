@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,6 @@ from fhir_server.asynchronous import job_id
 from fhir_server.embedded import free_port
 from fhir_server.storage import records
 from fhir_server.storage.tasks import DONE, AsyncTask, Owner, Request
-from fhir_server.synthetic.generator import generate_result_bundle
 from operations.certificates.hcert import decode_and_verify
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
@@ -39,14 +37,7 @@ UNKNOWN = "This asynchronous request is not known (or its result has expired)"
 
 def post_result(session, lab, seed: int, kind: str) -> Posted:
     """A result of `kind` (naat, antigen: DCCs; serology: none), posted by `lab`'s client."""
-    bundle = generate_result_bundle(random.Random(seed), lab, kind=kind, include_legal_entity=False)
-    response = session.post("", json=bundle)
-    assert response.status_code == 200, response.text
-    ids: dict = {}
-    for entry in response.json()["entry"]:
-        rtype, rid = entry["response"]["location"].split("/")[:2]
-        ids.setdefault(rtype, []).append(rid)
-    return Posted(ids, bundle)
+    return post_bundle(session, lab, seed, kind=kind)
 
 
 def kick_off(session, report: str, **params):

@@ -26,8 +26,8 @@ class Posted:
         return self.ids[rtype][0]
 
 
-def post_bundle(session, lab, seed: int, person=None) -> Posted:
-    bundle = generate_result_bundle(random.Random(seed), lab, person=person, include_legal_entity=False)
+def post_bundle(session, lab, seed: int, person=None, kind: str | None = None) -> Posted:
+    bundle = generate_result_bundle(random.Random(seed), lab, person=person, kind=kind, include_legal_entity=False)
     response = session.post("", json=bundle)
     assert response.status_code == 200, response.text
     ids: dict = {}

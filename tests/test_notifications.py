@@ -391,3 +391,17 @@ def test_each_result_goes_to_the_contact_details_its_own_laboratory_sent(platfor
     sent = {d["report"]: d["address"] for d in platform.deliveries()}
     assert sent == {posted_a["DiagnosticReport"]: "+33611111111", posted_b["DiagnosticReport"]: "+33622222222"}
     assert platform.sms.requests == 2
+
+
+def test_a_worker_refuses_to_start_with_a_template_that_does_not_fit_one_sms(settings, redis_url):
+    import subprocess
+    import sys
+
+    from .processes import ROOT, platform_env
+
+    config = settings.but(redis_url=redis_url, sms_gateway_url="http://127.0.0.1:9/sms")
+    long_accented = "Votre résultat est prêt : {link} " + "ê" * 60  # ê is not GSM-7: UCS-2, 70 at most
+    env = platform_env(config, SMS_TEMPLATE=long_accented)
+    done = subprocess.run([sys.executable, "-m", "workers"], env=env, cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert "UCS-2" in done.stderr.decode() and "70" in done.stderr.decode()

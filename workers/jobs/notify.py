@@ -45,18 +45,13 @@ def notify_result(event_id: str) -> dict:
         outbox.done(event_id, {"skipped": "not final or deleted"})
         return {"skipped": "not final or deleted"}
     last_try = _last_try()
-    outcomes = {
-        planned.key: _deliver(ctx, channels, event_id, notification, planned, last_try)
-        for planned in notification.deliveries
-    }
-    pending = [key for key, outcome in outcomes.items() if outcome == "pending"]
-    if pending:
-        raise Pending(f"{len(pending)} delivery(ies) to retry")
-    failures = sorted({outcome for outcome in outcomes.values() if outcome not in ("sent", "pending")})
-    counts = {
-        "sent": sum(1 for o in outcomes.values() if o == "sent"),
-        "failed": len(outcomes) - sum(1 for o in outcomes.values() if o == "sent"),
-    }
+    outcomes = [
+        _deliver(ctx, channels, event_id, notification, planned, last_try) for planned in notification.deliveries
+    ]
+    if "pending" in outcomes:
+        raise Pending(f"{outcomes.count('pending')} delivery(ies) to retry")
+    failures = sorted({outcome for outcome in outcomes if outcome != "sent"})
+    counts = {"sent": outcomes.count("sent"), "failed": len(outcomes) - outcomes.count("sent")}
     if failures:
         outbox.fail(event_id, "; ".join(failures), counts)
     else:
