@@ -108,6 +108,14 @@ class Settings:
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
+    # -- FranceConnect (citizen portal login, fhir_server/franceconnect.py); no issuer: not offered
+    franceconnect_issuer: str | None = None  # the provider's discovery base ({issuer}/.well-known/...)
+    franceconnect_client_id: str | None = None
+    franceconnect_client_secret: str | None = None  # secret: from the environment only
+    franceconnect_acr: str = "eidas1"  # eIDAS level asked (FranceConnect+: eidas2)
+    franceconnect_scopes: str = "openid given_name family_name birthdate gender birthplace birthcountry"
+    franceconnect_timeout: float = 10.0  # seconds for one call to the provider
+    franceconnect_clock_skew: int = 30  # seconds of clock difference tolerated on ID token times
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -181,6 +189,13 @@ class Settings:
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
             async_job_timeout=_int("ASYNC_JOB_TIMEOUT", cls.async_job_timeout),
+            franceconnect_issuer=(os.environ.get("FRANCECONNECT_ISSUER") or "").rstrip("/") or None,
+            franceconnect_client_id=os.environ.get("FRANCECONNECT_CLIENT_ID") or None,
+            franceconnect_client_secret=os.environ.get("FRANCECONNECT_CLIENT_SECRET") or None,
+            franceconnect_acr=os.environ.get("FRANCECONNECT_ACR", cls.franceconnect_acr),
+            franceconnect_scopes=os.environ.get("FRANCECONNECT_SCOPES", cls.franceconnect_scopes),
+            franceconnect_timeout=float(os.environ.get("FRANCECONNECT_TIMEOUT", cls.franceconnect_timeout)),
+            franceconnect_clock_skew=_int("FRANCECONNECT_CLOCK_SKEW", cls.franceconnect_clock_skew),
         )
 
     @property
