@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
@@ -177,6 +177,18 @@ def start_oidc_provider(
 # -- the authorisation server: authlib's grants on the provider's memory ----------------------------
 
 
+class S256Required(CodeChallenge):
+    """PKCE for every client, S256 only (authlib requires it of public clients alone)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE with code_challenge_method=S256 is required")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
 def _code_grant(provider: Provider):
     class CodeGrant(grants.AuthorizationCodeGrant):
         TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -252,7 +264,7 @@ def _authorization_server(app: Flask, provider: Provider) -> AuthorizationServer
 
     app.config["OAUTH2_TOKEN_EXPIRES_IN"] = {"authorization_code": ACCESS_TOKEN_LIFETIME}
     server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
-    server.register_grant(_code_grant(provider), [CodeChallenge(required=True), _openid_extension(provider)])
+    server.register_grant(_code_grant(provider), [S256Required(), _openid_extension(provider)])
     return server
 
 

@@ -116,6 +116,7 @@ class Settings:
     franceconnect_scopes: str = "openid given_name family_name birthdate gender birthplace birthcountry"
     franceconnect_timeout: float = 10.0  # seconds for one call to the provider
     franceconnect_clock_skew: int = 30  # seconds of clock difference tolerated on ID token times
+    identity_match_candidates: int = 50  # Patients with the account's birth name and date read per login
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -196,6 +197,7 @@ class Settings:
             franceconnect_scopes=os.environ.get("FRANCECONNECT_SCOPES", cls.franceconnect_scopes),
             franceconnect_timeout=float(os.environ.get("FRANCECONNECT_TIMEOUT", cls.franceconnect_timeout)),
             franceconnect_clock_skew=_int("FRANCECONNECT_CLOCK_SKEW", cls.franceconnect_clock_skew),
+            identity_match_candidates=_int("IDENTITY_MATCH_CANDIDATES", cls.identity_match_candidates),
         )
 
     @property
