@@ -361,13 +361,14 @@ def _page(title: str, body: str) -> str:
 def _login_page(provider: Provider, action: str) -> str:
     """The form posts back to the very request (its query carries the authorisation request)."""
     choices = "".join(
-        f'<p><label><input type="radio" name="user" value="{html.escape(sub)}"{" checked" if i == 0 else ""}> '
+        f'<p><label><input type="radio" id="user-{i}" name="user" value="{html.escape(sub)}"'
+        f'{" checked" if i == 0 else ""}> '
         f"{html.escape(user.get('given_name', ''))} {html.escape(user.get('family_name', ''))}</label></p>"
         for i, (sub, user) in enumerate(provider.users.items())
     )
     form = (
         f'<form method="post" action="{html.escape(action)}">{choices}'
-        '<button type="submit" name="action" value="login">Se connecter</button> '
-        '<button type="submit" name="action" value="refuse">Annuler</button></form>'
+        '<button type="submit" id="login" name="action" value="login">Se connecter</button> '
+        '<button type="submit" id="refuse" name="action" value="refuse">Annuler</button></form>'
     )
     return _page("Fournisseur d'identité de développement", form)

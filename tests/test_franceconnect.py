@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import random
 import re
+import threading
 from dataclasses import replace
 from datetime import date
 from urllib.parse import parse_qs, urljoin, urlparse
@@ -21,6 +22,7 @@ from fhir_server.oidc_provider import ALGORITHM, start_oidc_provider
 from fhir_server.settings import Settings
 from fhir_server.synthetic.generator import BIRTH_PLACE_URL, make_person, make_phone, patient_resource
 from tests.test_auth_access import LAB_A, LAB_B, post_bundle
+from tests.test_web_browser import browser, by_id  # noqa: F401 (browser: a module-scoped fixture)
 
 CALLBACK = "http://127.0.0.1:9/portail/franceconnect/callback"
 AFTER_LOGOUT = "http://127.0.0.1:9/portail/"
@@ -269,6 +271,36 @@ def test_franceconnect_is_offered_only_with_an_issuer(monkeypatch):
     assert FranceConnect.offered(settings)
     assert settings.franceconnect_issuer == "https://fcp-low.sbx.dev-franceconnect.fr/api/v2"
     assert settings.franceconnect_acr == "eidas2" and "birthcountry" in settings.franceconnect_scopes
+
+
+@pytest.fixture
+def callback_server():
+    """The portal's callback address as a real server: it answers what it received."""
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    def app(environ, start_response):
+        return Response("callback reçu", mimetype="text/plain")(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/portail/franceconnect/callback"
+    server.shutdown()
+
+
+def test_the_login_page_works_in_a_headless_browser(browser, callback_server):  # noqa: F811
+    provider = start_oidc_provider([ANGELA, BORN_ABROAD], CLIENT_ID, CLIENT_SECRET, [callback_server], [AFTER_LOGOUT])
+    try:
+        fc, session = client_for(provider), {}
+        browser.delete_all_cookies()
+        browser.get(fc.authorization_url(session, callback_server))
+        by_id(browser, "user-1").click()
+        by_id(browser, "login").click()
+        assert browser.current_url.startswith(callback_server + "?")
+        args = {k: v[0] for k, v in parse_qs(urlparse(browser.current_url).query).items()}
+        assert fc.finish(session, args, callback_server).sub == BORN_ABROAD["sub"]
+    finally:
+        provider.stop()
 
 
 # -- the SI-DEP identity rule --------------------------------------------------------------------------
