@@ -131,8 +131,9 @@ class QuietRequestHandler(WSGIRequestHandler):
 
 
 class Provider:
-    """A running provider: `.issuer`, `.stop()`. `signing_key` and `id_token_lifetime` may be
-    changed while it runs (a key the JWKS does not publish, tokens already expired)."""
+    """A running provider: `.issuer`, `.stop()`. `signing_key`, `id_token_lifetime` and
+    `signed_userinfo` may be changed while it runs (a key the JWKS does not publish, tokens
+    already expired, userinfo as plain JSON)."""
 
     def __init__(self, users, client: Client):
         self.users = {user["sub"]: dict(user) for user in users}
@@ -140,6 +141,7 @@ class Provider:
         self.published_key = ECKey.generate_key("P-256", {"kid": secrets.token_hex(8), "use": "sig", "alg": ALGORITHM})
         self.signing_key = self.published_key
         self.id_token_lifetime = 60
+        self.signed_userinfo = True  # FranceConnect v2 signs it; False: plain JSON, as v1 did
         self.codes: dict[str, AuthorizationCode] = {}
         self.access_tokens: dict[str, dict] = {}
         self.used_nonces: set[str] = set()
@@ -328,6 +330,8 @@ def build_app(provider: Provider) -> Flask:
         scopes = granted["scope"].split()
         claims = {"sub": user["sub"], "iss": provider.issuer, "aud": provider.client.client_id}
         claims.update({name: user[name] for name in USER_CLAIMS if name in scopes and name in user})
+        if not provider.signed_userinfo:
+            return jsonify({k: v for k, v in claims.items() if k not in ("iss", "aud")})
         return provider.sign(claims), 200, {"Content-Type": "application/jwt"}
 
     @app.get("/logout")

@@ -111,6 +111,13 @@ def test_the_whole_flow_gives_the_certified_identity(provider):
     assert PENDING not in session and session[ID_TOKEN].count(".") == 2
 
 
+def test_userinfo_as_plain_json_is_read_too(provider):
+    provider.signed_userinfo = False
+    fc, session = client_for(provider), {}
+    identity = fc.finish(session, log_in(fc.authorization_url(session, CALLBACK), ANGELA["sub"]), CALLBACK)
+    assert identity.family_name == "DUBOIS" and identity.sub == ANGELA["sub"]
+
+
 def test_a_person_born_abroad_has_no_birthplace_and_a_presumed_birth_date(provider):
     fc, session = client_for(provider), {}
     identity = fc.finish(session, log_in(fc.authorization_url(session, CALLBACK), BORN_ABROAD["sub"]), CALLBACK)
