@@ -108,6 +108,13 @@ class Settings:
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
+    # TousAntiCovid declaration codes (fhir_server/declaration_codes.py): the app's submission-code
+    # server, or None for the built-in provider (codes made and verified here)
+    declaration_code_provider_url: str | None = None
+    declaration_code_provider_user: str | None = None
+    declaration_code_provider_password: str | None = None  # secret: from the environment only
+    declaration_code_provider_timeout: float = 10.0  # seconds for one call to that server
+    declaration_code_verify_rate: str = "10 per minute"  # POST /tac/verify from one client address
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -181,6 +188,15 @@ class Settings:
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
             async_job_timeout=_int("ASYNC_JOB_TIMEOUT", cls.async_job_timeout),
+            declaration_code_provider_url=os.environ.get("DECLARATION_CODE_PROVIDER_URL") or None,
+            declaration_code_provider_user=os.environ.get("DECLARATION_CODE_PROVIDER_USER") or None,
+            declaration_code_provider_password=os.environ.get("DECLARATION_CODE_PROVIDER_PASSWORD") or None,
+            declaration_code_provider_timeout=float(
+                os.environ.get("DECLARATION_CODE_PROVIDER_TIMEOUT", cls.declaration_code_provider_timeout)
+            ),
+            declaration_code_verify_rate=os.environ.get(
+                "DECLARATION_CODE_VERIFY_RATE", cls.declaration_code_verify_rate
+            ),
         )
 
     @property
