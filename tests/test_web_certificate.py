@@ -7,20 +7,28 @@ from __future__ import annotations
 import io
 from datetime import datetime, timedelta
 
+import pytest
 from pypdf import PdfReader
 
+from fhir_server import create_app
 from fhir_server.web.forms import PARIS
-from tests.test_web_ui import (  # noqa: F401 - fixtures used by name
-    PHARMACY_B,
-    Web,
-    add_user,
-    result_form,
-    store,
-    text,
-    users,
-    web_app,
-    web_settings,
-)
+from tests import test_web_ui
+from tests.test_web_ui import PHARMACY_B, Web, add_user, result_form, text
+
+
+@pytest.fixture
+def web_app(mongo_uri, tmp_path):
+    return create_app(test_web_ui.web_settings.__wrapped__(mongo_uri, tmp_path))
+
+
+@pytest.fixture
+def users(web_app):
+    return web_app.extensions["sidep.users"]
+
+
+@pytest.fixture
+def store(web_app):
+    return web_app.extensions["sidep.store"]
 
 
 def recent() -> str:

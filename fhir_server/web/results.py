@@ -358,8 +358,8 @@ def read_result(report_id: str) -> dict:
 def certificate_pdf(report_id: str):
     """The PDF `$generate-certificate` answers for this report (operations/generate_certificate.py),
     from the resources as the user may read them. Raises FhirError (409, 410, 422) as the API does."""
-    from operations.generate_certificate import load_result_resources, render, var_dir
     from operations.certificates.keys import load_keyring
+    from operations.generate_certificate import load_result_resources, render, var_dir
 
     resources = load_result_resources(store(), "DiagnosticReport", report_id)
     return render(resources, "pdf", None, report_id, load_keyring(var_dir()))
