@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := chromium chromium-driver poppler-utils libzbar0
+SYSTEM_PACKAGES := chromium chromium-driver poppler-utils libzbar0 fonts-dejavu-core
 
 .PHONY: run test lint venv dev-venv system-packages bench clean
 

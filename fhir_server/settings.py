@@ -117,6 +117,13 @@ class Settings:
     franceconnect_timeout: float = 10.0  # seconds for one call to the provider
     franceconnect_clock_skew: int = 30  # seconds of clock difference tolerated on ID token times
     identity_match_candidates: int = 50  # Patients with the account's birth name and date read per login
+    # TousAntiCovid declaration codes (fhir_server/declaration_codes.py): the app's submission-code
+    # server, or None for the built-in provider (codes made and verified here)
+    declaration_code_provider_url: str | None = None
+    declaration_code_provider_user: str | None = None
+    declaration_code_provider_password: str | None = None  # secret: from the environment only
+    declaration_code_provider_timeout: float = 10.0  # seconds for one call to that server
+    declaration_code_verify_rate: str = "10 per minute"  # POST /tac/verify from one client address
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -198,6 +205,15 @@ class Settings:
             franceconnect_timeout=float(os.environ.get("FRANCECONNECT_TIMEOUT", cls.franceconnect_timeout)),
             franceconnect_clock_skew=_int("FRANCECONNECT_CLOCK_SKEW", cls.franceconnect_clock_skew),
             identity_match_candidates=_int("IDENTITY_MATCH_CANDIDATES", cls.identity_match_candidates),
+            declaration_code_provider_url=os.environ.get("DECLARATION_CODE_PROVIDER_URL") or None,
+            declaration_code_provider_user=os.environ.get("DECLARATION_CODE_PROVIDER_USER") or None,
+            declaration_code_provider_password=os.environ.get("DECLARATION_CODE_PROVIDER_PASSWORD") or None,
+            declaration_code_provider_timeout=float(
+                os.environ.get("DECLARATION_CODE_PROVIDER_TIMEOUT", cls.declaration_code_provider_timeout)
+            ),
+            declaration_code_verify_rate=os.environ.get(
+                "DECLARATION_CODE_VERIFY_RATE", cls.declaration_code_verify_rate
+            ),
         )
 
     @property

@@ -211,8 +211,12 @@ def render(resources: dict, output: str, certificate: str | None, resource_id: s
     """What the operation answers for these resources, synchronously or in a job (the same bytes).
 
     Raises FhirError: 409/410/422 from the certificates, 422 when the result gives no DCC and
-    the output needs one, 404 when it gives none of the `certificate` type asked for."""
-    certificates = issue_certificates(facts_from_resources(**resources), keyring)
+    the output needs one (with the reason: e.g. a rapid antigen test without its device, whose
+    PDF is its result sheet alone), 404 when it gives none of the `certificate` type asked for."""
+    sheet_alone = output in ("pdf", "parameters")  # the result sheet needs no DCC input
+    certificates = issue_certificates(facts_from_resources(**resources), keyring, sheet_without_dcc=sheet_alone)
+    if certificates.withheld is not None and not sheet_alone:
+        raise certificates.withheld
     if output == "pdf":
         return Rendered(render_pdf(certificates), "application/pdf", f"certificat-{resource_id}.pdf")
     if output == "parameters":

@@ -327,7 +327,9 @@ def test_a_patient_without_contact_details_has_the_certificate_sent_to_the_site_
     # the attached certificate's QR verifies against the published trust list
     trust = trust_list(load_keyring(platform.settings.var_dir))
     codes = [text for page in pdf_pages_as_images(attachment.get_content(), tmp_path) for text in qr_texts(page)]
-    assert codes and decode_and_verify(codes[0], trust)
+    # signed by the platform; its expiry is the result's own (72 h after a negative sampling, which
+    # the generator places up to 90 days back): checked in test_certificates_fixes.py
+    assert codes and decode_and_verify(codes[0], trust, check_expiry=False)
     [delivery] = platform.deliveries()
     assert delivery["channel"] == "mssante" and delivery["state"] == "sent" and delivery["message_expires"]
     communication = platform.server.store.current("Communication", delivery["_id"]).resource

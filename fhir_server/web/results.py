@@ -355,6 +355,16 @@ def read_result(report_id: str) -> dict:
     return found
 
 
+def certificate_pdf(report_id: str):
+    """The PDF `$generate-certificate` answers for this report (operations/generate_certificate.py),
+    from the resources as the user may read them. Raises FhirError (409, 410, 422) as the API does."""
+    from operations.certificates.keys import load_keyring
+    from operations.generate_certificate import load_result_resources, render, var_dir
+
+    resources = load_result_resources(store(), "DiagnosticReport", report_id)
+    return render(resources, "pdf", None, report_id, load_keyring(var_dir()))
+
+
 def as_bundle(found: dict) -> dict:
     """What a page showed, as a collection Bundle (for its AuditEvent)."""
     records = [found["report"], found["patient"], *found["observations"], *found["specimens"], *found["requests"]]

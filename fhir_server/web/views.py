@@ -63,6 +63,7 @@ def blueprint(limiter, settings) -> Blueprint:
     bp.add_url_rule("/results/new", "new_result", new_result, methods=["GET", "POST"])
     bp.add_url_rule("/results/<report_id>", "result", result_page)
     bp.add_url_rule("/results/<report_id>/patient", "correct", correct, methods=["GET", "POST"])
+    bp.add_url_rule("/results/<report_id>/certificate", "certificate", certificate)
     bp.add_url_rule("/operator", "operator", operator)
     bp.add_url_rule("/operator/jobs/<job_id>/retry", "retry_job", retry_job, methods=["POST"])
     bp.add_url_rule("/operator/events/<event_id>/retry", "retry_event", retry_event, methods=["POST"])
@@ -268,6 +269,26 @@ def result_page(report_id: str):
     return render_template(
         "result.html", found=found, patient=patient, r=results, values=results.form_values(patient) if patient else {}
     )
+
+
+@login_required(*RESULT_READERS)
+def certificate(report_id: str):
+    """The result's certificate (PDF of `$generate-certificate`), for a patient without mobile or
+    e-mail whom the guide sends to the place of the test: for whoever may read the result page
+    (the same rule), a file to save, never cached, every download audited."""
+    _read(report_id, interaction="operation-instance")
+    try:
+        rendered = results.certificate_pdf(report_id)
+    except FhirError as exc:
+        audit.refused("operation-instance", "DiagnosticReport", exc)
+        message = "; ".join(i.fr or i.en for i in exc.issues)
+        return render_template("error.html", title="Certificat indisponible", message=message), exc.status
+    audit.record("operation-instance", "DiagnosticReport", results.as_bundle(results.read_result(report_id)))
+    response = make_response(rendered.body)
+    response.headers["Content-Type"] = rendered.content_type
+    response.headers["Content-Disposition"] = f'attachment; filename="{rendered.filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required(*RESULT_WRITERS)

@@ -5,7 +5,9 @@ Conventions for the FHIR data (SI-DEP profiles):
   extension `...birth-list-given-name`, when present, carries the full list and wins);
 - Observation.code: a LOINC code, its kind (naat / antigen / serology) from loinc_kinds.json;
 - Observation.valueCodeableConcept: SNOMED CT 260373001 detected, 260415000 not detected,
-  419984006 inconclusive;
+  419984006 inconclusive; a serology may instead give a valueQuantity (antibodies in U/mL, as
+  the synthetic generator writes them) read with its interpretation (v3 ObservationInterpretation
+  POS / NEG; IND or none: inconclusive);
 - Specimen.collection.collectedDateTime (or collectedPeriod.start): the sampling time;
 - Organization.identifier with system https://finess.esante.gouv.fr (or the older
   http://finess.sante.gouv.fr): the laboratory's FINESS;
@@ -31,6 +33,8 @@ SNOMED = "http://snomed.info/sct"
 FINESS_SYSTEMS = ("https://finess.esante.gouv.fr", "http://finess.sante.gouv.fr")
 JRC_DEVICES = "https://covid-19-diagnostics.jrc.ec.europa.eu/devices"
 RESULTS = {"260373001": "detected", "260415000": "not-detected", "419984006": "inconclusive"}
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+INTERPRETED_RESULTS = {"POS": "detected", "DET": "detected", "NEG": "not-detected", "ND": "not-detected"}
 # "amended", "corrected" and "appended" are final results that were changed afterwards.
 FINAL_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 
@@ -52,6 +56,7 @@ class CertificateFacts:
     version_key: str  # e.g. "DiagnosticReport/r1/_history/3|Observation/o1/_history/2"
     device_id: str | None = None  # DCC t.ma (rapid antigen tests)
     test_name: str | None = None  # DCC t.nm (NAAT)
+    measured: str | None = None  # a quantitative result as printed ("123.4 U/mL"), serology
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +156,9 @@ def _test_kind(observation: dict) -> tuple[str, str]:
     return kind, loinc
 
 
-def _result(observation: dict) -> str:
+def _result(observation: dict, kind: str) -> str:
+    if kind == "serology" and "valueQuantity" in observation and "valueCodeableConcept" not in observation:
+        return _interpreted_result(observation)
     code = _coding(observation.get("valueCodeableConcept"), SNOMED)
     if code not in RESULTS:
         raise _unprocessable(
@@ -160,6 +167,23 @@ def _result(observation: dict) -> str:
             "Observation.valueCodeableConcept",
         )
     return RESULTS[code]
+
+
+def _interpreted_result(observation: dict) -> str:
+    for concept in observation.get("interpretation") or []:
+        code = _coding(concept, INTERPRETATION)
+        if code:
+            return INTERPRETED_RESULTS.get(code, "inconclusive")
+    return "inconclusive"  # a number alone says nothing a patient can read as a result
+
+
+def _measured(observation: dict) -> str | None:
+    quantity = observation.get("valueQuantity")
+    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), int | float):
+        return None
+    unit = quantity.get("unit") or quantity.get("code") or ""
+    value = f"{quantity['value']:g}".replace(".", ",")  # French decimal comma
+    return f"{quantity.get('comparator', '')}{value} {unit}".strip()
 
 
 def _sampling_time(specimen: dict | None, observation: dict) -> datetime:
@@ -217,7 +241,7 @@ def facts_from_resources(
         birth_date=patient["birthDate"],
         test_kind=kind,
         loinc=loinc,
-        result=_result(observation),
+        result=_result(observation, kind),
         sampled_at=_sampling_time(specimen, observation),
         issued_at=_issued_time(report, observation),
         lab_name=(organization or {}).get("name"),
@@ -225,4 +249,5 @@ def facts_from_resources(
         version_key=version_key,
         device_id=_device_id(observation),
         test_name=_test_name(observation),
+        measured=_measured(observation),
     )

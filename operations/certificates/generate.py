@@ -34,6 +34,9 @@ class CertificateSet:
     facts: CertificateFacts
     dccs: tuple[IssuedDcc, ...]
     generated_at: dt.datetime
+    # why the DCCs this result would give were not made (e.g. a rapid antigen test without its
+    # device): the result sheet stands alone, the QR and HC1 outputs answer with this error
+    withheld: FhirError | None = None
 
     def dcc(self, certificate_type: str) -> IssuedDcc | None:
         return next((d for d in self.dccs if d.type == certificate_type), None)
@@ -88,16 +91,28 @@ def _payload(facts: CertificateFacts, plan: PlannedDcc, uvci: str, issuer: str) 
 
 
 def issue_certificates(
-    facts: CertificateFacts, keyring: KeyRing, now: dt.datetime | None = None, issuer: str = hcert.DEFAULT_ISSUER
+    facts: CertificateFacts,
+    keyring: KeyRing,
+    now: dt.datetime | None = None,
+    issuer: str = hcert.DEFAULT_ISSUER,
+    sheet_without_dcc: bool = False,
 ) -> CertificateSet:
     """Sign every DCC this result gives now (none for serology or inconclusive results).
 
-    Raises FhirError: 410 past retention, 422 when no valid payload can be made.
+    Raises FhirError: 410 past retention, 422 when no valid payload can be made; with
+    `sheet_without_dcc` (the PDF), a result whose DCC lacks an input (the rapid antigen test's
+    device, a name without Latin transliteration) gives its result sheet alone, the reason kept
+    in `withheld`.
     """
     now = now or dt.datetime.now(dt.UTC)
     plans = plan_certificates(facts, now)
     if plans:
-        _require_dcc_inputs(facts)
+        try:
+            _require_dcc_inputs(facts)
+        except FhirError as error:
+            if not sheet_without_dcc:
+                raise
+            return CertificateSet(facts, (), now, withheld=error)
     signer = keyring.current_signer(now)
     # A CWT must not outlive the certificate that lets verifiers check it.
     signer_end = signer.certificate.not_valid_after_utc

@@ -5,7 +5,14 @@ the validity wording. Then one "Certificat numérique européen" page per DCC (t
 its QR code. Serology and inconclusive results have the result sheet only.
 
 Rendered with xhtml2pdf from templates/certificate.html (parsed once, then cached); the QR code is
-embedded as a PNG data URI; fonts are the PDF standard ones (nothing to embed, small files).
+embedded as a PNG data URI. Names may be in any Latin script (Polish, Hungarian, Turkish, Czech
+...), which the PDF standard fonts (Latin-1) cannot draw: the template embeds DejaVu Sans (free
+licence, Debian package fonts-dejavu-core, in the Makefile's SYSTEM_PACKAGES), found under
+CERT_FONT_DIR or the usual system directories; only the glyphs used are embedded (subsets).
+Without it the PDF falls back to Helvetica and a warning is logged.
+
+The validity printed is the certificates' own: "Valable jusqu'au" the CWT expiry of the test
+certificate (72 hours after the sampling for a negative result) and the recovery's `du`.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import base64
 import datetime as dt
 import io
 import json
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,12 +30,22 @@ from zoneinfo import ZoneInfo
 import jinja2
 from reportlab import rl_config
 from xhtml2pdf import pisa
+from xhtml2pdf.config.resources import ResourceAccessPolicy
 
 from .facts import loinc_table
 from .generate import CertificateSet
 from .qr import qr_png
 
+log = logging.getLogger(__name__)
 PARIS = ZoneInfo("Europe/Paris")
+FONT_FAMILY = "DejaVuSans"
+FONT_FILES = {  # (bold, italic) -> file of the DejaVu Sans family
+    (False, False): "DejaVuSans.ttf",
+    (True, False): "DejaVuSans-Bold.ttf",
+    (False, True): "DejaVuSans-Oblique.ttf",
+    (True, True): "DejaVuSans-BoldOblique.ttf",
+}
+FONT_DIRECTORIES = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts/dejavu")
 MAX_PDF_BYTES = 1024 * 1024
 QR_SIZE_PT = 220
 _HERE = Path(__file__).parent
@@ -68,10 +87,43 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+@lru_cache(maxsize=1)
+def fonts() -> dict:
+    """The font faces the template declares: DejaVu Sans when found, else none (Helvetica)."""
+    directories = [os.environ["CERT_FONT_DIR"]] if os.environ.get("CERT_FONT_DIR") else []
+    for directory in (*directories, *FONT_DIRECTORIES):
+        paths = {style: Path(directory) / name for style, name in FONT_FILES.items()}
+        if all(path.is_file() for path in paths.values()):
+            faces = [{"path": str(p), "bold": b, "italic": i} for (b, i), p in paths.items()]
+            return {"family": FONT_FAMILY, "faces": faces, "directory": Path(directory)}
+    log.warning("DejaVu Sans not found (Debian: fonts-dejavu-core): names outside Latin-1 will not print")
+    return {"family": "Helvetica", "faces": [], "directory": None}
+
+
+@lru_cache(maxsize=1)
+def _resource_policy() -> ResourceAccessPolicy:
+    """What the rendering may read: the font directory, nothing remote (the QR is a data URI)."""
+    return ResourceAccessPolicy(allow_remote=False, base_dir=fonts()["directory"])
+
+
+def _valid_until(dcc) -> str:
+    if dcc.type == "recovery":
+        return french_date(dcc.payload["r"][0]["du"])
+    return paris_time(dcc.expires_at) + " (heure de Paris / Paris time)"
+
+
 def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) -> dict:
     facts, words = certificates.facts, wording()
     kind = loinc_table()["kinds"][facts.test_kind]
     validity = words["validity"].get(facts.result) if certificates.dccs else None
+    results = words["serology_results" if facts.test_kind == "serology" else "results"][facts.result]
+    withheld = certificates.withheld
+    if withheld is not None:
+        issue = withheld.issues[0]
+        withheld = {
+            "fr": f"{words['validity']['withheld']['fr']} {issue.fr or issue.en}",
+            "en": f"{words['validity']['withheld']['en']} {issue.en}",
+        }
     return {
         "identity": {
             "family_name": facts.family_name,
@@ -82,12 +134,17 @@ def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) ->
             "label_fr": kind["label_fr"],
             "label_en": kind["label_en"],
             "loinc": facts.loinc,
-            "result_fr": words["results"][facts.result]["fr"],
-            "result_en": words["results"][facts.result]["en"],
+            "result_fr": results["fr"],
+            "result_en": results["en"],
+            "measured": facts.measured,
             "sampled_at": paris_time(facts.sampled_at),
         },
         "lab": {"name": facts.lab_name or "-", "finess": facts.lab_finess or "-"},
         "validity": validity,
+        "withheld": withheld,
+        "valid_until": words["validity"]["valid_until"],
+        "valid_from": words["validity"]["valid_from"],
+        "fonts": fonts(),
         "footnote": words["validity"]["footnote"],
         "no_dcc": words["validity"]["no_dcc"],
         "generated_at": paris_time(certificates.generated_at),
@@ -99,8 +156,8 @@ def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) ->
                 "qr_data_uri": _data_uri(qr_pngs[dcc.type]),
                 "label_fr": words["certificate_types"][dcc.type]["fr"],
                 "label_en": words["certificate_types"][dcc.type]["en"],
-                "valid_from": french_date(dcc.payload.get("r", [{}])[0].get("df", "")),
-                "valid_until": french_date(dcc.payload.get("r", [{}])[0].get("du", "")),
+                "valid_from": french_date(dcc.payload["r"][0]["df"]) if dcc.type == "recovery" else None,
+                "valid_until": _valid_until(dcc),
             }
             for dcc in certificates.dccs
         ],
@@ -115,7 +172,9 @@ def render_html(certificates: CertificateSet, qr_pngs: dict[str, bytes] | None =
 def render_pdf(certificates: CertificateSet, qr_pngs: dict[str, bytes] | None = None) -> bytes:
     """The PDF bytes; pass the QR PNGs when already made (for the Parameters output)."""
     output = io.BytesIO()
-    status = pisa.CreatePDF(render_html(certificates, qr_pngs), dest=output, encoding="utf-8")
+    status = pisa.CreatePDF(
+        render_html(certificates, qr_pngs), dest=output, encoding="utf-8", resource_policy=_resource_policy()
+    )
     if status.err:
         raise PdfRenderingError(f"xhtml2pdf reported {status.err} error(s)")
     pdf = output.getvalue()

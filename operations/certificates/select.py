@@ -1,5 +1,6 @@
 """Which certificates one result gives (rules.json):
-- a NAAT or antigen result, detected or not detected: an EU DCC test certificate;
+- a NAAT or antigen result, detected or not detected: an EU DCC test certificate, valid (CWT
+  `exp`) 72 hours after sampling when negative, 180 days when positive;
 - a detected NAAT or antigen result, from 11 until 180 days after sampling: also a recovery
   certificate;
 - serology and inconclusive results: the result sheet only, no DCC;
@@ -66,9 +67,11 @@ def require_within_retention(facts: CertificateFacts, now: dt.datetime) -> None:
 
 
 def _test_plan(facts: CertificateFacts, now: dt.datetime) -> PlannedDcc:
+    """A test certificate lasts from the sampling, not from when it is (re)made: 72 hours after
+    the sampling for a negative result, whenever the patient downloads it."""
     validity = rules()["cwt_validity"]
     if facts.result == "not-detected":
-        expires = now + dt.timedelta(hours=validity["test_not_detected_hours"])
+        expires = facts.sampled_at + dt.timedelta(hours=validity["test_not_detected_hours"])
     else:
         expires = facts.sampled_at + dt.timedelta(days=validity["test_detected_days"])
     return PlannedDcc("test", "t", expires)
