@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from dateutil.relativedelta import relativedelta
 from rq import get_current_job
@@ -228,16 +228,11 @@ def _certificates(ctx: WorkerContext, resources: dict):
     """The signed certificates of the result; when no EU certificate can be made (a rapid antigen
     test without its device), the French result sheet alone, which the laboratory still needs."""
     from operations.certificates.facts import facts_from_resources
-    from operations.certificates.generate import CertificateSet, issue_certificates
+    from operations.certificates.generate import issue_certificates
     from operations.certificates.keys import load_keyring
 
-    facts = facts_from_resources(**resources)
-    try:
-        return issue_certificates(facts, load_keyring(ctx.settings.var_dir))
-    except FhirError as error:
-        if error.status != 422:
-            raise
-        return CertificateSet(facts, (), datetime.now(UTC))
+    keyring = load_keyring(ctx.settings.var_dir)
+    return issue_certificates(facts_from_resources(**resources), keyring, sheet_without_dcc=True)
 
 
 def message_copy_expires(ctx: WorkerContext, notification: Notification):
