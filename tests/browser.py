@@ -8,7 +8,8 @@ viewport is set with the DevTools protocol rather than the window size: a window
 narrower than ~500 px, a viewport can, and its width is then exact.
 
 axe-core (MPL-2.0) is not committed: it is fetched from the npm registry at test time (pinned
-version and integrity, tests/npm_packages.py) and injected into each page that is checked.
+version and integrity, tests/npm_packages.py); from the first check on, the browser loads it into
+every page it opens.
 """
 
 from __future__ import annotations
