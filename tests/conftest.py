@@ -213,3 +213,17 @@ def secured_factory(mongo_uri, tmp_path):
 @pytest.fixture
 def secured(secured_factory) -> SecuredServer:
     return secured_factory()
+
+
+# -- a real browser -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the session (per xdist worker), shared by the browser tests; each
+    test signs in afresh (the helpers of tests/browser.py check pages)."""
+    from .browser import browser_installed, start_browser
+
+    if not browser_installed():
+        pytest.skip("chromium and chromium-driver are not installed (make system-packages)")
+    driver = start_browser(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()

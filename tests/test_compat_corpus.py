@@ -18,12 +18,9 @@ server makes them XPASS and fails the run until the entry is removed.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import uuid
@@ -39,6 +36,7 @@ from fhir_server.interactions.update import update_resource
 from fhir_server.resources import READ_ONLY_TYPES, SUPPORTED_TYPES, check_resource
 from fhir_server.settings import Settings
 from tests.conftest import FHIR_JSON, FhirClient
+from tests.npm_packages import CACHE_ROOT, npm_tarball
 
 PACKAGE = "hl7.fhir.r4.examples"
 VERSION = "4.0.1"
@@ -61,7 +59,6 @@ EXPECTED_COUNTS = {
     "Subscription": 2,
     "ValueSet": 1316,
 }
-CACHE_ROOT = Path(os.environ.get("SIDEP_EXAMPLES_CACHE") or Path.home() / ".cache" / "sidep-fhir-tests")
 
 
 # -- the corpus --------------------------------------------------------------------------------
@@ -76,38 +73,13 @@ def _wanted(name: str, data: bytes) -> bool:
     return False
 
 
-def _tarball() -> Path:
-    """The package tarball, fetched with npm once and checked against the registry's integrity."""
-    tarball = CACHE_ROOT / f"{PACKAGE}-{VERSION}.tgz"
-    if not tarball.exists():
-        CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="npm-", dir=CACHE_ROOT))
-        try:
-            done = subprocess.run(
-                ["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(work)],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"npm pack {PACKAGE}@{VERSION} failed: {done.stderr[-2000:]}")
-            (work / tarball.name).replace(tarball)  # atomic: parallel workers may race here
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    digest = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    if digest != INTEGRITY:
-        tarball.unlink()
-        raise RuntimeError(f"{tarball}: integrity {digest} is not the registry's {INTEGRITY}")
-    return tarball
-
-
 def examples_dir() -> Path:
     """The needed files, unpacked once per set of supported types."""
     key = hashlib.sha1(" ".join(sorted(SUPPORTED_TYPES)).encode()).hexdigest()[:10]
     target = CACHE_ROOT / f"{PACKAGE}-{VERSION}-{key}"
     if (target / ".complete").exists():
         return target
-    tarball = _tarball()
+    tarball = npm_tarball(PACKAGE, VERSION, INTEGRITY)
     work = Path(tempfile.mkdtemp(prefix="unpack-", dir=CACHE_ROOT))
     try:
         with tarfile.open(tarball) as tar:

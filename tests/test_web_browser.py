@@ -1,11 +1,10 @@
 """The web UI in a real headless browser (Debian's chromium + chromedriver, via selenium) against
 the app on a real socket with authorisation on: login with password and TOTP, the result form, its
-errors next to the fields, and the result read back over the FHIR API. One browser and one server
-per module (a browser start costs seconds); the rest is covered by test_web_ui.py."""
+errors next to the fields, and the result read back over the FHIR API. One server per module and
+the session's one browser (conftest.py); the rest is covered by test_web_ui.py."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import uuid
 
@@ -18,21 +17,6 @@ from fhir_server.embedded import free_port
 from fhir_server.settings import Settings
 
 from .test_web_ui import PASSWORD, PHARMACY_A, PHARMACY_B, add_user, fresh_code, result_form
-
-CHROMIUM, CHROMEDRIVER = (
-    shutil.which("chromium") or "/usr/bin/chromium",
-    shutil.which("chromedriver") or "/usr/bin/chromedriver",
-)
-BROWSER_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 
 
 @pytest.fixture(scope="module")
@@ -55,26 +39,6 @@ def server(mongo_uri, tmp_path_factory):
     app.ui_url = f"http://127.0.0.1:{port}/ui"
     yield app
     http.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    import os
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("chromium and chromium-driver are not installed (make system-packages)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in BROWSER_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
 
 
 def by_id(driver, element_id):
