@@ -11,14 +11,14 @@ import operations
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
-from . import auth, identity, logs, pipeline, submission, web
+from . import auth, identity, logs, pipeline, portal, submission, web
 from .auth import policy
 from .code_lists import store_code_lists
 from .interactions.write_hooks import WriteHooks
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings
-from .storage import Store, deliveries, mailboxes, records, tasks
+from .storage import Store, deliveries, mailboxes, otps, portal_sessions, records, tasks
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -50,13 +50,22 @@ def create_app(settings: Settings | None = None) -> Flask:
         keyed_types=submission.UNIQUE_IDENTIFIERS,
     )
     app.extensions["sidep.store"] = store
-    records.connect(settings.mongodb_uri, settings.mongodb_db, *deliveries.MODELS, *mailboxes.MODELS, tasks.AsyncTask)
+    records.connect(
+        settings.mongodb_uri,
+        settings.mongodb_db,
+        *deliveries.MODELS,
+        *mailboxes.MODELS,
+        tasks.AsyncTask,
+        *otps.MODELS,
+        *portal_sessions.MODELS,
+    )
     install_write_hooks(app, store)
     if settings.store_code_lists:
         with app.app_context():  # written through the write hooks, like any other write
             store_code_lists(store)
     auth.install(app, settings, store)
     web.install(app, settings, store)  # the professionals' web UI at /ui
+    portal.install(app, settings, store)  # the citizen portal at /portail
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()

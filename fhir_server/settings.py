@@ -108,6 +108,14 @@ class Settings:
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
+    # -- the citizen portal (fhir_server/portal/): its session and the one-time codes of deep links
+    portal_session_minutes: int = 15  # a portal session ends this long after its last request
+    otp_key_file: str | None = None  # HMAC key one-time codes derive from; None: VAR_DIR/keys/otp.key
+    otp_minutes: int = 5  # a one-time code is valid this long
+    otp_max_attempts: int = 5  # wrong birth dates and codes on one link before it locks
+    otp_lockout_minutes: int = 15  # how long a link stays locked; also the period OTP_MAX_SENDS counts in
+    otp_resend_seconds: int = 60  # a new code may be asked for this long after the last one
+    otp_max_sends: int = 3  # codes sent for one link per period of OTP_LOCKOUT_MINUTES
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -181,6 +189,13 @@ class Settings:
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
             async_job_timeout=_int("ASYNC_JOB_TIMEOUT", cls.async_job_timeout),
+            portal_session_minutes=_int("PORTAL_SESSION_MINUTES", cls.portal_session_minutes),
+            otp_key_file=os.environ.get("OTP_KEY_FILE") or None,
+            otp_minutes=_int("OTP_MINUTES", cls.otp_minutes),
+            otp_max_attempts=_int("OTP_MAX_ATTEMPTS", cls.otp_max_attempts),
+            otp_lockout_minutes=_int("OTP_LOCKOUT_MINUTES", cls.otp_lockout_minutes),
+            otp_resend_seconds=_int("OTP_RESEND_SECONDS", cls.otp_resend_seconds),
+            otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
         )
 
     @property
