@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     pipeline.install(blueprint, settings.max_body_bytes, before=auth.BEFORE_INTERACTION, after=auth.AFTER_INTERACTION)
     api.register_blueprint(blueprint)
     pipeline.install_app_handlers(app, "/fhir")
+    portal.install_app_handlers(app)
 
     @app.get("/")
     def home():

@@ -11,7 +11,8 @@ JavaScript; nothing personal in its URLs.
 - views.py: the pages (templates/portal/, static/portal.js and portal.css);
 - messages.py: the words, French and English.
 
-`install(app, settings, store)` is called by the application factory.
+`install(app, settings, store)` and, once the API's handlers are set, `install_app_handlers(app)`
+are called by the application factory.
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ PREFIX = "/portail"
 
 
 def install(app, settings: Settings, store: Store) -> None:
-    from .views import blueprint, unmatched
+    from .views import blueprint
 
     app.extensions["sidep.portal.sessions"] = PortalSessions()
     app.extensions["sidep.portal.persons"] = Persons(store.db)
     app.register_blueprint(blueprint(), url_prefix=PREFIX)
+
+
+def install_app_handlers(app) -> None:
+    """Routing errors under /portail (no such page, method not allowed) happen before the blueprint
+    is known: the portal's pages for them too. Called after every other app-wide handler is set."""
+    from .views import unmatched
+
     fallback = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)
 
     def handle(error: HTTPException):  # routing errors happen before the blueprint is known

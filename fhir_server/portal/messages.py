@@ -149,6 +149,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Declare my positive test in TousAntiCovid",
     },
     "result.declaration.code": {"fr": "Code de déclaration", "en": "Declaration code"},
+    "result.no_sheet.title": {"fr": "Fiche de résultat indisponible", "en": "Result sheet unavailable"},
+    "result.no_sheet": {
+        "fr": "La fiche de ce résultat ne peut pas être produite ici : demandez-la à qui a fait le test.",
+        "en": "This result's sheet cannot be made here: ask for it where you were tested.",
+    },
     "result.back": {"fr": "Retour à mes résultats", "en": "Back to my results"},
     "kind.naat": {"fr": "Test RT-PCR (amplification génique)", "en": "RT-PCR test (nucleic acid amplification)"},
     "kind.antigen": {"fr": "Test antigénique rapide", "en": "Rapid antigen test"},

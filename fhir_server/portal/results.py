@@ -17,7 +17,7 @@ from urllib.parse import quote
 from dateutil.relativedelta import relativedelta
 from flask import current_app
 
-from operations.certificates.facts import facts_from_resources
+from operations.certificates.facts import LOINC, facts_from_resources, kind_of_loinc
 from operations.certificates.generate import CertificateSet
 from operations.certificates.keys import load_keyring
 from operations.certificates.pdf import render_pdf
@@ -41,6 +41,11 @@ class Result:
     kind: str  # naat | antigen | serology | unknown
     value: str  # detected | not-detected | inconclusive | unknown
     lab: str | None
+
+    @property
+    def label(self) -> str:
+        """The laboratory's own name of the test (shown when its kind is not known here)."""
+        return (self.report.resource.get("code") or {}).get("text") or ""
 
     @property
     def id(self) -> str:
@@ -110,9 +115,18 @@ def _result(report: Record) -> Result | None:
         facts = facts_from_resources(**load_result_resources(store(), "DiagnosticReport", report.id))
     except FhirError:  # not certifiable: still the person's result, shown with what the report says
         sampled = _report_time(report)
-        return Result(report, subject[1], sampled, "unknown", "unknown", None) if sampled else None
+        return Result(report, subject[1], sampled, _kind(report), "unknown", None) if sampled else None
     sampled = facts.sampled_at.astimezone(UTC).replace(tzinfo=None)
     return Result(report, subject[1], sampled, facts.test_kind, facts.result, facts.lab_name)
+
+
+def _kind(report: Record) -> str:
+    """The kind of test by the report's LOINC code (naat, antigen, serology), else "unknown"."""
+    for coding in (report.resource.get("code") or {}).get("coding") or []:
+        kind = kind_of_loinc(coding.get("code") or "") if coding.get("system") == LOINC else None
+        if kind:
+            return kind
+    return "unknown"
 
 
 def _report_time(report: Record) -> datetime | None:

@@ -16,6 +16,7 @@ from flask import Blueprint, abort, current_app, make_response, redirect, render
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from ..outcome import FhirError
 from ..storage.accounts import utc_now
 from ..storage.deliveries import DeepLink, DeepLinks
 from ..storage.otps import LinkOtp, Otps
@@ -43,8 +44,8 @@ def blueprint() -> Blueprint:
     bp = Blueprint("portal", __name__, template_folder="templates", static_folder="static")
     bp.before_request(_before)
     bp.after_request(_after)
-    for code in ERROR_CODES:
-        bp.register_error_handler(code, error_page)
+    for status in ERROR_CODES:
+        bp.register_error_handler(status, error_page)
     bp.add_url_rule("/", "landing", landing)
     bp.add_url_rule("/lien", "open_link", open_link, methods=["GET", "POST"])
     bp.add_url_rule("/naissance", "birth_date", birth_date, methods=["GET", "POST"])
@@ -72,24 +73,26 @@ def _after(response):
     return response
 
 
-def _context() -> dict:
-    """What every portal template is given."""
+def _context(here: bool = True) -> dict:
+    """What every portal template is given (`here`: the language links lead to this page, else
+    to the home page)."""
     lang = session.language()
     return {
         "lang": lang,
         "t": lambda key, **values: text(key, lang, **values),
-        "lang_links": lang_links(lang),
+        "lang_links": lang_links(lang, here),
         "csrf_token": session.csrf_token,
         "signed_in": session.current(),
         "franceconnect_url": FRANCECONNECT_LOGIN,
     }
 
 
-def lang_links(lang: str) -> list[tuple[str, str]]:
+def lang_links(lang: str, here: bool = True) -> list[tuple[str, str]]:
     """(language, URL) of this page in each other language: the same page when it can be got,
-    else the home page (a form's answer cannot)."""
+    else the home page (a form's answer cannot; an error page's address may be anything)."""
     rule = request.url_rule
-    path = request.path if rule is not None and "GET" in (rule.methods or ()) else url_for("portal.landing")
+    gettable = here and rule is not None and "GET" in (rule.methods or ())
+    path = request.path if gettable else url_for("portal.landing")
     return [(other, f"{path}?lang={other}") for other in LANGUAGES if other != lang]
 
 
@@ -101,8 +104,9 @@ def page(template: str, status: int = 200, **context):
     return render_template(f"portal/{template}", **_context(), **context), status
 
 
-def message_page(title: str, body: str, status: int, retry_after: int | None = None):
-    response = make_response(render_template("portal/message.html", **_context(), title=title, body=body), status)
+def message_page(title: str, body: str, status: int, retry_after: int | None = None, here: bool = True):
+    context = _context(here)
+    response = make_response(render_template("portal/message.html", **context, title=title, body=body), status)
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(int(retry_after), 1))
     return response
@@ -110,7 +114,7 @@ def message_page(title: str, body: str, status: int, retry_after: int | None = N
 
 def error_page(error: HTTPException):
     status = error.code if isinstance(error, HTTPException) and error.code in ERROR_CODES else 500
-    return message_page(t(f"error.{status}.title"), t(f"error.{status}.body"), status)
+    return message_page(t(f"error.{status}.title"), t(f"error.{status}.body"), status, here=False)
 
 
 def settings():
@@ -363,7 +367,11 @@ def result_page(report_id: str):
 def result_pdf(report_id: str):
     signed, result = _one_result(report_id)
     results.audit(signed, result, "pdf")
-    response = make_response(results.pdf(result))
+    try:
+        body = results.pdf(result)
+    except FhirError:  # a result the certificates cannot read (a test code they do not know)
+        return message_page(t("result.no_sheet.title"), t("result.no_sheet"), 422)
+    response = make_response(body)
     response.headers["Content-Type"] = "application/pdf"
     response.headers["Content-Disposition"] = f'attachment; filename="certificat-{result.id}.pdf"'
     return response
