@@ -27,5 +27,6 @@ def purge(now: str | None = None) -> dict[str, int]:
     communications = ctx.store.purge("Communication", deliveries.expired_communications(moment))
     removed = {**deliveries.purge(moment), **DeepLinks().purge(moment), "Communication": communications}
     removed["asynchronous results"] = AsyncTask.purge(moment)
-    removed.update(otps.Otps().purge(moment), portal_sessions.PortalSessions().purge(moment))
+    removed.update(otps.Otps().purge(moment))
+    removed.update(portal_sessions.PortalSessions().purge(moment))
     return removed
