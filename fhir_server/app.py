@@ -11,14 +11,14 @@ import operations
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
-from . import auth, identity, logs, pipeline, submission, tac, web
+from . import auth, identity, logs, pipeline, portal, submission, tac, web
 from .auth import policy
 from .code_lists import store_code_lists
 from .interactions.write_hooks import WriteHooks
 from .resources import SUPPORTED_TYPES
 from .routes import fhir_blueprint
 from .settings import Settings
-from .storage import Store, declaration_codes, deliveries, mailboxes, records, tasks
+from .storage import Store, declaration_codes, deliveries, mailboxes, otps, portal_sessions, records, tasks
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         *mailboxes.MODELS,
         *declaration_codes.MODELS,
         tasks.AsyncTask,
+        *otps.MODELS,
+        *portal_sessions.MODELS,
     )
     install_write_hooks(app, store)
     if settings.store_code_lists:
@@ -65,12 +67,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.install(app, settings, store)
     web.install(app, settings, store)  # the professionals' web UI at /ui
     tac.install(app, settings)  # TousAntiCovid declaration codes: the provider, POST /tac/verify
+    portal.install(app, settings, store)  # the citizen portal at /portail
     operations.load_all()
     api = Api(app)
     blueprint = fhir_blueprint()
     pipeline.install(blueprint, settings.max_body_bytes, before=auth.BEFORE_INTERACTION, after=auth.AFTER_INTERACTION)
     api.register_blueprint(blueprint)
     pipeline.install_app_handlers(app, "/fhir")
+    portal.install_app_handlers(app)
 
     @app.get("/")
     def home():

@@ -124,6 +124,14 @@ class Settings:
     declaration_code_provider_password: str | None = None  # secret: from the environment only
     declaration_code_provider_timeout: float = 10.0  # seconds for one call to that server
     declaration_code_verify_rate: str = "10 per minute"  # POST /tac/verify from one client address
+    # -- the citizen portal (fhir_server/portal/): its session and the one-time codes of deep links
+    portal_session_minutes: int = 15  # a portal session ends this long after its last request
+    otp_key_file: str | None = None  # HMAC key one-time codes derive from; None: VAR_DIR/keys/otp.key
+    otp_minutes: int = 5  # a one-time code is valid this long
+    otp_max_attempts: int = 5  # wrong birth dates and codes on one link before it locks
+    otp_lockout_minutes: int = 15  # how long a link stays locked; also the period OTP_MAX_SENDS counts in
+    otp_resend_seconds: int = 60  # a new code may be asked for this long after the last one
+    otp_max_sends: int = 3  # codes sent for one link per period of OTP_LOCKOUT_MINUTES
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -214,6 +222,13 @@ class Settings:
             declaration_code_verify_rate=os.environ.get(
                 "DECLARATION_CODE_VERIFY_RATE", cls.declaration_code_verify_rate
             ),
+            portal_session_minutes=_int("PORTAL_SESSION_MINUTES", cls.portal_session_minutes),
+            otp_key_file=os.environ.get("OTP_KEY_FILE") or None,
+            otp_minutes=_int("OTP_MINUTES", cls.otp_minutes),
+            otp_max_attempts=_int("OTP_MAX_ATTEMPTS", cls.otp_max_attempts),
+            otp_lockout_minutes=_int("OTP_LOCKOUT_MINUTES", cls.otp_lockout_minutes),
+            otp_resend_seconds=_int("OTP_RESEND_SECONDS", cls.otp_resend_seconds),
+            otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
         )
 
     @property
