@@ -20,7 +20,7 @@ from ..outcome import FhirError
 from ..storage.accounts import utc_now
 from ..storage.deliveries import DeepLink, DeepLinks
 from ..storage.otps import LinkOtp, Otps
-from . import results, session
+from . import franceconnect, results, session
 from .messages import LANGUAGES, text
 from .otp import otp_code, otp_hash, otp_key, well_formed
 
@@ -37,7 +37,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 ERROR_CODES = (400, 403, 404, 405, 429, 500, 503)
-FRANCECONNECT_LOGIN = "/portail/franceconnect/login"  # served by the FranceConnect sign-in
 
 
 def blueprint() -> Blueprint:
@@ -56,6 +55,7 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/resultats/<report_id>/certificat.pdf", "pdf", result_pdf)
     bp.add_url_rule("/resultats/<report_id>/qr.png", "qr", result_qr)
     bp.add_url_rule("/deconnexion", "sign_out", sign_out, methods=["POST"])
+    franceconnect.register(bp)
     return bp
 
 
@@ -83,7 +83,7 @@ def _context(here: bool = True) -> dict:
         "lang_links": lang_links(lang, here),
         "csrf_token": session.csrf_token,
         "signed_in": session.current(),
-        "franceconnect_url": FRANCECONNECT_LOGIN,
+        "franceconnect": franceconnect.offered(),
     }
 
 
