@@ -149,6 +149,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Declare my positive test in TousAntiCovid",
     },
     "result.declaration.code": {"fr": "Code de déclaration", "en": "Declaration code"},
+    "result.declaration.until": {
+        "fr": "À saisir une seule fois dans l'application TousAntiCovid, avant le {date}.",
+        "en": "To enter once in the TousAntiCovid app, before {date}.",
+    },
+    "result.declaration.qr": {
+        "fr": "QR code du code de déclaration, à scanner avec TousAntiCovid",
+        "en": "QR code of the declaration code, to scan with TousAntiCovid",
+    },
     "result.no_sheet.title": {"fr": "Fiche de résultat indisponible", "en": "Result sheet unavailable"},
     "result.no_sheet": {
         "fr": "La fiche de ce résultat ne peut pas être produite ici : demandez-la à qui a fait le test.",

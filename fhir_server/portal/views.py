@@ -54,6 +54,7 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/resultats/<report_id>", "result", result_page)
     bp.add_url_rule("/resultats/<report_id>/certificat.pdf", "pdf", result_pdf)
     bp.add_url_rule("/resultats/<report_id>/qr.png", "qr", result_qr)
+    bp.add_url_rule("/resultats/<report_id>/code-declaration.png", "declaration_qr", declaration_qr)
     bp.add_url_rule("/deconnexion", "sign_out", sign_out, methods=["POST"])
     franceconnect.register(bp)
     return bp
@@ -384,6 +385,20 @@ def result_qr(report_id: str):
         abort(404)
     results.audit(signed, result, "qr")
     response = make_response(png)
+    response.headers["Content-Type"] = "image/png"
+    return response
+
+
+def declaration_qr(report_id: str):
+    """The QR code of a positive result's TousAntiCovid declaration code."""
+    from ..declaration_codes import qr_code_png
+
+    signed, result = _one_result(report_id)
+    code = results.declaration_code(result)
+    if code is None:
+        abort(404)
+    results.audit(signed, result, "declaration-code")
+    response = make_response(qr_code_png(code.code))
     response.headers["Content-Type"] = "image/png"
     return response
 
