@@ -59,7 +59,7 @@ def a_view(secured, session, posted: Posted) -> dict:
         f"DiagnosticReport/{posted['DiagnosticReport']}/$generate-certificate", headers={"Accept": "text/plain"}
     ).text
     trust = requests.get(secured.base_url.rsplit("/fhir", 1)[0] + "/trust-list", timeout=10).json()
-    certificate = decode_and_verify(hc1, trust).payload  # what it certifies, not when it was signed
+    certificate = decode_and_verify(hc1, trust, check_expiry=False).payload  # what it certifies, not its dates
     events = sorted(
         (e["kind"], e["payload"].get("report"), e["payload"].get("patient"))
         for e in db["_outbox"].find({"payload.report": {"$in": list(docs_ids(docs, "DiagnosticReport"))}})
