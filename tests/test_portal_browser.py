@@ -141,6 +141,11 @@ def test_the_link_of_the_sms_then_the_birth_date_then_the_code_of_the_next_sms_t
     browser.delete_all_cookies()
     browser.get(platform.portal_url)
     assert heading(browser) == "Consulter mon résultat de test"
+    assert css(browser, "header nav").get_attribute("aria-label") == "Langue et compte"
+    language = css(browser, 'header a[hreflang="en"]')
+    assert (
+        language.get_attribute("lang") == "en" and language.get_attribute("aria-label") == "Read this page in English"
+    )
     check_page(browser, "portal-landing")
     check_in_english(browser, "portal-landing")
 
@@ -162,6 +167,8 @@ def test_the_link_of_the_sms_then_the_birth_date_then_the_code_of_the_next_sms_t
     submit(browser)
     assert css(browser, "#naissance-erreur").is_displayed()
     assert css(browser, "#jour").get_attribute("aria-invalid") == "true"
+    assert browser.title.startswith("Erreur : ")  # said before anything else by a screen reader
+    assert browser.switch_to.active_element.get_attribute("id") == "jour"  # the answer to correct
     check_page(browser, "portal-wrong-answer")
     fill(browser, birth_date_fields(who.birth_date))
     submit(browser)
@@ -226,8 +233,24 @@ def test_without_the_script_the_code_of_the_link_can_be_typed_in_its_labelled_fi
     submit(browser)  # nothing typed: said so, on the field
     assert css(browser, "#code-lien-erreur").is_displayed()
     assert css(browser, "#code-lien").get_attribute("aria-invalid") == "true"
+    assert browser.switch_to.active_element.get_attribute("id") == "code-lien"
     check_page(browser, "portal-landing-empty")
     fill(browser, {"code-lien": token})
     submit(browser)
     wait_for_path(browser, "/portail/naissance")
     assert heading(browser)
+
+
+def test_a_link_opened_in_a_tab_already_showing_the_portal_is_read_too(portal_server, browser):
+    """Only the fragment changes then (no new page load): the script acts on the change."""
+    who = person(62, email=None)
+    posted = post_bundle(portal_server.client_session(LAB_A), LAB_A, 62, who)
+    token = secrets.token_urlsafe(16)
+    DeepLinks().issue(
+        token, posted["Patient"], posted["DiagnosticReport"], [LAB_A.finess], utc_now() + timedelta(days=1)
+    )
+    browser.delete_all_cookies()
+    browser.get(portal_server.portal_url)
+    browser.get(f"{portal_server.portal_url}#{token}")
+    wait_for_path(browser, "/portail/naissance")
+    assert "#" not in browser.current_url
