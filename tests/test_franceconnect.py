@@ -22,7 +22,7 @@ from fhir_server.oidc_provider import ALGORITHM, start_oidc_provider
 from fhir_server.settings import Settings
 from fhir_server.synthetic.generator import BIRTH_PLACE_URL, make_person, make_phone, patient_resource
 from tests.test_auth_access import LAB_A, LAB_B, post_bundle
-from tests.test_web_browser import browser, by_id  # noqa: F401 (browser: a module-scoped fixture)
+from tests.test_web_browser import by_id
 
 CALLBACK = "http://127.0.0.1:9/portail/franceconnect/callback"
 AFTER_LOGOUT = "http://127.0.0.1:9/portail/"
@@ -295,7 +295,7 @@ def callback_server():
     server.shutdown()
 
 
-def test_the_login_page_works_in_a_headless_browser(browser, callback_server):  # noqa: F811
+def test_the_login_page_works_in_a_headless_browser(browser, callback_server):
     provider = start_oidc_provider([ANGELA, BORN_ABROAD], CLIENT_ID, CLIENT_SECRET, [callback_server], [AFTER_LOGOUT])
     try:
         fc, session = client_for(provider), {}

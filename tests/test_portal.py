@@ -6,6 +6,7 @@ dispatcher processes, reading the link and the code from the SMS the gateway rec
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import re
 import secrets
@@ -136,7 +137,7 @@ def test_a_person_opens_the_link_confirms_the_birth_date_enters_the_code_and_see
     landing = browser.get("/portail/")
     assert landing.status_code == 200
     assert 'src="/portail/static/portal.js"' in page_text(landing)
-    assert 'href="/portail/franceconnect/login"' in page_text(landing)
+    assert "franceconnect/login" not in page_text(landing)  # offered only when configured (FRANCECONNECT_ISSUER)
     assert open_link(browser, token).headers["Location"].endswith("/portail/naissance")
     response = give_birth_date(browser, born)
     assert response.status_code == 303
@@ -459,3 +460,30 @@ def test_end_to_end_the_sms_link_then_the_sms_code_then_the_results(platform):  
     for log in platform.logs.glob("*.log"):
         text = log.read_text(errors="replace")
         assert code not in text and token not in text, log.name
+
+
+def test_a_positive_result_shows_its_tousanticovid_declaration_code_the_same_at_every_visit(portal):
+    from PIL import Image
+    from pyzbar.pyzbar import ZBarSymbol, decode
+
+    from fhir_server.declaration_codes import app_link
+
+    posted, token, born = portal.result(seed=615, kind="naat")  # seed 615: a positive result
+    browser = portal.browser()
+    sign_in(portal, browser, token, born)
+    address = f"/portail/resultats/{posted['DiagnosticReport']}"
+    first = re.search(r'class="code-declaration">([^<]+)<', page_text(browser.get(address)))
+    assert first, "a positive result shows a declaration code"
+    again = re.search(r'class="code-declaration">([^<]+)<', page_text(browser.get(address)))
+    assert again.group(1) == first.group(1)  # one code per positive result
+    png = browser.get(f"{address}/code-declaration.png")
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    [symbol] = decode(Image.open(io.BytesIO(png.data)), symbols=[ZBarSymbol.QRCODE])
+    assert symbol.data.decode() == app_link(first.group(1))
+    # a negative result has none
+    negative, token_b, born_b = portal.result(seed=12, kind="naat")
+    other = portal.browser()
+    sign_in(portal, other, token_b, born_b)
+    assert "code-declaration" not in page_text(other.get(f"/portail/resultats/{negative['DiagnosticReport']}"))
+    assert other.get(f"/portail/resultats/{negative['DiagnosticReport']}/code-declaration.png").status_code == 404
+    assert other.get(f"{address}/code-declaration.png").status_code == 404  # another person's

@@ -151,6 +151,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Declare my positive test in TousAntiCovid",
     },
     "result.declaration.code": {"fr": "Code de déclaration", "en": "Declaration code"},
+    "result.declaration.until": {
+        "fr": "À saisir une seule fois dans l'application TousAntiCovid, avant le {date}.",
+        "en": "To enter once in the TousAntiCovid app, before {date}.",
+    },
+    "result.declaration.qr": {
+        "fr": "QR code du code de déclaration, à scanner avec TousAntiCovid",
+        "en": "QR code of the declaration code, to scan with TousAntiCovid",
+    },
     "result.no_sheet.title": {"fr": "Fiche de résultat indisponible", "en": "Result sheet unavailable"},
     "result.no_sheet": {
         "fr": "La fiche de ce résultat ne peut pas être produite ici : demandez-la à qui a fait le test.",
@@ -202,6 +210,51 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "Le service est momentanément indisponible : réessayez dans quelques minutes.",
         "en": "The service is temporarily unavailable: try again in a few minutes.",
     },
+    # FranceConnect (portal/franceconnect.py)
+    "fc.refused.title": {"fr": "La connexion n'a pas abouti", "en": "The sign-in did not succeed"},
+    "fc.refused.body": {
+        "fr": "La connexion avec FranceConnect n'a pas abouti. Réessayez, ou ouvrez le lien reçu par SMS ou courriel.",
+        "en": "Signing in with FranceConnect did not succeed. Try again, or open the link you received by text message or e-mail.",
+    },
+    "fc.mismatch.title": {"fr": "Aucun résultat à votre nom", "en": "No result in your name"},
+    "fc.mismatch.rule": {
+        "fr": "Avec FranceConnect, un résultat n'est montré que si l'identité de votre compte (nom de naissance, "
+        "prénoms, date de naissance, sexe, lieu de naissance) est exactement celle transmise par le laboratoire, "
+        "accents compris (les majuscules, tirets et espaces ne comptent pas).",
+        "en": "With FranceConnect, a result is shown only when your account's identity (birth name, given names, "
+        "date of birth, sex, place of birth) is exactly the one the laboratory sent, accents included (capitals, "
+        "hyphens and spaces do not count).",
+    },
+    "fc.case.A": {
+        "fr": "Aucun résultat ne correspond à votre identité. Si vous n'avez reçu ni SMS ni courriel, demandez à "
+        "votre laboratoire de corriger vos coordonnées et de transmettre à nouveau votre dossier : vous recevrez "
+        "alors le lien d'accès à vos résultats.",
+        "en": "No result matches your identity. If you received neither a text message nor an e-mail, ask your "
+        "laboratory to correct your contact details and send your record again: you will then receive the link "
+        "to your results.",
+    },
+    "fc.case.near": {
+        "fr": "Un dossier porte vos nom de naissance et date de naissance, mais : {traits} diffère de votre identité FranceConnect.",
+        "en": "A record has your birth name and date of birth, but: {traits} differs from your FranceConnect identity.",
+    },
+    "fc.case.B": {
+        "fr": "Utilisez le lien reçu par SMS ou courriel, ou demandez au laboratoire de corriger votre identité et de transmettre à nouveau le dossier.",
+        "en": "Use the link you received by text message or e-mail, or ask the laboratory to correct your identity and send the record again.",
+    },
+    "fc.case.C": {
+        "fr": "Demandez au laboratoire de corriger votre identité et vos coordonnées, puis de transmettre à nouveau le dossier.",
+        "en": "Ask the laboratory to correct your identity and contact details, then to send the record again.",
+    },
+    "fc.mismatch.leave": {"fr": "Me déconnecter de FranceConnect", "en": "Sign out of FranceConnect"},
+    "fc.mismatch.link": {
+        "fr": "J'ai reçu un lien par SMS ou courriel",
+        "en": "I received a link by text message or e-mail",
+    },
+    "fc.trait.family": {"fr": "le nom de naissance", "en": "the birth name"},
+    "fc.trait.given": {"fr": "les prénoms", "en": "the given names"},
+    "fc.trait.birthDate": {"fr": "la date de naissance", "en": "the date of birth"},
+    "fc.trait.gender": {"fr": "le sexe", "en": "the sex"},
+    "fc.trait.birthPlace": {"fr": "le lieu de naissance", "en": "the place of birth"},
 }
 
 

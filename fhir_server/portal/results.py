@@ -179,10 +179,19 @@ def wallet_link(hc1_text: str) -> str:
     return WALLET + quote(hc1_text, safe="$*+-./:")
 
 
-def declaration_code(report: Result) -> dict | None:
-    """THE PLACE FOR THE TOUSANTICOVID DECLARATION CODE of a positive result: {"code": ..., "qr":
-    PNG bytes} once that service is wired in; None until then (the page shows nothing)."""
-    return None
+def declaration_code(result: Result):
+    """The TousAntiCovid declaration code of a positive result (one per result, the same at every
+    visit, expiring with it: fhir_server/declaration_codes.py), or None: not positive, or the
+    code provider cannot give one now (the page then says so rather than fail)."""
+    from ..declaration_codes import CodeProviderError, code_for, retention_end
+
+    if result.value != "detected":
+        return None
+    settings = current_app.config["SETTINGS"]
+    try:
+        return code_for(result.id, result.patient, result.owners, retention_end(settings, result.sampled))
+    except CodeProviderError:
+        return None
 
 
 # -- audit ----------------------------------------------------------------------------------------

@@ -138,9 +138,10 @@ def birth_confirmed() -> bool:
 
 
 # -- the interface other sign-in methods use -------------------------------------------------------
-def sign_in(patients: list[str], method: str) -> None:
+def sign_in(patients: list[str], method: str, oidc: dict | None = None) -> None:
     """The person is signed in and may see the results of `patients` (Patient ids). The session
-    gets a new cookie value; a deep link's hash stays with it (to know which link was used)."""
+    gets a new cookie value; a deep link's hash stays with it (to know which link was used), and
+    `oidc` what a later logout at the provider needs."""
     if method not in METHODS:
         raise ValueError(f"sign-in method {method!r} is not one of {', '.join(METHODS)}")
     previous = g.get("portal_record")
@@ -148,8 +149,25 @@ def sign_in(patients: list[str], method: str) -> None:
     if previous is not None:
         sessions().end(previous)
     g.portal_cookie, g.portal_record = sessions().start(
-        utc_now() + lifetime(), link=link, patients=list(patients), method=method, signed_in=utc_now()
+        utc_now() + lifetime(),
+        link=link,
+        patients=list(patients),
+        method=method,
+        signed_in=utc_now(),
+        oidc=dict(oidc or {}),
     )
+
+
+def oidc() -> dict:
+    """A copy of what the OpenID Connect client keeps in this session (`save_oidc` to keep changes)."""
+    session = g.get("portal_record")
+    return dict(session.oidc or {}) if session is not None else {}
+
+
+def save_oidc(values: dict) -> None:
+    session = record()
+    sessions().update(session, oidc=dict(values))
+    session.oidc = dict(values)
 
 
 def current() -> PortalSession | None:

@@ -20,7 +20,7 @@ from ..outcome import FhirError
 from ..storage.accounts import utc_now
 from ..storage.deliveries import DeepLink, DeepLinks
 from ..storage.otps import LinkOtp, Otps
-from . import results, session
+from . import franceconnect, results, session
 from .messages import LANGUAGES, text
 from .otp import otp_code, otp_hash, otp_key, well_formed
 
@@ -37,7 +37,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 ERROR_CODES = (400, 403, 404, 405, 429, 500, 503)
-FRANCECONNECT_LOGIN = "/portail/franceconnect/login"  # served by the FranceConnect sign-in
 
 
 def blueprint() -> Blueprint:
@@ -55,7 +54,9 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/resultats/<report_id>", "result", result_page)
     bp.add_url_rule("/resultats/<report_id>/certificat.pdf", "pdf", result_pdf)
     bp.add_url_rule("/resultats/<report_id>/qr.png", "qr", result_qr)
+    bp.add_url_rule("/resultats/<report_id>/code-declaration.png", "declaration_qr", declaration_qr)
     bp.add_url_rule("/deconnexion", "sign_out", sign_out, methods=["POST"])
+    franceconnect.register(bp)
     return bp
 
 
@@ -83,7 +84,7 @@ def _context(here: bool = True) -> dict:
         "lang_links": lang_links(lang, here),
         "csrf_token": session.csrf_token,
         "signed_in": session.current(),
-        "franceconnect_url": FRANCECONNECT_LOGIN,
+        "franceconnect": franceconnect.offered(),
     }
 
 
@@ -384,6 +385,20 @@ def result_qr(report_id: str):
         abort(404)
     results.audit(signed, result, "qr")
     response = make_response(png)
+    response.headers["Content-Type"] = "image/png"
+    return response
+
+
+def declaration_qr(report_id: str):
+    """The QR code of a positive result's TousAntiCovid declaration code."""
+    from ..declaration_codes import qr_code_png
+
+    signed, result = _one_result(report_id)
+    code = results.declaration_code(result)
+    if code is None:
+        abort(404)
+    results.audit(signed, result, "declaration-code")
+    response = make_response(qr_code_png(code.code))
     response.headers["Content-Type"] = "image/png"
     return response
 

@@ -22,6 +22,7 @@ class PortalSessionRecord(me.Document):
     patients = me.ListField(me.StringField())  # Patient ids, once signed in
     method = me.StringField()  # "deep-link" | "franceconnect"
     signed_in = me.DateTimeField()
+    oidc = me.DictField()  # FranceConnect: the login under way (state, nonce, verifier), the ID token
     expires = me.DateTimeField(required=True)
     meta = {"collection": "_portal_sessions", "db_alias": ALIAS, "indexes": ["expires"], "auto_create_index": False}
 
