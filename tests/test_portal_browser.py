@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
+from fhir_server.oidc_provider import start_oidc_provider
 from fhir_server.outlets import start_sms_gateway, start_smtp
 from fhir_server.storage.accounts import utc_now
 from fhir_server.storage.deliveries import DeepLinks
@@ -26,7 +27,9 @@ from fhir_server.storage.deliveries import DeepLinks
 from .browser import check_page
 from .processes import wait_for
 from .test_auth_access import LAB_A, post_bundle
+from .test_franceconnect import CLIENT_ID, CLIENT_SECRET, person_with_contact
 from .test_notifications import Platform, person
+from .test_portal_franceconnect import claims
 
 WALLET_LINK = re.compile(r"^https://bonjour\.tousanticovid\.gouv\.fr/app/walletdcc#HC1:[0-9A-Z$%*+./:-]+$")
 
@@ -213,6 +216,7 @@ def test_a_link_that_is_unknown_says_so(portal_server, browser):
     browser.get(f"{portal_server.portal_url}#{secrets.token_urlsafe(16)}")
     wait_for(lambda: heading(browser) == "Ce lien n'est plus valable", timeout=15, what="the invalid-link page")
     assert "#" not in browser.current_url
+    assert not browser.find_elements("css selector", "a.franceconnect")  # not configured: not offered
     check_page(browser, "portal-link-invalid")
 
 
@@ -254,3 +258,88 @@ def test_a_link_opened_in_a_tab_already_showing_the_portal_is_read_too(portal_se
     browser.get(f"{portal_server.portal_url}#{token}")
     wait_for_path(browser, "/portail/naissance")
     assert "#" not in browser.current_url
+
+
+# -- FranceConnect ---------------------------------------------------------------------------------
+FC_PERSON = person_with_contact(601, given=["Maëlle", "Anne"], family="DUPRÉ")
+
+
+@pytest.fixture
+def franceconnect_portal(secured_factory):
+    """A server with FranceConnect set to a local provider whose accounts are the posted patient
+    exactly, and the same with one letter of the birth name different."""
+    provider = start_oidc_provider(
+        [claims(FC_PERSON, "exact"), claims(FC_PERSON, "one-letter", family_name="DUPRÈ")],
+        CLIENT_ID,
+        CLIENT_SECRET,
+        [],
+        [],
+    )
+    server = secured_factory(
+        franceconnect_issuer=provider.issuer,
+        franceconnect_client_id=CLIENT_ID,
+        franceconnect_client_secret=CLIENT_SECRET,
+    )
+    provider.client.redirect_uris.append(server.settings.portal + "franceconnect/callback")
+    provider.client.post_logout_redirect_uris.append(server.settings.portal + "franceconnect/deconnecte")
+    server.posted = post_bundle(server.client_session(LAB_A), LAB_A, 602, FC_PERSON)
+    yield server, provider
+    provider.stop()
+
+
+def through_franceconnect(driver, server, sub: str, fresh: bool = True) -> None:
+    """The landing page's button, the account `sub` picked on the provider's form, back to the
+    portal (`fresh`: from a browser without the portal's cookies, else from the page shown)."""
+    if fresh:
+        driver.delete_all_cookies()
+        driver.get(server.settings.portal)
+    css(driver, "a.franceconnect").click()
+    wait_for(lambda: not driver.current_url.startswith(server.settings.root_url), timeout=15, what="the provider")
+    css(driver, f'input[name="user"][value="{sub}"]').click()
+    css(driver, "#login").click()
+    wait_for(lambda: driver.current_url.startswith(server.settings.portal), timeout=15, what="back to the portal")
+    wait_for(lambda: driver.execute_script("return document.readyState") == "complete", timeout=15, what="the page")
+
+
+def test_franceconnect_with_the_patient_s_identity_shows_the_results_and_signs_out_at_the_provider(
+    franceconnect_portal, browser
+):
+    server, provider = franceconnect_portal
+    report = server.posted["DiagnosticReport"]
+    browser.delete_all_cookies()
+    browser.get(server.settings.portal)
+    assert css(browser, "a.franceconnect").text == "Se connecter avec FranceConnect"
+    check_page(browser, "portal-landing-franceconnect")
+    policy = requests.get(server.settings.portal, timeout=30).headers["Content-Security-Policy"]
+    assert policy.endswith(f"form-action 'self' {provider.issuer.split('/')[0]}//{provider.issuer.split('/')[2]}")
+
+    through_franceconnect(browser, server, "exact")
+    wait_for_path(browser, "/portail/resultats")
+    assert browser.find_elements("css selector", f'a[href="/portail/resultats/{report}"]')
+    check_page(browser, "portal-results-franceconnect")
+
+    css(browser, "header form button[type=submit]").click()  # here, then at the provider, then back
+    wait_for_path(browser, "/portail/franceconnect/deconnecte")
+    assert heading(browser) == "Vous êtes déconnecté(e)" and provider.logouts == ["exact"]
+    check_page(browser, "portal-signed-out-franceconnect")
+    browser.get(f"{server.settings.portal}resultats")
+    wait_for_path(browser, "/portail/")
+
+
+def test_franceconnect_with_one_letter_different_shows_the_mismatch_page(franceconnect_portal, browser):
+    server, provider = franceconnect_portal
+    through_franceconnect(browser, server, "one-letter")
+    assert heading(browser) == "Aucun résultat à votre nom"
+    page = css(browser, "main").text
+    assert "nom de naissance" in page and FC_PERSON.family not in page and server.posted["DiagnosticReport"] not in page
+    check_page(browser, "portal-franceconnect-mismatch")
+    # the callback is not got again for the other language (its code is spent): the home page is
+    switch_language(browser, "en")
+    wait_for_path(browser, "/portail/")
+    assert heading(browser) == "View my test result"
+    through_franceconnect(browser, server, "one-letter", fresh=False)
+    assert heading(browser) == "No result in your name" and "birth name" in css(browser, "main").text
+    check_page(browser, "portal-franceconnect-mismatch-en")
+    css(browser, "main form button[type=submit]").click()  # signing out of FranceConnect
+    wait_for_path(browser, "/portail/franceconnect/deconnecte")
+    assert heading(browser) == "You are signed out" and provider.logouts == ["one-letter"]
