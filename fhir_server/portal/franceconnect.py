@@ -84,7 +84,8 @@ def callback():
         return redirect(url_for("portal.results"), 303)
     session.save_oidc({ID_TOKEN: state.get(ID_TOKEN)})  # for the logout at the provider
     differs = [t(f"fc.trait.{trait}") for trait in found.near_differs]
-    return page("franceconnect_mismatch.html", status=403, case=found.case, differs=differs)
+    # the callback cannot be got again (its code is spent): the language links lead home
+    return page("franceconnect_mismatch.html", status=403, here=False, case=found.case, differs=differs)
 
 
 def logout():

@@ -14,6 +14,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "site.skip": {"fr": "Aller au contenu", "en": "Skip to content"},
     "lang.switch": {"fr": "English", "en": "Français"},
     "lang.switch.label": {"fr": "Read this page in English", "en": "Lire cette page en français"},
+    "nav.label": {"fr": "Langue et compte", "en": "Language and account"},
+    "form.error": {"fr": "Erreur", "en": "Error"},
     "nav.results": {"fr": "Mes résultats", "en": "My results"},
     "nav.sign_out": {"fr": "Se déconnecter", "en": "Sign out"},
     "nav.home": {"fr": "Retour à l'accueil", "en": "Back to the home page"},

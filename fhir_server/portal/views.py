@@ -10,6 +10,7 @@ unknown one does.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
@@ -67,11 +68,22 @@ def _before():
 
 def _after(response):
     session.save(response)
-    for name, value in SECURITY_HEADERS.items():
+    for name, value in security_headers().items():
         response.headers.setdefault(name, value)
     if request.endpoint != "portal.static":
         response.headers["Cache-Control"] = "no-store"  # pages and files with personal data: never cached
     return response
+
+
+def security_headers() -> dict[str, str]:
+    """SECURITY_HEADERS, with FranceConnect's origin in form-action when it is offered: signing out
+    POSTs here and is redirected to the provider's logout, and a browser holds every redirect of a
+    form's sending to form-action (the end-session endpoint is on the issuer's host)."""
+    issuer = settings().franceconnect_issuer if franceconnect.offered() else None
+    if not issuer:
+        return SECURITY_HEADERS
+    parts = urlsplit(issuer)
+    return {**SECURITY_HEADERS, "Content-Security-Policy": f"{CSP} {parts.scheme}://{parts.netloc}"}
 
 
 def _context(here: bool = True) -> dict:
@@ -101,8 +113,8 @@ def t(key: str, **values) -> str:
     return text(key, session.language(), **values)
 
 
-def page(template: str, status: int = 200, **context):
-    return render_template(f"portal/{template}", **_context(), **context), status
+def page(template: str, status: int = 200, here: bool = True, **context):
+    return render_template(f"portal/{template}", **_context(here), **context), status
 
 
 def message_page(title: str, body: str, status: int, retry_after: int | None = None, here: bool = True):
@@ -421,6 +433,6 @@ def unmatched(error: HTTPException):
 
 
 def _with_headers(response):
-    for name, value in {**SECURITY_HEADERS, "Cache-Control": "no-store"}.items():
+    for name, value in {**security_headers(), "Cache-Control": "no-store"}.items():
         response.headers.setdefault(name, value)
     return response

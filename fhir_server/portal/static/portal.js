@@ -1,6 +1,8 @@
 /* The personal link is PORTAL_URL#<token>: the fragment never reaches a server. This script
    moves it into the form (POST body), removes it from the address bar and history, and sends the
-   form. Without JavaScript, the page asks for the code to be pasted. */
+   form; also when the link is opened in a tab already showing this page (the browser then only
+   changes the fragment, without loading the page again). Without JavaScript, the page asks for
+   the code to be pasted. */
 (function () {
   "use strict";
   function openLink() {
@@ -16,6 +18,7 @@
     }
     form.submit();
   }
+  window.addEventListener("hashchange", openLink);
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", openLink);
   } else {
