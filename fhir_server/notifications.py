@@ -257,37 +257,17 @@ def communication(
 def disclosure_event(notification: Notification, planned: Planned, sent: bool, base_url: str) -> dict:
     """The AuditEvent of one delivery: the platform read the patient's contact details and sent
     (or tried to send) a notice or a certificate out (DICOM "Export")."""
-    from .auth.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, SOURCE_TYPE
+    from .auth.audit import platform_event
 
-    entities = [
-        {
-            "what": {"reference": reference},
-            "type": {"system": ENTITY_TYPE, "code": code, "display": display},
-            "role": {"system": OBJECT_ROLE, "code": role, "display": role_display},
-        }
-        for reference, code, display, role, role_display in (
-            (notification.patient_reference, "1", "Person", "1", "Patient"),
-            (f"DiagnosticReport/{notification.report.id}", "2", "System Object", "4", "Domain Resource"),
-            (f"Communication/{planned.communication_id}", "2", "System Object", "4", "Domain Resource"),
-        )
-        if reference
-    ]
-    return {
-        "type": {"system": DCM, "code": "110106", "display": "Export"},
-        "action": "R",
-        "recorded": instant(utc_now()),
-        "outcome": "0" if sent else "4",
-        "agent": [
-            {
-                "type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]},
-                "who": {"display": f"SI-DEP notification ({MEDIUM[planned.channel][1]})"},
-                "requestor": True,
-            }
+    return platform_event(
+        ("110106", "Export"),
+        (("110150", "Application"), f"SI-DEP notification ({MEDIUM[planned.channel][1]})"),
+        "SI-DEP workers",
+        base_url,
+        [
+            (notification.patient_reference, None),
+            (f"DiagnosticReport/{notification.report.id}", None),
+            (f"Communication/{planned.communication_id}", None),
         ],
-        "source": {
-            "site": "SI-DEP",
-            "observer": {"display": "SI-DEP workers", "identifier": {"value": base_url}},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-        },
-        "entity": entities,
-    }
+        outcome="0" if sent else "4",
+    )

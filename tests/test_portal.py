@@ -168,11 +168,11 @@ def test_a_person_opens_the_link_confirms_the_birth_date_enters_the_code_and_see
         qr = browser.get(f"/portail/resultats/{posted['DiagnosticReport']}/qr.png")
         assert qr.status_code == 200 and qr.data.startswith(b"\x89PNG")
     # every access is an AuditEvent of the citizen portal, owned by the laboratory
-    events = portal.server.audit_events({"res.source.site": "SI-DEP portail"})
+    events = portal.server.audit_events({"res.agent.who.display": "citizen portal (deep-link)"})
     assert [e["entity"][1]["description"] for e in events][:3] == ["list", "detail", "pdf"]
     assert all(e["agent"][0]["who"]["display"] == "citizen portal (deep-link)" for e in events)
     assert all({"reference": f"Patient/{posted['Patient']}"} == e["entity"][0]["what"] for e in events)
-    docs = list(portal.server.store.db["AuditEvent"].find({"res.source.site": "SI-DEP portail"}))
+    docs = list(portal.server.store.db["AuditEvent"].find({"res.agent.who.display": {"$regex": "^citizen portal"}}))
     owners = portal.server.store.current("DiagnosticReport", posted["DiagnosticReport"]).owner
     assert owners and all(doc["org"] == owners for doc in docs)
     # nothing personal in any log record of the process
@@ -362,7 +362,7 @@ def test_another_person_s_link_and_result_are_refused(portal):
     for suffix in ("", "/certificat.pdf", "/qr.png"):
         other = browser.get(f"/portail/resultats/{posted_b['DiagnosticReport']}{suffix}")
         assert other.status_code == 404 and other.data == unknown.data
-    events = portal.server.audit_events({"res.source.site": "SI-DEP portail"})
+    events = portal.server.audit_events({"res.agent.who.display": {"$regex": "^citizen portal"}})
     assert not [e for e in events if e["entity"][1]["what"]["reference"].endswith(posted_b["DiagnosticReport"])]
 
 

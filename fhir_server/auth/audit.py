@@ -305,6 +305,45 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
     return entities
 
 
+def platform_event(
+    event: tuple[str, str],
+    agent: tuple[tuple[str, str], str],
+    observer: str,
+    base_url: str,
+    entities: list[tuple[str | None, str | None]],
+    outcome: str = "0",
+) -> dict:
+    """The AuditEvent of an access the platform itself makes, off the FHIR request path (the
+    notification job, the citizen portal): `event` a DICOM (code, display), `agent` (its DICOM
+    role (code, display), its name), `entities` (reference, description) — a Patient's as the
+    patient, any other as a domain resource; those without reference are left out."""
+    return {
+        "type": _coding(DCM, *event),
+        "action": "R",
+        "recorded": instant(utc_now()),
+        "outcome": outcome,
+        "agent": [{"type": {"coding": [_coding(DCM, *agent[0])]}, "who": {"display": agent[1]}, "requestor": True}],
+        "source": {
+            "site": "SI-DEP",
+            "observer": {"display": observer, "identifier": {"value": base_url}},
+            "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+        },
+        "entity": [_entity(reference, description) for reference, description in entities if reference],
+    }
+
+
+def _entity(reference: str, description: str | None) -> dict:
+    patient = reference.startswith("Patient/")
+    entity = {
+        "what": {"reference": reference},
+        "type": _coding(ENTITY_TYPE, "1", "Person") if patient else _coding(ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(OBJECT_ROLE, "1", "Patient") if patient else _coding(OBJECT_ROLE, "4", "Domain Resource"),
+    }
+    if description:
+        entity["description"] = description
+    return entity
+
+
 def _coding(system: str, code: str, display: str) -> dict:
     return {"system": system, "code": code, "display": display}
 

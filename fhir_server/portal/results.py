@@ -24,7 +24,7 @@ from operations.certificates.pdf import render_pdf
 from operations.generate_certificate import load_result_resources, render
 
 from ..outcome import FhirError
-from ..search.dates import DateFormatError, instant, parse_range, utc_now
+from ..search.dates import DateFormatError, parse_range, utc_now
 from ..storage import Record, Store
 from ..storage.persons import MATCH, Persons
 from .session import PortalSession
@@ -208,37 +208,12 @@ def audit(session: PortalSession, result: Result, what: str) -> None:
 
 
 def access_event(session: PortalSession, result: Result, what: str) -> dict:
-    from ..auth.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, SOURCE_TYPE
+    from ..auth.audit import platform_event
 
-    base_url = current_app.config["SETTINGS"].base_url
-    return {
-        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
-        "action": "R",
-        "recorded": instant(utc_now()),
-        "outcome": "0",
-        "agent": [
-            {
-                "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-                "who": {"display": f"citizen portal ({session.method})"},
-                "requestor": True,
-            }
-        ],
-        "source": {
-            "site": "SI-DEP portail",
-            "observer": {"display": "SI-DEP citizen portal", "identifier": {"value": base_url}},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-        },
-        "entity": [
-            {
-                "what": {"reference": f"Patient/{result.patient}"},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            },
-            {
-                "what": {"reference": f"DiagnosticReport/{result.id}"},
-                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-                "description": what,
-            },
-        ],
-    }
+    return platform_event(
+        ("110110", "Patient Record"),
+        (("110153", "Source Role ID"), f"citizen portal ({session.method})"),
+        "SI-DEP citizen portal",
+        current_app.config["SETTINGS"].base_url,
+        [(f"Patient/{result.patient}", None), (f"DiagnosticReport/{result.id}", what)],
+    )
