@@ -11,40 +11,25 @@ next requests fail; `.codes()` lists what it gave; `.verify(code)` redeems one, 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import secrets
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .outlets import LocalHttpServer
 
 MAX_REQUEST_BYTES = 4096
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
-class CodeServer:
+class CodeServer(LocalHttpServer):
+    name = "code-server"
+    path = "/api/v1/generate"
+
     def __init__(self, host: str, port: int, credentials: tuple[str, str] | None):
-        self.credentials = credentials
         self.max_validity: timedelta | None = None
-        self.requests = 0
-        self._lock = threading.Lock()
         self._codes: dict[str, dict] = {}
-        self._failures: list[int] = []
-        self._http = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), name="code-server", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}/api/v1/generate"
-
-    def fail_next(self, status: int, times: int = 1) -> None:
-        with self._lock:
-            self._failures.extend([status] * times)
+        super().__init__(host, port, credentials, _handler_for(self))
 
     def codes(self) -> list[str]:
         with self._lock:
@@ -58,31 +43,6 @@ class CodeServer:
                 return False
             entry["used"] = True
             return True
-
-    def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-    # called by the request handler
-    def _next_failure(self) -> int | None:
-        with self._lock:
-            self.requests += 1
-            return self._failures.pop(0) if self._failures else None
-
-    def _authorised(self, header: str | None) -> bool:
-        if self.credentials is None:
-            return True
-        scheme, _, encoded = (header or "").partition(" ")
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        expected_user, expected_password = self.credentials
-        return (
-            scheme.lower() == "basic"
-            and hmac.compare_digest(user.encode(), expected_user.encode())
-            and hmac.compare_digest(password.encode(), expected_password.encode())
-        )
 
     def _issue(self, asked: datetime) -> dict:
         until = asked if self.max_validity is None else min(asked, datetime.now(UTC) + self.max_validity)

@@ -82,38 +82,32 @@ class Sms:
         }
 
 
-class SmsGatewayServer:
-    """A running gateway. `.delay` seconds are waited after a message is recorded and before the
-    answer (a send the gateway accepted but whose answer the client gave up on); `.fail_next`
-    makes the next requests fail before anything is recorded."""
+class LocalHttpServer:
+    """A threaded HTTP server on a local port playing an outside service for the platform (the SMS
+    gateway here, the submission-code server of fhir_server/code_server.py): its address, HTTP
+    basic credentials when given, requests counted, failures on demand (`fail_next`)."""
 
-    def __init__(self, directory: Path | None, host: str, port: int, credentials: tuple[str, str] | None):
-        self.directory = directory
+    name = "local-http"
+    path = "/"
+
+    def __init__(self, host: str, port: int, credentials: tuple[str, str] | None, handler):
         self.credentials = credentials
-        self.delay = 0.0
         self.requests = 0
         self._lock = threading.Lock()
-        self._by_key: dict[str, Sms] = {}
         self._failures: list[int] = []
-        self._http = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._http = ThreadingHTTPServer((host, port), handler)
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), name="sms-gateway", daemon=True)
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), name=self.name, daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
         host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}/sms"
+        return f"http://{host}:{port}{self.path}"
 
     def fail_next(self, status: int, times: int = 1) -> None:
         with self._lock:
             self._failures.extend([status] * times)
-
-    def messages(self) -> list[dict]:
-        """The messages accepted, once each, in arrival order, as their files hold them: `id`,
-        `key`, `to`, `from`, `text`, `received` (ISO 8601, UTC)."""
-        with self._lock:
-            return [sms.as_json() for sms in self._by_key.values()]
 
     def stop(self) -> None:
         self._http.shutdown()
@@ -124,19 +118,6 @@ class SmsGatewayServer:
         with self._lock:
             self.requests += 1
             return self._failures.pop(0) if self._failures else None
-
-    def _accept(self, key: str, to: str, sender: str, text: str) -> tuple[Sms, bool]:
-        """The message for `key`, and whether it is new."""
-        with self._lock:
-            known = self._by_key.get(key)
-            if known is not None:
-                return known, False
-            sms = Sms(f"sms-{uuid.uuid4().hex}", key, to, sender, text, datetime.now(UTC))
-            self._by_key[key] = sms
-        if self.directory is not None:
-            path = self.directory / f"sms-{_file_stamp(sms.received)}-{sms.id}.json"
-            _write_private(path, json.dumps(sms.as_json(), ensure_ascii=False, indent=2).encode())
-        return sms, True
 
     def _authorised(self, header: str | None) -> bool:
         if self.credentials is None:
@@ -150,6 +131,40 @@ class SmsGatewayServer:
             return False
         expected_user, expected_password = self.credentials
         return _same(user, expected_user) & _same(password, expected_password)
+
+
+class SmsGatewayServer(LocalHttpServer):
+    """A running gateway. `.delay` seconds are waited after a message is recorded and before the
+    answer (a send the gateway accepted but whose answer the client gave up on); `.fail_next`
+    makes the next requests fail before anything is recorded."""
+
+    name = "sms-gateway"
+    path = "/sms"
+
+    def __init__(self, directory: Path | None, host: str, port: int, credentials: tuple[str, str] | None):
+        self.directory = directory
+        self.delay = 0.0
+        self._by_key: dict[str, Sms] = {}
+        super().__init__(host, port, credentials, _handler_for(self))
+
+    def messages(self) -> list[dict]:
+        """The messages accepted, once each, in arrival order, as their files hold them: `id`,
+        `key`, `to`, `from`, `text`, `received` (ISO 8601, UTC)."""
+        with self._lock:
+            return [sms.as_json() for sms in self._by_key.values()]
+
+    def _accept(self, key: str, to: str, sender: str, text: str) -> tuple[Sms, bool]:
+        """The message for `key`, and whether it is new."""
+        with self._lock:
+            known = self._by_key.get(key)
+            if known is not None:
+                return known, False
+            sms = Sms(f"sms-{uuid.uuid4().hex}", key, to, sender, text, datetime.now(UTC))
+            self._by_key[key] = sms
+        if self.directory is not None:
+            path = self.directory / f"sms-{_file_stamp(sms.received)}-{sms.id}.json"
+            _write_private(path, json.dumps(sms.as_json(), ensure_ascii=False, indent=2).encode())
+        return sms, True
 
 
 def _same(given: str | bytes, expected: str) -> bool:
