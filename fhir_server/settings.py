@@ -71,7 +71,9 @@ class Settings:
     # -- notifications (workers/): where patients are told, how often a failed send is retried
     portal_url: str | None = None  # the citizen portal; deep links are PORTAL_URL#<token>; None: from base_url
     deep_link_key_file: str | None = None  # HMAC key deep-link tokens derive from; None: VAR_DIR/keys/deep-link.key
-    result_retention_months: int = 3  # results, deep links, deliveries and Communications are kept this long
+    result_retention_months: int = (
+        3  # results (after integration), deep links, deliveries, Communications (after sampling)
+    )
     sms_gateway_url: str | None = None  # HTTP SMS gateway (POST JSON); None: SMS cannot be sent
     sms_gateway_user: str | None = None
     sms_gateway_password: str | None = None  # secret: from the environment only
@@ -106,6 +108,8 @@ class Settings:
     notify_job_timeout: int = 120  # seconds a notification job may take (its sends included)
     worker_heartbeat_grace: int = 60  # a job whose worker died is retried this long after its timeout
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
+    retention_batch: int = 500  # results the purge removes per round (its memory is one round's)
+    audit_retention_months: int = 12  # AuditEvents (the trace of accesses) are kept this long after written
     async_result_minutes: int = 60  # results of asynchronous requests are kept this long
     async_job_timeout: int = 300  # seconds one asynchronous request's job may run before it is stopped
     # -- FranceConnect (citizen portal login, fhir_server/franceconnect.py); no issuer: not offered
@@ -203,6 +207,8 @@ class Settings:
             notify_job_timeout=_int("NOTIFY_JOB_TIMEOUT", cls.notify_job_timeout),
             worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
+            retention_batch=_int("RETENTION_BATCH", cls.retention_batch),
+            audit_retention_months=_int("AUDIT_RETENTION_MONTHS", cls.audit_retention_months),
             async_result_minutes=_int("ASYNC_RESULT_MINUTES", cls.async_result_minutes),
             async_job_timeout=_int("ASYNC_JOB_TIMEOUT", cls.async_job_timeout),
             franceconnect_issuer=(os.environ.get("FRANCECONNECT_ISSUER") or "").rstrip("/") or None,

@@ -126,3 +126,11 @@ class Outbox:
             {"$set": {"state": "new", "retried": utc_now()}, "$inc": {"retries": 1}, "$unset": {"claim": ""}},
         )
         return bool(result.modified_count)
+
+    # -- retention -------------------------------------------------------------------------
+    def purge_about(self, keys: list[str]) -> int:
+        """Remove the events about these resources (their merge key, e.g. "DiagnosticReport/<id>"),
+        whatever their state: what they name is gone. Returns how many there were."""
+        if not keys:
+            return 0
+        return self.events.delete_many({"key": {"$in": keys}}).deleted_count

@@ -18,6 +18,7 @@ from datetime import datetime
 from bson import ObjectId
 from pymongo.database import Database
 
+from ..search.dates import utc_now
 from .mongo import PERSONS
 from .store import Conflict, UnitOfWork
 
@@ -144,3 +145,27 @@ class Persons:
 
     def count_conflicts(self) -> int:
         return self.collection.count_documents({"links.state": CONFLICT})
+
+    def forget(self, patients: list[str]) -> tuple[int, int]:
+        """Drop the links of these Patients ("Patient/<id>", purged by retention), and the person
+        records left with no link: they were only the platform's record of those Patients.
+        Each changed record gets a new version, so a unit of work that read it first retries.
+        Returns (links dropped, persons removed)."""
+        if not patients:
+            return 0, 0
+        touched = [doc["_id"] for doc in self.collection.find({"links.patient": {"$in": patients}}, {"_id": 1})]
+        if not touched:
+            return 0, 0
+        before = self._links(touched)
+        self.collection.update_many(
+            {"_id": {"$in": touched}},
+            {"$pull": {"links": {"patient": {"$in": patients}}}, "$inc": {"v": 1}, "$set": {"ts": utc_now()}},
+        )
+        dropped = before - self._links(touched)
+        removed = self.collection.delete_many({"_id": {"$in": touched}, "links": {"$size": 0}}).deleted_count
+        return dropped, removed
+
+    def _links(self, person_ids: list[str]) -> int:
+        return sum(
+            len(doc.get("links", [])) for doc in self.collection.find({"_id": {"$in": person_ids}}, {"links": 1})
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -264,12 +264,46 @@ class Store:
         return done
 
     def purge(self, rtype: str, ids: list[str]) -> int:
-        """Remove these resources for good (no deletion marker, no history): what a retention
-        rule no longer allows keeping. Returns how many there were."""
+        """Remove these resources for good (no deletion marker, no history, no conditional claim
+        left naming them): what a retention rule no longer allows keeping. Returns how many there
+        were (deletion markers included)."""
         if not ids:
             return 0
         self.collection(HISTORY).delete_many({"t": rtype, "rid": {"$in": ids}})
+        # a claim's key is "<owner> <type>?<criteria>": the type keeps another type's same id apart
+        self.collection(CLAIMS).delete_many({"rid": {"$in": ids}, "_id": {"$regex": f"^\\S+ {rtype}\\?"}})
         return self.collection(rtype).delete_many({"_id": {"$in": ids}}).deleted_count
+
+    def created_before(self, rtype: str, before: datetime, limit: int) -> list[str]:
+        """Ids of up to `limit` resources of `rtype` whose first version was written before
+        `before` (whatever came after it, a deletion included), oldest first."""
+        query = {"t": rtype, "ts": {"$lt": before}, "v": 1}
+        cursor = self.collection(HISTORY).find(query, {"rid": 1}).sort([("t", 1), ("ts", 1)]).limit(limit)
+        return [doc["rid"] for doc in cursor]
+
+    def versions_of(self, rtype: str, ids: list[str]) -> Iterator[dict]:
+        """Every stored content (not the deletions) of these resources, from their history."""
+        query = {"t": rtype, "rid": {"$in": ids}, "del": False}
+        for doc in self.collection(HISTORY).find(query, {"res": 1}):
+            if doc.get("res"):
+                yield doc["res"]
+
+    def referrers(self, rtype: str, parameters: Iterable[str], references: list[str]) -> dict[str, set[str]]:
+        """The current resources of `rtype` one of whose reference search `parameters` is among
+        `references` ("Type/id"): id -> the references of `references` it holds."""
+        if not references:
+            return {}
+        parameters = tuple(parameters)
+        wanted = set(references)
+        query = {"$or": [{f"s.{parameter}": {"$in": references}} for parameter in parameters]}
+        found: dict[str, set[str]] = {}
+        for doc in self.collection(rtype).find(query, {f"s.{parameter}": 1 for parameter in parameters}):
+            held = set()
+            for parameter in parameters:
+                value = (doc.get("s") or {}).get(parameter)
+                held.update(value if isinstance(value, list) else [value])
+            found[doc["_id"]] = held & wanted
+        return found
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:
         cursor = self.collection(rtype).find(query)
