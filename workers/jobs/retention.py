@@ -86,13 +86,15 @@ def purge_results(store: Store, integrated_before: datetime, batch: int) -> dict
 
 
 def purge_dossiers(store: Store, reports: list[str]) -> Counter:
+    """The reports go last: until they are gone the next purge finds them again, so a purge
+    interrupted half-way leaves nothing (a person link, an event) it would not finish."""
     going = going_with(store, reports)
     removed = Counter({"results": len(reports)})
-    for rtype, ids in going.items():
-        removed[rtype] = store.purge(rtype, sorted(ids))
-    removed["outbox events"] = Outbox(store.db).purge_about([f"DiagnosticReport/{rid}" for rid in reports])
-    links, persons = Persons(store.db).forget([f"Patient/{rid}" for rid in going["Patient"]])
+    links, persons = Persons(store.db).forget([f"Patient/{rid}" for rid in sorted(going["Patient"])])
     removed["person links"], removed["person records"] = links, persons
+    removed["outbox events"] = Outbox(store.db).purge_about([f"DiagnosticReport/{rid}" for rid in reports])
+    for rtype in (*MEMBERS, "DiagnosticReport"):
+        removed[rtype] = store.purge(rtype, sorted(going[rtype]))
     return removed
 
 
