@@ -52,7 +52,9 @@ class Settings:
     max_document_bytes: int = 16_000_000  # BSON bytes of one stored resource with its index fields
     max_search_value_length: int = 256  # characters of one search parameter's name or value; 400 beyond
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
-    subscription_allow_http_loopback: bool = False  # Subscription endpoints http://127.0.0.1|localhost|[::1] (tests, development)
+    subscription_allow_http_loopback: bool = (
+        False  # Subscription endpoints http://127.0.0.1|localhost|[::1] (tests, development)
+    )
     create_indexes: bool = True
     store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
     auth_enabled: bool = True  # OAuth2 bearer tokens on every FHIR endpoint but /metadata

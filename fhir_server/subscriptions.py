@@ -30,8 +30,8 @@ What it may say (422 at the element, nothing stored; 400 for what R4 itself forb
 - `criteria` is `Type` or `Type?params`, a supported type and parameters the server's own search
   accepts for it (parsed by the strict PlanBuilder: chains, modifiers, prefixes as searches take
   them); result parameters (`_count`, `_sort`, `_include`...) mean nothing there.
-- `end`, when given on create, is in the future: a subscription that has already ended would
-  never notify anything.
+- `end` in the past is R4's business, not refused: the server is to turn such a subscription off
+  (the delivery, not this module, reads `end`). `reason` is 1..1 in R4: the structure check (400).
 
 Secrets. Header values are stored (a delivery sends them) and never returned, to their owner
 neither: every Subscription in a response body (read, vread, history, search, _include,
@@ -42,7 +42,6 @@ the stored value of that header, so a client can read, change and put back its S
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from ipaddress import ip_address
 from urllib.parse import parse_qsl, urlsplit
 
@@ -99,8 +98,6 @@ def prepare(uow: UnitOfWork, rid: str, resource: dict, previous: Record | None) 
     channel = resource.get("channel") if isinstance(resource.get("channel"), dict) else {}
     check_channel(channel)
     own = previous if _own(previous, principal) else None
-    if own is None:
-        check_end(resource.get("end"))
     if not _from_client():
         return resource
     stored = dict(resource)
@@ -274,24 +271,6 @@ def check_header(line, element: str) -> None:
             element,
             f"{element} must be 'Name: value' (a token name, a value without line breaks); header '{name[:40]}'",
             f"{element} doit être 'Nom: valeur' (un nom sans espace, une valeur sans saut de ligne) ; en-tête '{name[:40]}'",
-        )
-
-
-def check_end(end: str | None) -> None:
-    if not isinstance(end, str):
-        return
-    try:
-        when = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
-        return  # not an instant: the R4 structure check says so
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when <= datetime.now(UTC):
-        raise unprocessable(
-            "end",
-            f"end ({end}) is past: this Subscription would never notify anything",
-            f"end ({end}) est passé : cet abonnement ne notifierait jamais rien",
-            "business-rule",
         )
 
 

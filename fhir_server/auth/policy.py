@@ -170,7 +170,9 @@ def read_only(rtype: str) -> FhirError:
 
 def sees_all(principal: Principal, rtype: str | None) -> bool:
     """Does the principal see every owner's resources of this type (None: of every type)?"""
-    return principal.unrestricted and (principal.role == ROLE_OPERATOR or (rtype is not None and rtype not in PRIVATE_TYPES))
+    return principal.unrestricted and (
+        principal.role == ROLE_OPERATOR or (rtype is not None and rtype not in PRIVATE_TYPES)
+    )
 
 
 def owner_checked(principal: Principal, rtype: str) -> bool:
