@@ -290,6 +290,11 @@ def mask_secrets(body):
     return masked
 
 
+def as_shown(resource: dict) -> dict:
+    """A stored resource as answers show it (a Subscription's headers masked; others as they are)."""
+    return mask_secrets(resource) if resource.get("resourceType") == "Subscription" else resource
+
+
 def _masked_header(line) -> str:
     name, colon, _ = line.partition(":") if isinstance(line, str) else ("", "", "")
     return f"{name.strip()}: {MASK}" if colon and name.strip() else MASK

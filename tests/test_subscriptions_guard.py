@@ -233,3 +233,14 @@ def test_headers_are_masked_without_auth_too(client):
     read = client.get(f"/fhir/Subscription/{response.get_json()['id']}")
     assert SECRET not in read.get_data(as_text=True)
     assert read.get_json()["channel"]["header"] == ["Authorization: ***"]
+
+
+def test_a_patch_cannot_test_a_header_s_secret_and_keeps_it(labs):
+    secured, a, _ = labs
+    mine = created(a)
+    patch_type = {"Content-Type": "application/json-patch+json"}
+    guess = [{"op": "test", "path": "/channel/header/0", "value": f"Authorization: {SECRET}"}]
+    assert a.patch(f"Subscription/{mine['id']}", json=guess, headers=patch_type).status_code == 422
+    change = [{"op": "replace", "path": "/reason", "value": "Autre motif"}]
+    assert a.patch(f"Subscription/{mine['id']}", json=change, headers=patch_type).status_code == 200
+    assert stored(secured, mine["id"])["channel"]["header"] == [f"Authorization: {SECRET}"]

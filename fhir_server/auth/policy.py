@@ -250,12 +250,12 @@ class OrganisationAccess:
             return None
         if not principal.scopes.allows(rtype, perm):
             raise scope_refused(rtype, perm)
-        if sees_all(principal, rtype) and principal.role == ROLE_OPERATOR:
+        if rtype is not None:
+            return owned_by(principal.read_keys) if owner_checked(principal, rtype) else None
+        if principal.role == ROLE_OPERATOR:
             return None
-        if rtype is None and principal.unrestricted:  # system history: all but others' private types
+        if principal.unrestricted:  # system history: every type, but others' private ones
             return any_of({"t": {"$nin": sorted(PRIVATE_TYPES)}}, owned_by(principal.read_keys))
-        if rtype is not None and not owner_checked(principal, rtype):
-            return None
         return owned_by(principal.read_keys)
 
     def check(self, record: Record) -> None:
