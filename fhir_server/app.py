@@ -11,7 +11,7 @@ import operations
 from operations.certificates.keys import load_keyring
 from operations.certificates.trustlist import trust_list
 
-from . import auth, identity, logs, pipeline, portal, submission, tac, web
+from . import auth, identity, logs, pipeline, portal, submission, subscriptions, tac, web
 from .auth import policy
 from .code_lists import store_code_lists
 from .interactions.write_hooks import WriteHooks
@@ -99,10 +99,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 def install_write_hooks(app: Flask, store: Store) -> None:
     """What else happens in the transaction of every write, in this order: authorisation first
     (nothing else runs for a refused write), then the submission contract (matching, change
-    records, notifications), then the person links across laboratories."""
+    records, notifications), then the person links across laboratories; Subscriptions' rules
+    (subscriptions.py) run before theirs is stored."""
     hooks = WriteHooks()
     policy.register(hooks)
     submission.register(hooks)
     identity.register(hooks)
+    subscriptions.register(hooks)
     app.extensions["sidep.write_hooks"] = hooks
     store.commit_check = hooks.commit_check

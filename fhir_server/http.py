@@ -55,6 +55,10 @@ def _not_json(constant: str):
 
 def fhir_response(body: dict | None, status: int = 200, headers: dict | None = None) -> Response:
     data = b"" if body is None else dumps(body)
+    if b'"Subscription"' in data:  # its channel headers are secrets: masked in every answer
+        from .subscriptions import mask_secrets  # imports the policy, which needs this module
+
+        data = dumps(mask_secrets(body))
     response = Response(data, status=status, mimetype=FHIR_JSON if body is not None else None)
     if body is not None:
         response.headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"

@@ -52,6 +52,9 @@ class Settings:
     max_document_bytes: int = 16_000_000  # BSON bytes of one stored resource with its index fields
     max_search_value_length: int = 256  # characters of one search parameter's name or value; 400 beyond
     enforce_profiles: bool = True  # SI-DEP profiles on every write; off = plain R4 server
+    subscription_allow_http_loopback: bool = (
+        False  # Subscription endpoints http://127.0.0.1|localhost|[::1] (tests, development)
+    )
     create_indexes: bool = True
     store_code_lists: bool = True  # write terminology/ as CodeSystem/ValueSet resources at start
     auth_enabled: bool = True  # OAuth2 bearer tokens on every FHIR endpoint but /metadata
@@ -157,6 +160,9 @@ class Settings:
             max_document_bytes=_int("MAX_DOCUMENT_BYTES", cls.max_document_bytes),
             max_search_value_length=_int("MAX_SEARCH_VALUE_LENGTH", cls.max_search_value_length),
             enforce_profiles=_bool("ENFORCE_PROFILES", cls.enforce_profiles),
+            subscription_allow_http_loopback=_bool(
+                "SUBSCRIPTION_ALLOW_HTTP_LOOPBACK", cls.subscription_allow_http_loopback
+            ),
             create_indexes=_bool("CREATE_INDEXES", cls.create_indexes),
             store_code_lists=_bool("STORE_CODE_LISTS", cls.store_code_lists),
             auth_enabled=_bool("AUTH_ENABLED", cls.auth_enabled),

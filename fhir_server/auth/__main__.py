@@ -2,7 +2,7 @@
 
     python -m fhir_server.auth clients register --name "LIS Biolab" --org 750000019 \\
         --site 750000027 --site 750000035 [--scope "system/*.read system/*.write"] \\
-        [--role laboratory|operator|public-health] [--jwks public-keys.json]
+        [--role laboratory|prescriber|operator|public-health|dmp-connector] [--jwks public-keys.json]
     python -m fhir_server.auth clients list
     python -m fhir_server.auth clients rotate CLIENT_ID [--jwks public-keys.json]
     python -m fhir_server.auth clients revoke CLIENT_ID

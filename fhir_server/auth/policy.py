@@ -54,8 +54,8 @@ from ..resources import READ_ONLY_TYPES
 from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
 from ..storage.accounts import utc_now
-from ..storage.conditions import Condition, all_of, owned_by
-from .principal import Principal, current_principal, requester_key
+from ..storage.conditions import Condition, all_of, any_of, owned_by
+from .principal import ROLE_OPERATOR, Principal, current_principal, requester_key
 
 # Patient data: readable only by the organisations it belongs to.
 BOUND_TYPES = frozenset(
@@ -70,6 +70,11 @@ BOUND_TYPES = frozenset(
         "AuditEvent",
     }
 )
+# What belongs to the client that wrote it whatever its role: only operators see everyone's
+# (a public health or DMP client sees every organisation's patient data, not another's Subscription
+# and the secrets its channel headers carry).
+PRIVATE_TYPES = frozenset({"Subscription"})
+OWNED_TYPES = BOUND_TYPES | PRIVATE_TYPES
 PERFORMED_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest"})
 # where a resource names the ServiceRequest it carries out (its requester may read it)
 REQUEST_ELEMENTS = {
@@ -163,6 +168,18 @@ def read_only(rtype: str) -> FhirError:
     )
 
 
+def sees_all(principal: Principal, rtype: str | None) -> bool:
+    """Does the principal see every owner's resources of this type (None: of every type)?"""
+    return principal.unrestricted and (
+        principal.role == ROLE_OPERATOR or (rtype is not None and rtype not in PRIVATE_TYPES)
+    )
+
+
+def owner_checked(principal: Principal, rtype: str) -> bool:
+    """Is a resource of this type shown to the principal only when it may read its owner's?"""
+    return rtype in OWNED_TYPES and not sees_all(principal, rtype)
+
+
 # -- authentication ----------------------------------------------------------------------------
 def authenticate() -> Principal:
     """The request's principal from its bearer token: one read by the token's hash, once per request."""
@@ -213,7 +230,7 @@ def authorize_request() -> None:
     needs = NEEDS.get(endpoint)
     if needs and rtype and not principal.scopes.allows_any(rtype, needs):
         raise scope_refused(rtype, needs)
-    if endpoint in INSTANCE_CHECKED and rtype in BOUND_TYPES and not principal.unrestricted:
+    if endpoint in INSTANCE_CHECKED and rtype and owner_checked(principal, rtype):
         record = current_app.extensions["sidep.store"].current(rtype, view.get("rid", ""))
         if record is not None and not principal.may_read(record.owner):
             raise hidden(rtype, record.id, record)
@@ -233,8 +250,12 @@ class OrganisationAccess:
             return None
         if not principal.scopes.allows(rtype, perm):
             raise scope_refused(rtype, perm)
-        if principal.unrestricted or (rtype is not None and rtype not in BOUND_TYPES):
+        if rtype is not None:
+            return owned_by(principal.read_keys) if owner_checked(principal, rtype) else None
+        if principal.role == ROLE_OPERATOR:
             return None
+        if principal.unrestricted:  # system history: every type, but others' private ones
+            return any_of({"t": {"$nin": sorted(PRIVATE_TYPES)}}, owned_by(principal.read_keys))
         return owned_by(principal.read_keys)
 
     def check(self, record: Record) -> None:
@@ -243,16 +264,16 @@ class OrganisationAccess:
             return
         if not principal.scopes.allows(record.type, "r"):
             raise scope_refused(record.type, "r")
-        if record.type in BOUND_TYPES and not principal.may_read(record.owner):
+        if owner_checked(principal, record.type) and not principal.may_read_own(record.owner):
             raise hidden(record.type, record.id, record)
 
     def visible(self, record: Record) -> bool:
         """Is this record there for the principal (to refer to, to delete)? Patient data it may
         not read is not; whether it may write what it reads is the write rules' to say."""
         principal = current_principal()
-        if principal is None or principal.unrestricted or record.type not in BOUND_TYPES:
+        if principal is None or not owner_checked(principal, record.type):
             return True
-        if principal.may_read(record.owner):
+        if principal.may_read_own(record.owner):
             return True
         note_refused(record)
         return False
@@ -262,14 +283,14 @@ def restrict_plans(builder, matching: bool):
     """Conditional criteria of a client match only its organisation's resources. Chained and _has
     lookups are built by the same builder, so narrowed too."""
     principal = current_principal()
-    if not matching or principal is None or principal.unrestricted:
+    if not matching or principal is None or principal.role == ROLE_OPERATOR:
         return builder
     build = builder.build
     own = owned_by([principal.owner_key] if principal.owner_key else [])
 
     def restricted(rtype, pairs):
         plan = build(rtype, pairs)
-        if rtype in BOUND_TYPES:
+        if owner_checked(principal, rtype):
             plan.filter = all_of(plan.filter, own)
         return plan
 
@@ -305,6 +326,9 @@ def check_write(uow: UnitOfWork, record: Record, previous: Record | None) -> Non
     perm = "c" if previous is None or previous.deleted else "u"
     if not principal.scopes.allows(record.type, perm):
         raise forbidden(*_scope_text(record.type, perm), record)
+    if record.type in PRIVATE_TYPES and owner_checked(principal, record.type):
+        _check_private(uow, principal, record, previous)
+        return
     if principal.unrestricted:
         return
     if record.type == "Organization":
@@ -312,8 +336,17 @@ def check_write(uow: UnitOfWork, record: Record, previous: Record | None) -> Non
     elif previous is not None and not principal.belongs(previous.owner):
         visible = record.type not in BOUND_TYPES or principal.may_read(previous.owner)
         raise not_yours(previous) if visible else hidden(record.type, record.id, previous)
-    elif previous is None and record.type in BOUND_TYPES and not uow.assigned(record.type, record.id):
+    elif previous is None and record.type in OWNED_TYPES and not uow.assigned(record.type, record.id):
         raise hidden(record.type, record.id)  # a free id and a taken one answer alike
+
+
+def _check_private(uow: UnitOfWork, principal: Principal, record: Record, previous: Record | None) -> None:
+    """Another's private resource (a Subscription) is not there for the writer, whatever its role;
+    nor is a free id to create one with (a free id and a taken one answer alike)."""
+    if previous is not None and not previous.deleted and not principal.may_read_own(previous.owner):
+        raise hidden(record.type, record.id, previous)
+    if (previous is None or previous.deleted) and not uow.assigned(record.type, record.id):
+        raise hidden(record.type, record.id)
 
 
 def check_final_state(uow: UnitOfWork) -> None:
@@ -337,6 +370,8 @@ def check_delete(uow: UnitOfWork, record: Record) -> None:
         return
     if not principal.scopes.allows(record.type, "d"):
         raise forbidden(*_scope_text(record.type, "d"), record)
+    if owner_checked(principal, record.type) and not principal.may_read_own(record.owner):
+        raise hidden(record.type, record.id, record)
     if not principal.belongs(record.owner):
         raise not_yours(record)  # patient data gets here only when the principal may read it (visible)
 

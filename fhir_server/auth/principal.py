@@ -17,13 +17,17 @@ from .scopes import Scopes, parse
 ROLE_LABORATORY = "laboratory"  # a laboratory information system (LIS), pharmacy software ...
 ROLE_OPERATOR = "operator"  # platform operators: every organisation's data, within their scopes
 ROLE_PUBLIC_HEALTH = "public-health"  # public health agencies: every organisation's data, read
-UNRESTRICTED_ROLES = frozenset({ROLE_OPERATOR, ROLE_PUBLIC_HEALTH})
-ROLES = (ROLE_LABORATORY, ROLE_OPERATOR, ROLE_PUBLIC_HEALTH)
+ROLE_DMP_CONNECTOR = "dmp-connector"  # the shared medical record (DMP) feed: every organisation's results, read
+ROLE_PRESCRIBER = "prescriber"  # a prescriber's software: the results of the tests its organisation requests
+UNRESTRICTED_ROLES = frozenset({ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, ROLE_DMP_CONNECTOR})
+ROLES = (ROLE_LABORATORY, ROLE_PRESCRIBER, ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, ROLE_DMP_CONNECTOR)
 
 # Access keys, the values of a stored resource's owner list (`org`):
 # - "<FINESS juridique>": owned by an organisation (read and write);
 # - "rpps:<RPPS>": owned by a health professional acting without an organisation (read and write);
-# - "requester:rpps:<RPPS>": readable by the professional who requested the test (read only).
+# - "requester:rpps:<RPPS>": readable by the professional who requested the test (read only);
+# - "client:<client_id>" (or "user:<login>"): owned by a principal bound to neither (a public
+#   health or DMP client: what only its owner sees, its Subscriptions, needs an owner too).
 OWNER_RPPS = "rpps:"
 REQUESTER_RPPS = "requester:rpps:"
 
@@ -61,10 +65,10 @@ class Principal:
     @property
     def owner_key(self) -> str | None:
         """What the principal's writes are stamped with and what it owns: its organisation, else,
-        for a professional known by their RPPS alone, "rpps:<RPPS>"."""
+        for a professional known by their RPPS alone, "rpps:<RPPS>", else the principal itself."""
         if self.organisation:
             return self.organisation
-        return rpps_owner(self.rpps) if self.rpps else None
+        return rpps_owner(self.rpps) if self.rpps else f"{self.kind}:{self.id}"
 
     @property
     def read_keys(self) -> frozenset[str]:
@@ -84,6 +88,11 @@ class Principal:
         """May the principal read a resource owned by `owner`? Its own, and the results of tests
         it requested."""
         return self.unrestricted or bool(owner and self.read_keys.intersection(owner))
+
+    def may_read_own(self, owner: list[str] | None) -> bool:
+        """`may_read` without the roles that see every organisation's data: for what belongs to
+        whoever wrote it alone (a Subscription)."""
+        return bool(owner and self.read_keys.intersection(owner))
 
     def to_doc(self) -> dict:
         return {

@@ -10,7 +10,7 @@ from ..resources import check_resource, require_supported
 from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
 from .update import update_resource
-from .write_hooks import after_write, existing_match, extra_fields
+from .write_hooks import after_write, existing_match, extra_fields, prepared
 
 
 def create_resource(
@@ -31,9 +31,9 @@ def create_resource(
             return uow.current(rtype, found[0]), 200
         rid = rid or uow.new_id(rtype)
         uow.claim(claim_key(rtype, pairs), rid)
-    record, previous = uow.put(
-        rtype, rid or uow.new_id(rtype), resource, method="POST", fields=extra_fields(rtype, resource)
-    )
+    rid = rid or uow.new_id(rtype)
+    resource = prepared(uow, rtype, rid, resource)
+    record, previous = uow.put(rtype, rid, resource, method="POST", fields=extra_fields(rtype, resource))
     after_write(uow, record, previous)
     return record, 201
 

@@ -11,12 +11,13 @@ from ..outcome import FhirError
 from ..resources import check_resource, require_supported
 from ..storage import Record, UnitOfWork
 from .conditional import claim_key, criteria_pairs, matches, several
-from .write_hooks import after_write, extra_fields
+from .write_hooks import after_write, extra_fields, prepared
 
 
 def update_resource(
     uow: UnitOfWork, rtype: str, rid: str, resource: dict, if_match: int | None = None
 ) -> tuple[Record, int]:
+    resource = prepared(uow, rtype, rid, resource)
     record, previous = uow.put(rtype, rid, resource, if_match=if_match, fields=extra_fields(rtype, resource))
     after_write(uow, record, previous)
     return record, 201 if previous is None or previous.deleted else 200

@@ -8,6 +8,8 @@ each interaction:
 - `on_delete`: fn(uow, record) after each delete;
 - `before_commit`: fn(uow) once per unit of work, after all its writes and before they are sent,
   so a rule can judge the state a whole transaction Bundle produces;
+- `preparers[rtype]`: fn(uow, rid, resource, previous) -> the resource to store, before it is
+  stored by a create or update (previous: the current record or None); it may refuse it (raise);
 - `matchers[rtype]`: fn(uow, resource) -> id of the resource a plain create should update instead
   (e.g. the same patient sent again), or None;
 - `stored_fields[rtype]`: fn(resource) -> extra fields stored beside the resource.
@@ -32,6 +34,7 @@ class WriteHooks:
     on_write: list[WriteHook] = field(default_factory=list)
     on_delete: list[DeleteHook] = field(default_factory=list)
     before_commit: list[CommitHook] = field(default_factory=list)
+    preparers: dict[str, Callable[[UnitOfWork, str, dict, "Record | None"], dict]] = field(default_factory=dict)
     matchers: dict[str, Callable[[UnitOfWork, dict], str | None]] = field(default_factory=dict)
     stored_fields: dict[str, Callable[[dict], dict]] = field(default_factory=dict)
 
@@ -52,6 +55,12 @@ def after_write(uow: UnitOfWork, record: Record, previous: Record | None) -> Non
 def after_delete(uow: UnitOfWork, record: Record) -> None:
     for fn in hooks().on_delete:
         fn(uow, record)
+
+
+def prepared(uow: UnitOfWork, rtype: str, rid: str, resource: dict) -> dict:
+    """The resource as the type's preparer would store it (itself when there is none)."""
+    preparer = hooks().preparers.get(rtype)
+    return preparer(uow, rid, resource, uow.current(rtype, rid)) if preparer else resource
 
 
 def existing_match(uow: UnitOfWork, rtype: str, resource: dict) -> str | None:
