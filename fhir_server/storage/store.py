@@ -298,7 +298,7 @@ class Store:
         query = {"$or": [{f"s.{parameter}": {"$in": references}} for parameter in parameters]}
         found: dict[str, set[str]] = {}
         for doc in self.collection(rtype).find(query, {f"s.{parameter}": 1 for parameter in parameters}):
-            held = set()
+            held: set[str] = set()
             for parameter in parameters:
                 value = (doc.get("s") or {}).get(parameter)
                 held.update(value if isinstance(value, list) else [value])
