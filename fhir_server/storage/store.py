@@ -301,7 +301,7 @@ class Store:
             held: set[str] = set()
             for parameter in parameters:
                 value = (doc.get("s") or {}).get(parameter)
-                held.update(value if isinstance(value, list) else [value])
+                held.update(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
             found[doc["_id"]] = held & wanted
         return found
 
