@@ -36,7 +36,8 @@ while both keys are in the keyring. Removing the old key from the keyring ends t
 **The record of a result** (`record_of`): the pseudonym and its key version, the age class at
 sampling (`cl_age90` of Santé publique France's open data: 09 for 0–9 years, 19 for 10–19, …, 89
 for 80–89, 90 for 90 and over; their "0", all ages, only exists in aggregates), sex (M/F/U), the
-département of residence, test type (naat / antigen / serology, from the LOINC code), result
+département of residence, test type (naat / antigen / serology, from the LOINC code:
+operations/certificates/loinc_kinds.json, else the SI-DEP value sets of terminology/), result
 (detected / not-detected / inconclusive), sampling day (Europe/Paris), the type of the performer
 and its FINESS. Nothing else: no name, contact, address line, postal code, birth date, NIR or
 free text. A value the result does not give (or gives unreadably) is None.
@@ -66,6 +67,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from operations.certificates.facts import (
@@ -82,6 +84,8 @@ from profiles.validators import INS_NIA, INS_NIR, INS_NIR_DEMO, INS_NIR_TEST
 
 from .dossier import PARIS
 
+TEST_KINDS = ("naat", "antigen", "serology")
+TEST_VALUE_SETS = "https://sidep.example.fr/fhir/ValueSet"
 MIN_KEY_BYTES = 32
 DIGEST_BYTES = 16  # 128 bits: 26 base32 characters
 DEVELOPMENT_KEY = "pseudonym-v1.key"
@@ -374,10 +378,24 @@ def _codes(concept: dict | None, system: str) -> list[str]:
 
 def kind_of_test(observation: dict) -> str | None:
     for code in _codes(observation.get("code"), LOINC):
-        kind = kind_of_loinc(code)
+        kind = kind_of_loinc(code) or _kinds_of_value_sets().get(code)
         if kind:
             return kind
     return None
+
+
+@lru_cache(maxsize=1)
+def _kinds_of_value_sets() -> dict[str, str]:
+    """LOINC code -> kind from the SI-DEP value sets of terminology/: loinc_kinds.json only holds
+    the codes certificates are made for, the value sets every code laboratories send."""
+    from terminology.service import get_service  # loads the code lists: only when first needed
+
+    service = get_service()
+    return {
+        concept.code: kind
+        for kind in TEST_KINDS
+        for concept in service.members(f"{TEST_VALUE_SETS}/sars-cov-2-{kind}-tests")
+    }
 
 
 def result_of(observation: dict) -> str | None:
