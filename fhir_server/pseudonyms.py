@@ -54,7 +54,9 @@ with a French postal code) → "99", as the INSEE codes places abroad. Unreadabl
 
 **Performer type**: from Organization.type (its codes, displays and text): "laboratoire",
 "pharmacie", "infirmier", "medecin", else "autre"; an Organization without a type is a
-laboratory, as the laboratories' LIS send it.
+laboratory, as the laboratories' LIS send it (the web form types its sites by the user's role:
+fhir_server/web/results.py SITE_TYPES). No performing Organization at all is "professionnel": a
+pharmacist, nurse or doctor without organisation, entering a result in the web form.
 """
 
 from __future__ import annotations
@@ -430,20 +432,28 @@ PERFORMER_WORDS = (
 
 
 def performer_type(organization: dict | None) -> str:
-    words = [
-        fold(text)
-        for concept in (organization or {}).get("type") or []
-        if isinstance(concept, dict)
-        for text in [concept.get("text")]
-        + [c.get(k) for c in concept.get("coding") or [] if isinstance(c, dict) for k in ("code", "display")]
-        if isinstance(text, str)
-    ]
+    if organization is None:
+        return "professionnel"  # no performing Organization: a professional on their own
+    words = _type_words(organization)
     if not words:
         return "laboratoire"
     for stem, kind in PERFORMER_WORDS:
         if any(stem in word for word in words):
             return kind
     return "autre"
+
+
+def _type_words(organization: dict) -> list[str]:
+    """The folded text, codes and displays of Organization.type."""
+    texts = []
+    for concept in organization.get("type") or []:
+        if not isinstance(concept, dict):
+            continue
+        texts.append(concept.get("text"))
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict):
+                texts += [coding.get("code"), coding.get("display")]
+    return [fold(text) for text in texts if isinstance(text, str) and fold(text)]
 
 
 # --- département -----------------------------------------------------------------------------------
@@ -459,7 +469,7 @@ def departement_of(patient: dict) -> str | None:
     if address is None:
         return None
     country = fold(address.get("country"))
-    if country and country not in FRANCE:
+    if country and country not in FRANCE and not country.startswith("france"):
         return ABROAD
     cog = _insee_code(address)
     if cog:

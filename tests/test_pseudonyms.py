@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from fhir_server.auth.principal import Principal
+from fhir_server.auth.scopes import parse
 from fhir_server.pseudonyms import (
     RECORD_FIELDS,
     Keyring,
@@ -22,6 +24,7 @@ from fhir_server.pseudonyms import (
     departement_of,
     departement_of_insee,
     departement_of_postal_code,
+    finess_of,
     fold,
     identity_traits,
     kind_of_test,
@@ -36,6 +39,7 @@ from fhir_server.pseudonyms import (
 )
 from fhir_server.settings import Settings
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person
+from fhir_server.web.results import site_organization
 from operations.generate_certificate import load_result_resources
 from profiles.validators import INS_NIA, INS_NIR
 
@@ -368,6 +372,7 @@ def test_abroad_is_99():
     assert departement_of(with_address({"postalCode": "98000", "country": "FR"})) == "99"
     assert departement_of(with_address({"postalCode": "97400", "country": "RE"})) == "974"
     assert departement_of(with_address({"postalCode": "75001", "country": "France"})) == "75"
+    assert departement_of(with_address({"postalCode": "69003", "country": "France métropolitaine"})) == "69"
 
 
 # --- test, result, performer --------------------------------------------------------------------------------
@@ -416,6 +421,23 @@ def test_results_from_snomed_codes_and_interpretations():
 def test_performer_types(types, expected):
     organization = {"resourceType": "Organization"} | ({"type": types} if types else {})
     assert performer_type(organization) == expected
+
+
+def test_no_performing_organization_is_a_professional_on_their_own():
+    assert performer_type(None) == "professionnel"
+
+
+@pytest.mark.parametrize(
+    "role, expected",
+    [("pharmacist", "pharmacie"), ("nurse", "infirmier"), ("doctor", "medecin"), ("laboratory", "laboratoire")],
+)
+def test_web_form_sites_are_typed_by_the_role_of_who_enters(role, expected):
+    principal = Principal(
+        "user", "demo", "Camille Démo", role, parse("user/*.write"), "750000001", "Structure", frozenset({"750000002"})
+    )
+    site = site_organization(principal, "750000002")
+    assert performer_type(site) == expected
+    assert finess_of(site) == "750000002"
 
 
 def test_fold_keeps_only_ascii_letters_and_digits():
