@@ -67,7 +67,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -122,7 +122,7 @@ class PseudonymKeyError(ValueError):
 
 @dataclass(frozen=True)
 class Keyring:
-    keys: dict[int, bytes]  # version -> key
+    keys: dict[int, bytes] = field(repr=False)  # version -> key; never in a repr, so never in a log
 
     def __post_init__(self):
         if not self.keys:
@@ -173,7 +173,11 @@ def parse_key_lines(text: str, where: str = "PSEUDONYM_KEY_FILE") -> dict[int, b
 def _keys_of_directory(directory: Path) -> dict[int, bytes]:
     keys: dict[int, bytes] = {}
     for path in sorted(directory.glob("*.key")):
-        _add_key(keys, path.stem, path.read_text(encoding="ascii"), str(path))
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as error:
+            raise PseudonymKeyError(f"Cannot read the pseudonym key {path}: {type(error).__name__}.") from None
+        _add_key(keys, path.stem, text, str(path))
     return keys
 
 

@@ -228,6 +228,18 @@ def test_bad_key_files_are_refused_without_showing_a_key(tmp_path, text, message
     assert b64(KEY_1) not in str(refused.value) and b64(KEY_2) not in str(refused.value)
 
 
+def test_a_keyring_shows_its_versions_never_its_keys():
+    ring = Keyring({1: KEY_1, 2: KEY_2})
+    assert KEY_1.hex() not in repr(ring) and str(KEY_1) not in repr(ring) and b64(KEY_1) not in repr(ring)
+    assert ring.current_version == 2
+
+
+def test_a_directory_key_named_otherwise_is_refused(tmp_path):
+    (tmp_path / "current.key").write_text(b64(KEY_1))
+    with pytest.raises(PseudonymKeyError, match="current.key: the version must be a positive integer"):
+        read_keyring(tmp_path)
+
+
 def test_a_missing_key_file_is_refused(tmp_path):
     with pytest.raises(PseudonymKeyError, match="Cannot read"):
         read_keyring(tmp_path / "absent")
