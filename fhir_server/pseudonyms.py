@@ -18,7 +18,11 @@ INS pseudonym never equals a traits pseudonym: `v<key version>.<i|t>.<digest>`, 
 `v2.i.k3q…` — the digest is the HMAC truncated to 128 bits in lower-case base32 without padding
 (26 characters). Collision odds: about n²/2¹²⁹ for n people, 2⁻⁷⁷ for 70 million, negligible.
 Stable across results and laboratories (nothing of the result enters it); without the key it
-cannot be reversed, nor recomputed from a guessed NIR or name.
+cannot be reversed, nor recomputed from a guessed NIR or name (with the key it can: traits and
+NIRs are guessable, which is why the key never leaves the platform). The `i` / `t` marker tells
+consumers what a link rests on: the INS, or traits that a typo or a change of name splits in two.
+Limit: one person's result sent with an INS and another sent without gets two pseudonyms; the
+platform's person records (`_persons`) match by INS only, so they cannot join them either.
 
 **Keys** (`PSEUDONYM_KEY_FILE`): a file of `version:base64key` lines (blank lines and `#`
 comments ignored), or a directory of `<version>.key` files each holding a base64 key; versions are
