@@ -139,6 +139,9 @@ class Settings:
     otp_lockout_minutes: int = 15  # how long a link stays locked; also the period OTP_MAX_SENDS counts in
     otp_resend_seconds: int = 60  # a new code may be asked for this long after the last one
     otp_max_sends: int = 3  # codes sent for one link per period of OTP_LOCKOUT_MINUTES
+    # -- pseudonymised results for public health (fhir_server/pseudonyms.py): `version:base64key`
+    # lines, or a directory of `<version>.key` files; None: VAR_DIR/keys/pseudonym-v1.key
+    pseudonym_key_file: str | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -241,6 +244,7 @@ class Settings:
             otp_lockout_minutes=_int("OTP_LOCKOUT_MINUTES", cls.otp_lockout_minutes),
             otp_resend_seconds=_int("OTP_RESEND_SECONDS", cls.otp_resend_seconds),
             otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
+            pseudonym_key_file=os.environ.get("PSEUDONYM_KEY_FILE") or None,
         )
 
     @property

@@ -36,12 +36,17 @@ from ..storage.conditions import Condition, all_of, any_of
 from ..synthetic import data
 from ..synthetic.generator import DETECTED, FR_CORE_ID_TYPES, NOT_DETECTED
 from . import forms
+from .session import ROLE_DOCTOR, ROLE_NURSE, ROLE_PHARMACIST
 
 ANTIGEN_TESTS = "https://sidep.example.fr/fhir/ValueSet/sars-cov-2-antigen-tests"
 RAT_DEVICE_LIST = "https://sidep.example.fr/fhir/ValueSet/dcc-covid-19-lab-test-manufacturer-and-name"
 DOSSIER_PREFIX = "https://sidep.example.fr/dossier/"
 RPPS_DOSSIER_SCOPE = "rpps-"  # DOSSIER_PREFIX + "rpps-" + RPPS: the dossiers of a professional without organisation
 RESULT_CODES = {"detected": DETECTED, "not-detected": NOT_DETECTED}
+# Organization.type of a site, by the role of who enters the result: public-health records tell
+# a pharmacy's tests from a laboratory's (fhir_server/pseudonyms.py performer_type).
+SITE_TYPES = {ROLE_PHARMACIST: "Pharmacie d'officine", ROLE_NURSE: "Cabinet infirmier", ROLE_DOCTOR: "Cabinet médical"}
+LABORATORY_SITE_TYPE = "Laboratoire de biologie médicale"
 RESULT_LABELS = {DETECTED: "Positif", NOT_DETECTED: "Négatif", "419984006": "Non concluant"}
 SEX_LABELS = dict(forms.SEXES)
 PAGE = 50
@@ -193,6 +198,7 @@ def site_organization(principal: Principal, site: str | None) -> dict:
             }
         ],
         "active": True,
+        "type": [{"text": SITE_TYPES.get(principal.role, LABORATORY_SITE_TYPE)}],
         "name": org_name if len(principal.sites) == 1 else f"{org_name} — site {site}",
         "partOf": {"identifier": {"system": FINESS, "value": principal.organisation}, "display": org_name},
     }
