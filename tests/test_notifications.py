@@ -4,6 +4,7 @@ a real HTTP SMS gateway and real SMTP servers (aiosmtpd) receive what they send.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import re
@@ -62,8 +63,11 @@ class Platform:
             stop(process)
 
 
-@pytest.fixture
-def platform(secured_factory, redis_url, tmp_path):
+@contextlib.contextmanager
+def running_platform(secured_factory, redis_url, tmp_path, **overrides):
+    """A secured server whose notifications go to a real SMS gateway and SMTP servers, with the
+    short retry and recovery times of tests; worker and dispatcher processes are started by the
+    test (`Platform.worker()`, `.dispatcher()`) and all stopped at the end."""
     sms, mail, mssante = start_sms_gateway(), start_smtp(), start_smtp()
     server = secured_factory(
         redis_url=redis_url,
@@ -75,21 +79,29 @@ def platform(secured_factory, redis_url, tmp_path):
         mssante_smtp_host=mssante.host,
         mssante_smtp_port=mssante.port,
         mssante_smtp_security="none",
-        portal_url="https://sidep.example/portail/",
         notify_retries=2,
         notify_retry_intervals=(1, 1),
         dispatch_idle_seconds=0.1,
         dispatch_claim_seconds=2,
         notify_job_timeout=8,
         worker_heartbeat_grace=2,
+        **overrides,
     )
     logs = tmp_path / "logs"
     logs.mkdir()
     running = Platform(server, sms, mail, mssante, logs)
-    yield running
-    running.stop_all()
-    for outlet in (sms, mail, mssante):
-        outlet.stop()
+    try:
+        yield running
+    finally:
+        running.stop_all()
+        for outlet in (sms, mail, mssante):
+            outlet.stop()
+
+
+@pytest.fixture
+def platform(secured_factory, redis_url, tmp_path):
+    with running_platform(secured_factory, redis_url, tmp_path, portal_url="https://sidep.example/portail/") as running:
+        yield running
 
 
 def person(seed: int, phone: str | None = "0612345678", email: str | None = "camille@example.org"):

@@ -20,7 +20,6 @@ import pytest
 import requests
 
 from fhir_server.oidc_provider import start_oidc_provider
-from fhir_server.outlets import start_sms_gateway, start_smtp
 from fhir_server.storage.accounts import utc_now
 from fhir_server.storage.deliveries import DeepLinks
 
@@ -28,7 +27,7 @@ from .browser import check_page
 from .processes import wait_for
 from .test_auth_access import LAB_A, post_bundle
 from .test_franceconnect import CLIENT_ID, CLIENT_SECRET, person_with_contact
-from .test_notifications import Platform, person
+from .test_notifications import person, running_platform
 from .test_portal_franceconnect import claims
 
 WALLET_LINK = re.compile(r"^https://bonjour\.tousanticovid\.gouv\.fr/app/walletdcc#HC1:[0-9A-Z$%*+./:-]+$")
@@ -38,33 +37,11 @@ WALLET_LINK = re.compile(r"^https://bonjour\.tousanticovid\.gouv\.fr/app/walletd
 def live_portal(secured_factory, redis_url, tmp_path):
     """The platform of tests/test_notifications.py with PORTAL_URL at this server's own /portail/,
     so that the link of the SMS opens in the browser."""
-    sms, mail, mssante = start_sms_gateway(), start_smtp(), start_smtp()
-    server = secured_factory(
-        redis_url=redis_url,
-        queue_name=f"q-{uuid.uuid4().hex[:8]}",
-        sms_gateway_url=sms.url,
-        smtp_host=mail.host,
-        smtp_port=mail.port,
-        smtp_security="none",
-        mssante_smtp_host=mssante.host,
-        mssante_smtp_port=mssante.port,
-        mssante_smtp_security="none",
-        notify_retries=2,
-        notify_retry_intervals=(1, 1),
-        dispatch_idle_seconds=0.1,
-        dispatch_claim_seconds=2,
-        notify_job_timeout=8,
-        worker_heartbeat_grace=2,
-    )
-    server.settings = server.settings.but(portal_url=f"{server.settings.root_url}/portail/")  # what the workers get
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Platform(server, sms, mail, mssante, logs)
-    running.portal_url = server.settings.portal_url
-    yield running
-    running.stop_all()
-    for outlet in (sms, mail, mssante):
-        outlet.stop()
+    with running_platform(secured_factory, redis_url, tmp_path) as running:
+        server = running.server
+        server.settings = server.settings.but(portal_url=f"{server.settings.root_url}/portail/")  # what the workers get
+        running.portal_url = server.settings.portal_url
+        yield running
 
 
 @pytest.fixture
