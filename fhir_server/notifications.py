@@ -208,11 +208,16 @@ def expires(settings: Settings, notification: Notification) -> datetime:
 
 def sampled_at(notification: Notification) -> datetime | None:
     """The sampling time as the report states it (its effective time), else its issue time."""
-    resource = notification.report.resource
+    return effective_time(notification.report.resource, "issued")
+
+
+def effective_time(report: dict, *fallbacks: str) -> datetime | None:
+    """A DiagnosticReport's effective time (dateTime, else the start of its period), else the
+    first of `fallbacks` (element names) it holds, as naive UTC."""
     for value in (
-        resource.get("effectiveDateTime"),
-        (resource.get("effectivePeriod") or {}).get("start"),
-        resource.get("issued"),
+        report.get("effectiveDateTime"),
+        (report.get("effectivePeriod") or {}).get("start"),
+        *(report.get(name) for name in fallbacks),
     ):
         if isinstance(value, str):
             try:

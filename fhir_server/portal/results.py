@@ -23,8 +23,9 @@ from operations.certificates.keys import load_keyring
 from operations.certificates.pdf import render_pdf
 from operations.generate_certificate import load_result_resources, render
 
+from ..notifications import effective_time
 from ..outcome import FhirError
-from ..search.dates import DateFormatError, parse_range, utc_now
+from ..search.dates import utc_now
 from ..storage import Record, Store
 from ..storage.persons import MATCH, Persons
 from .session import PortalSession
@@ -114,7 +115,7 @@ def _result(report: Record) -> Result | None:
     try:
         facts = facts_from_resources(**load_result_resources(store(), "DiagnosticReport", report.id))
     except FhirError:  # not certifiable: still the person's result, shown with what the report says
-        sampled = _report_time(report)
+        sampled = effective_time(report.resource)
         return Result(report, subject[1], sampled, _kind(report), "unknown", None) if sampled else None
     sampled = facts.sampled_at.astimezone(UTC).replace(tzinfo=None)
     return Result(report, subject[1], sampled, facts.test_kind, facts.result, facts.lab_name)
@@ -127,17 +128,6 @@ def _kind(report: Record) -> str:
         if kind:
             return kind
     return "unknown"
-
-
-def _report_time(report: Record) -> datetime | None:
-    resource = report.resource
-    for value in (resource.get("effectiveDateTime"), (resource.get("effectivePeriod") or {}).get("start")):
-        if isinstance(value, str):
-            try:
-                return parse_range(value)[0]
-            except DateFormatError:
-                continue
-    return None
 
 
 # -- certificates ---------------------------------------------------------------------------------
