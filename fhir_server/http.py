@@ -67,12 +67,13 @@ def fhir_response(body: dict | None, status: int = 200, headers: dict | None = N
     return response
 
 
-def private_response(body: bytes, content_type: str, filename: str | None = None) -> Response:
+def private_response(body: bytes, content_type: str, filename: str | None = None, attachment: bool = False) -> Response:
     """Health data that is not a resource read (a certificate, an operation's output): never kept
-    by a shared cache or the browser; a file name makes it a document to save."""
+    by a shared cache or the browser; a file name makes it a document (`attachment`: to save
+    rather than to show)."""
     headers = {"Cache-Control": "no-store"}
     if filename:
-        headers["Content-Disposition"] = f'inline; filename="{filename}"'
+        headers["Content-Disposition"] = f'{"attachment" if attachment else "inline"}; filename="{filename}"'
     return Response(body, content_type=content_type, headers=headers)
 
 

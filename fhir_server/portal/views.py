@@ -17,6 +17,7 @@ from flask import Blueprint, abort, current_app, make_response, redirect, render
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from ..http import private_response
 from ..outcome import FhirError
 from ..storage.accounts import utc_now
 from ..storage.deliveries import DeepLink, DeepLinks
@@ -384,10 +385,7 @@ def result_pdf(report_id: str):
         body = results.pdf(result)
     except FhirError:  # a result the certificates cannot read (a test code they do not know)
         return message_page(t("result.no_sheet.title"), t("result.no_sheet"), 422)
-    response = make_response(body)
-    response.headers["Content-Type"] = "application/pdf"
-    response.headers["Content-Disposition"] = f'attachment; filename="certificat-{result.id}.pdf"'
-    return response
+    return private_response(body, "application/pdf", f"certificat-{result.id}.pdf", attachment=True)
 
 
 def result_qr(report_id: str):
@@ -396,9 +394,7 @@ def result_qr(report_id: str):
     if png is None:
         abort(404)
     results.audit(signed, result, "qr")
-    response = make_response(png)
-    response.headers["Content-Type"] = "image/png"
-    return response
+    return private_response(png, "image/png")
 
 
 def declaration_qr(report_id: str):
@@ -410,9 +406,7 @@ def declaration_qr(report_id: str):
     if code is None:
         abort(404)
     results.audit(signed, result, "declaration-code")
-    response = make_response(qr_code_png(code.code))
-    response.headers["Content-Type"] = "image/png"
-    return response
+    return private_response(qr_code_png(code.code), "image/png")
 
 
 def sign_out():

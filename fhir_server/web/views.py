@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, url_for
 
 from ..auth.principal import ROLE_OPERATOR
+from ..http import private_response
 from ..outcome import FhirError
 from . import audit, console, forms, results, session, throttle
 from .session import PROFESSIONALS, RESULT_READERS, RESULT_WRITERS, ROLE_LABELS, login_required
@@ -284,11 +285,7 @@ def certificate(report_id: str):
         message = "; ".join(i.fr or i.en for i in exc.issues)
         return render_template("error.html", title="Certificat indisponible", message=message), exc.status
     audit.record("operation-instance", "DiagnosticReport", results.as_bundle(results.read_result(report_id)))
-    response = make_response(rendered.body)
-    response.headers["Content-Type"] = rendered.content_type
-    response.headers["Content-Disposition"] = f'attachment; filename="{rendered.filename}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return private_response(rendered.body, rendered.content_type, rendered.filename, attachment=True)
 
 
 @login_required(*RESULT_WRITERS)
