@@ -190,15 +190,21 @@ def message_id(key: str, sender: str) -> str:
     return f"<{left}@{domain}>"
 
 
-def patient_email(sender: str, to: str, link: str, message_id: str) -> EmailMessage:
-    """The message telling a patient a document waits on the portal, French then English."""
+def plain_email(sender: str, to: str, subject: str, body: str, message_id: str) -> EmailMessage:
+    """A plain-text message of the platform to one person, dated now, under a stable Message-ID."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = PATIENT_SUBJECT
+    message["Subject"] = subject
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = message_id
+    message.set_content(body)
+    return message
+
+
+def patient_email(sender: str, to: str, link: str, message_id: str) -> EmailMessage:
+    """The message telling a patient a document waits on the portal, French then English."""
+    message = plain_email(sender, to, PATIENT_SUBJECT, PATIENT_BODY.format(link=link), message_id)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-reply, no vacation notice
     message["Content-Language"] = "fr, en"
-    message.set_content(PATIENT_BODY.format(link=link))
     return message

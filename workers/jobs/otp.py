@@ -11,16 +11,14 @@ to retry within the code's short validity.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
 
 from fhir_server.notifications import contacts
 from fhir_server.portal.otp import EMAIL_BODY, EMAIL_SUBJECT, otp_code, otp_hash, otp_key, sms_text
 from fhir_server.search.dates import utc_now
 from fhir_server.storage.otps import MODELS, Otps
 from workers.channels import Permanent, Transient
-from workers.channels.email import Mailer, message_id
+from workers.channels.email import Mailer, message_id, plain_email
 from workers.channels.sms import SmsGateway
 from workers.context import context
 
@@ -76,11 +74,4 @@ def _send(settings, channel: str, address: str, code: str, key: str) -> None:
 
 
 def code_email(sender: str, to: str, code: str, minutes: int, identifier: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = EMAIL_SUBJECT
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = identifier
-    message.set_content(EMAIL_BODY.format(code=code, minutes=minutes))
-    return message
+    return plain_email(sender, to, EMAIL_SUBJECT, EMAIL_BODY.format(code=code, minutes=minutes), identifier)
