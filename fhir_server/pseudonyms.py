@@ -97,8 +97,12 @@ DIGEST_BYTES = 16  # 128 bits: 26 base32 characters
 DEVELOPMENT_KEY = "pseudonym-v1.key"
 # Which INS identifies the person when several are sent: the definitive NIR before the NIA.
 INS_PREFERENCE = (INS_NIR, INS_NIR_TEST, INS_NIR_DEMO, INS_NIA)
-KIND_INS, KIND_TRAITS = "i", "t"
-_DOMAIN = {KIND_INS: b"sidep-pseudonym\x00ins\x00", KIND_TRAITS: b"sidep-pseudonym\x00traits\x00"}
+KIND_INS, KIND_TRAITS, KIND_RESULT = "i", "t", "r"
+_DOMAIN = {
+    KIND_INS: b"sidep-pseudonym\x00ins\x00",
+    KIND_TRAITS: b"sidep-pseudonym\x00traits\x00",
+    KIND_RESULT: b"sidep-pseudonym\x00result\x00",
+}
 SEXES = {"male": "M", "female": "F"}
 RECORD_FIELDS = (
     "pseudonym",
@@ -276,6 +280,14 @@ def pseudonym(patient: dict, keyring: Keyring, version: int | None = None) -> st
         return ins_pseudonym(ins, key, version)
     traits = identity_traits(patient)
     return traits_pseudonym(traits, key, version) if traits else None
+
+
+def result_key(report_id: str, keyring: Keyring) -> str:
+    """The key of a result in the pseudonymised feed: stable across the result's changes (the
+    feed's storage keeps the one given first, a rotation changes nothing), telling nothing of the
+    result without the key. Same form as a pseudonym, `v<version>.r.<digest>`."""
+    version = keyring.current_version
+    return _pseudonym(KIND_RESULT, report_id.encode(), keyring.key(version), version)
 
 
 def parse_pseudonym(value: str) -> tuple[int, str, str] | None:

@@ -108,6 +108,9 @@ class Settings:
     dispatch_idle_seconds: float = 0.5  # pause when the outbox is empty or Redis unreachable
     dispatch_claim_seconds: int = 60  # a claim older than this is a dead dispatcher's: taken back
     dispatch_redispatch_seconds: int = 600  # a dispatched event whose job vanished from Redis is enqueued again
+    change_log_batch: int = 500  # change-log entries a consumer job reads at a time
+    change_log_retention_hours: int = 24  # entries every consumer has read are removed after this
+    lease_seconds: int = 30  # a lease (sequencer, consumer) not renewed for this long is free again
     notify_job_timeout: int = 120  # seconds a notification job may take (its sends included)
     worker_heartbeat_grace: int = 60  # a job whose worker died is retried this long after its timeout
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
@@ -142,6 +145,9 @@ class Settings:
     # -- pseudonymised results for public health (fhir_server/pseudonyms.py): `version:base64key`
     # lines, or a directory of `<version>.key` files; None: VAR_DIR/keys/pseudonym-v1.key
     pseudonym_key_file: str | None = None
+    # how long public health's pseudonymised records are kept (they outlive the results, which
+    # go after RESULT_RETENTION_MONTHS); the agencies' rule, a setting
+    pseudonymised_retention_months: int = 24
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -213,6 +219,9 @@ class Settings:
             dispatch_idle_seconds=float(os.environ.get("DISPATCH_IDLE_SECONDS", cls.dispatch_idle_seconds)),
             dispatch_claim_seconds=_int("DISPATCH_CLAIM_SECONDS", cls.dispatch_claim_seconds),
             dispatch_redispatch_seconds=_int("DISPATCH_REDISPATCH_SECONDS", cls.dispatch_redispatch_seconds),
+            change_log_batch=_int("CHANGE_LOG_BATCH", cls.change_log_batch),
+            change_log_retention_hours=_int("CHANGE_LOG_RETENTION_HOURS", cls.change_log_retention_hours),
+            lease_seconds=_int("LEASE_SECONDS", cls.lease_seconds),
             notify_job_timeout=_int("NOTIFY_JOB_TIMEOUT", cls.notify_job_timeout),
             worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
@@ -245,6 +254,7 @@ class Settings:
             otp_resend_seconds=_int("OTP_RESEND_SECONDS", cls.otp_resend_seconds),
             otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
             pseudonym_key_file=os.environ.get("PSEUDONYM_KEY_FILE") or None,
+            pseudonymised_retention_months=_int("PSEUDONYMISED_RETENTION_MONTHS", cls.pseudonymised_retention_months),
         )
 
     @property

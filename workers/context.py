@@ -35,6 +35,13 @@ class WorkerContext:
 
         return AuditLog(self.store, interval=0)
 
+    @cached_property
+    def pseudonym_keyring(self):
+        """Public health's pseudonym keys, read once per process."""
+        from fhir_server.pseudonyms import load_keyring
+
+        return load_keyring(self.settings)
+
     def connect_records(self, *models) -> None:
         records.connect(self.settings.mongodb_uri, self.settings.mongodb_db, *models)
 

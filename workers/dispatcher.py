@@ -15,6 +15,10 @@ Between rounds it keeps the pipeline whole: claims left by a dispatcher that die
 `new`; jobs whose worker died (no heartbeat) are retried by RQ's own registry clean-up; an event
 dispatched long ago whose job vanished from Redis is enqueued again (jobs are idempotent); and,
 every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued.
+
+It also feeds the change log's consumers (workers/consumers.py): each round, the dispatcher that
+holds the sequencer lease positions the newly committed change-log entries, and the job of each
+consumer whose cursor is behind is enqueued, unless it is already queued or running.
 """
 
 from __future__ import annotations
@@ -33,9 +37,13 @@ from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 
 from fhir_server.settings import Settings
+from fhir_server.storage.changes import Changes
+from fhir_server.storage.leases import Leases
 from fhir_server.storage.mongo import client_for
 from fhir_server.storage.outbox import Outbox
 
+from .consumers import CONSUMER_JOB_SECONDS, CONSUMERS
+from .consumers import job_id as consumer_job_id
 from .queue import queue
 
 log = logging.getLogger("workers.dispatcher")
@@ -43,6 +51,8 @@ log = logging.getLogger("workers.dispatcher")
 # the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
 JOBS = {"notify-result": "workers.jobs.notify.notify_result"}
 RETENTION_JOB = "workers.jobs.retention.purge"
+SEQUENCER = "sequencer"
+WAITING = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 class Dispatcher:
@@ -51,7 +61,10 @@ class Dispatcher:
             raise RuntimeError("the dispatcher needs MONGODB_URI and REDIS_URL")
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.outbox = Outbox(client_for(settings.mongodb_uri)[settings.mongodb_db])
+        db = client_for(settings.mongodb_uri)[settings.mongodb_db]
+        self.outbox = Outbox(db)
+        self.changes = Changes(db)
+        self.leases = Leases(db)
         self.queue = queue(settings.redis_url, settings.queue_name)
         self.scheduler = RQScheduler([self.queue], connection=self.queue.connection)
         self.last_maintenance = 0.0
@@ -93,6 +106,27 @@ class Dispatcher:
             self.queue.enqueue_many(jobs, pipeline=pipeline)
             pipeline.execute()
 
+    def sequence(self) -> int:
+        """Position the change log's new entries if this dispatcher holds the sequencer lease,
+        then wake the consumers that are behind. Returns how many entries were positioned."""
+        positioned = 0
+        if self.leases.take(SEQUENCER, self.name, self.settings.lease_seconds):
+            positioned = self.changes.sequence(self.settings.change_log_batch)
+        self.wake_consumers()
+        return positioned
+
+    def wake_consumers(self) -> None:
+        for name in self.changes.lagging(CONSUMERS):
+            job = consumer_job_id(name)
+            try:
+                if Job.fetch(job, connection=self.queue.connection).get_status(refresh=False) in WAITING:
+                    continue
+            except NoSuchJobError:
+                pass
+            self.queue.enqueue(
+                CONSUMERS[name], job_id=job, job_timeout=int(CONSUMER_JOB_SECONDS * 3), result_ttl=60, failure_ttl=3600
+            )
+
     def schedule(self) -> None:
         """Put the retries that are due back in the queue, if this dispatcher holds the lock."""
         if not self.scheduler.acquired_locks:
@@ -108,6 +142,7 @@ class Dispatcher:
         self.outbox.take_back_stale_claims(timedelta(seconds=settings.dispatch_claim_seconds))
         self.queue.started_job_registry.cleanup()  # jobs of dead workers: retried or failed by RQ
         self.redispatch_vanished()
+        self.changes.purge(CONSUMERS, timedelta(hours=settings.change_log_retention_hours))
         if now - self.last_retention >= settings.retention_sweep_seconds:
             self.last_retention = now
             hour = datetime.now(UTC).strftime("%Y%m%d%H%M")
@@ -136,12 +171,14 @@ class Dispatcher:
                     self.last_maintenance = time.monotonic()
                     self.maintain()
                     self.schedule()
-                if self.dispatch() == 0:
+                positioned = self.sequence()
+                if self.dispatch() == 0 and positioned == 0:
                     stop.wait(idle)
             except RedisError as exc:
                 log.warning("queue unreachable (%s): events wait in the outbox", type(exc).__name__)
                 stop.wait(max(idle, 1.0))
         self.scheduler.release_locks()
+        self.leases.release(SEQUENCER, self.name)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from ..search.registry import load as load_parameters
 HISTORY = "_history"  # every version of every resource
 CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
 OUTBOX = "_outbox"  # events committed with the writes, dispatched to the queue
+CHANGES = "_changes"  # what each unit of work wrote, positioned for the change log's consumers
 PERSONS = "_persons"  # the platform's person records, linking each laboratory's own Patient by INS
 
 _clients: dict[str, MongoClient] = {}
@@ -69,6 +70,7 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
         [("ts", ASCENDING)],
     ]
     plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
+    plan[CHANGES] = [[("seq", ASCENDING)], [("pending", ASCENDING), ("_id", ASCENDING)]]
     plan[PERSONS] = [[("links.patient", ASCENDING)], [("links.state", ASCENDING)]]
     return plan
 

@@ -28,8 +28,9 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
+from .changes import Changes
 from .conditions import all_of
-from .mongo import CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
+from .mongo import CHANGES, CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 16  # a unit of work that still conflicts after this many tries gets 409
@@ -576,6 +577,7 @@ class UnitOfWork:
                     raise Conflict(rtype)
             if self._history:
                 self.store.collection(HISTORY).insert_many(self._history, ordered=True, session=self.session)
+                self.store.collection(CHANGES).insert_one(self._change_entry(), session=self.session)
             if self._claims:
                 self.store.collection(CLAIMS).bulk_write(self._claims, ordered=True, session=self.session)
             if self._events:
@@ -588,6 +590,10 @@ class UnitOfWork:
             if duplicates:
                 raise Conflict(str(exc)) from None
             raise
+
+    def _change_entry(self) -> dict:
+        """What this unit wrote, for the change log's consumers (storage/changes.py)."""
+        return Changes.entry(((e["t"], e["rid"], e["v"], e["del"]) for e in self._history), self.now)
 
     def _check_size(self, rtype: str, doc: dict) -> None:
         """413 before writing a resource whose stored document (the resource and the search index
