@@ -148,6 +148,8 @@ class Settings:
     # how long public health's pseudonymised records are kept (they outlive the results, which
     # go after RESULT_RETENTION_MONTHS); the agencies' rule, a setting
     pseudonymised_retention_months: int = 24
+    feed_page_size: int = 1000  # entries of the pseudonymised feed per call by default
+    feed_max_page_size: int = 10000  # and at most
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -109,7 +109,7 @@ def after_request(response: Response) -> Response:
         return response
     endpoint = interaction()
     rtype = _about()[0]
-    if not audited(endpoint, rtype):
+    if not (audited(endpoint, rtype) or g.get("audit_query")):
         return response
     try:
         principal: Principal | None = g.get("principal")
@@ -118,6 +118,12 @@ def after_request(response: Response) -> Response:
     except Exception:  # noqa: BLE001 - the response is made; a failure to audit is logged, loudly
         log.exception("could not audit %s %s", request.method, request.path)
     return response
+
+
+def note_query(description: str) -> None:
+    """Audit this request, whose answer is patient data that is not resources (a feed, an
+    export): the AuditEvent names `description` (no personal value in it) and the query."""
+    g.audit_query = description
 
 
 def _about() -> tuple[str | None, str | None]:
@@ -290,6 +296,15 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
         for key in list(objects)[:MAX_ENTITIES]
         if key not in patients
     ]
+    if g.get("audit_query"):  # an operation's output that is patient data but not resources
+        entities.append(
+            {
+                "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "description": g.audit_query,
+                "query": base64.b64encode(request.query_string or b"").decode(),
+            }
+        )
     if endpoint in ("search-type", "search-post", "history-type", "history-system"):
         query = request.query_string or b""
         if request.method == "POST" and request.form:

@@ -45,10 +45,10 @@ class PseudonymisedRecords:
         self.results.create_index([("rec.sampling_date", ASCENDING)])
 
     # -- the feed job's side (one writer at a time) -----------------------------------------
-    def keys_of(self, report_ids: Iterable[str]) -> dict[str, str]:
-        """report id -> the result key already given to it."""
-        docs = self.results.find({"rid": {"$in": list(report_ids)}}, {"rid": 1})
-        return {doc["rid"]: doc["_id"] for doc in docs}
+    def published(self, report_ids: Iterable[str]) -> dict[str, dict]:
+        """report id -> its current record (`_id` the result key given to it, `state`, `rec`)."""
+        docs = self.results.find({"rid": {"$in": list(report_ids)}}, {"state": 1, "rec": 1, "rid": 1})
+        return {doc["rid"]: doc for doc in docs}
 
     def append(self, items: list[dict], at: datetime | None = None) -> int:
         """Append one entry per item (`{"result", "rid", "rec"}`, `rec` None for a withdrawn

@@ -5,7 +5,7 @@ DiagnosticReport, one of its Observations, its Patient or its Specimen is writte
 write appends the result's record as it now is (fhir_server/pseudonyms.py record_of) to the feed
 (storage/pseudonymised.py), once per batch of entries. A report that is not final (yet) is not a
 result; one deleted, entered in error or cancelled after it was published is appended as
-`withdrawn`. Records are computed from the current resources: two versions written in one batch
+`withdrawn`. A write that changes nothing a record shows appends nothing. Records are computed from the current resources: two versions written in one batch
 publish the last one (what a consumer would have replaced the first one with).
 """
 
@@ -16,7 +16,7 @@ import logging
 from fhir_server.outcome import FhirError
 from fhir_server.pseudonyms import Keyring, record_of, result_key
 from fhir_server.storage import Store
-from fhir_server.storage.pseudonymised import PseudonymisedRecords
+from fhir_server.storage.pseudonymised import WITHDRAWN, PseudonymisedRecords
 from fhir_server.submission import FINAL_STATUSES
 from operations.generate_certificate import load_result_resources
 from workers.consumers import consume
@@ -41,14 +41,25 @@ def publish_entries(entries: list[dict]) -> None:
     if not reports:
         return
     keyring = ctx.pseudonym_keyring
-    known = records.keys_of(reports)
+    published = records.published(reports)
     items = []
     for rid in reports:
         record = current_record(store, rid, ctx.settings, keyring)
-        if record is None and rid not in known:
-            continue  # never published: nothing to withdraw
-        items.append({"result": known.get(rid) or result_key(rid, keyring), "rid": rid, "rec": record})
+        if not changes_what_was_published(record, published.get(rid)):
+            continue
+        key = published[rid]["_id"] if rid in published else result_key(rid, keyring)
+        items.append({"result": key, "rid": rid, "rec": record})
     records.append(items)
+
+
+def changes_what_was_published(record: dict | None, published: dict | None) -> bool:
+    """A record differing from the result's last entry; a withdrawal of what was published and
+    is not withdrawn yet. (A change of what no record shows, a phone number, appends nothing.)"""
+    if published is None:
+        return record is not None
+    if record is None:
+        return published["state"] != WITHDRAWN
+    return published["state"] == WITHDRAWN or published["rec"] != record
 
 
 def reports_changed(store: Store, entries: list[dict]) -> list[str]:

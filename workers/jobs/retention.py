@@ -9,7 +9,10 @@ run TTL monitors, and most rules span collections or read history).
   ServiceRequest, and its Patient) unless a kept resource of a result still refers to them (the
   Patient of a newer dossier stays), each with its history, its conditional claims, the outbox
   events about the report, and the person-record links of the Patients that go (a person record
-  left with no link goes too). Organizations, Practitioners and code lists are not patient data;
+  left with no link goes too); their pseudonymised records stay but no longer say which report
+  they were. Organizations, Practitioners and code lists are not patient data;
+- public health's pseudonymised records (feed and current records): PSEUDONYMISED_RETENTION_MONTHS
+  after each was written;
 - AuditEvents, the trace of accesses: AUDIT_RETENTION_MONTHS after they were written (longer than
   the results: who read a result must be answerable after the result is gone);
 - MSSanté message copies (and their PDFs): 72 hours after sampling for a negative result, 6 months
@@ -39,6 +42,7 @@ from fhir_server.storage.declaration_codes import DeclarationCode, DeclarationCo
 from fhir_server.storage.deliveries import MODELS, DeepLinks, Deliveries
 from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.persons import Persons
+from fhir_server.storage.pseudonymised import PseudonymisedRecords
 from fhir_server.storage.tasks import AsyncTask
 from workers.context import context
 
@@ -65,6 +69,10 @@ def purge(now: str | None = None) -> dict[str, int]:
     settings, store = ctx.settings, ctx.store
     removed = purge_results(
         store, moment - relativedelta(months=settings.result_retention_months), settings.retention_batch
+    )
+    records = PseudonymisedRecords(store.db)
+    removed["pseudonymised records"] = records.purge_before(
+        moment - relativedelta(months=settings.pseudonymised_retention_months)
     )
     removed["AuditEvent"] = purge_written_before(store, moment - relativedelta(months=settings.audit_retention_months))
     deliveries = Deliveries()
@@ -93,6 +101,7 @@ def purge_dossiers(store: Store, reports: list[str]) -> Counter:
     links, persons = Persons(store.db).forget([f"Patient/{rid}" for rid in sorted(going["Patient"])])
     removed["person links"], removed["person records"] = links, persons
     removed["outbox events"] = Outbox(store.db).purge_about([f"DiagnosticReport/{rid}" for rid in reports])
+    PseudonymisedRecords(store.db).forget_results(reports)
     for rtype in (*MEMBERS, "DiagnosticReport"):
         removed[rtype] = store.purge(rtype, sorted(going[rtype]))
     return removed
