@@ -188,3 +188,36 @@ def test_audit_retention_months_is_a_setting(secured, job, monkeypatch):
     assert removed["AuditEvent"] == len(events) and removed["results"] == 0
     assert not set(events) & set(audit_events(db))
     all_kept(db, posted)
+
+
+def test_records_with_one_expiry_are_also_removed_by_the_database_itself(secured):
+    """Where a single date says when a record goes, a TTL index says it too (the job stays the
+    rule): the embedded server's TTL pass, run at once here, removes what is past its date."""
+    db = secured.store.db
+    now = utc_now()
+    collections = ("_link_otps", "_portal_sessions", "_deep_links", "_declaration_codes")
+    for name in collections:
+        db[name].insert_many(
+            [
+                {
+                    "hash": f"{name}-gone",
+                    "link": f"{name}-1",
+                    "code": f"{name}-1",
+                    "report": f"{name}-1",
+                    "expires": now - timedelta(seconds=1),
+                },
+                {
+                    "hash": f"{name}-kept",
+                    "link": f"{name}-2",
+                    "code": f"{name}-2",
+                    "report": f"{name}-2",
+                    "expires": now + timedelta(days=1),
+                },
+            ]
+        )
+    db.client.admin.command("secantusAdmin.pruneTtl")
+    for name in collections:
+        assert [doc["hash"] for doc in db[name].find()] == [f"{name}-kept"], name
+    assert (
+        db["_deliveries"].index_information()["expires_1"].get("expireAfterSeconds") is None
+    )  # its Communications go first

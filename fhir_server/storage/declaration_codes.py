@@ -30,7 +30,7 @@ class DeclarationCode(me.Document):
     meta = {
         "collection": "_declaration_codes",
         "db_alias": ALIAS,
-        "indexes": ["expires", "patient"],
+        "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}, "patient"],
         "auto_create_index": False,
     }
 

@@ -59,7 +59,7 @@ class DeepLink(me.Document):
     meta = {
         "collection": "_deep_links",
         "db_alias": ALIAS,
-        "indexes": ["expires", "patient"],
+        "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}, "patient"],
         "auto_create_index": False,
     }
 

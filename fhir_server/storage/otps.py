@@ -37,7 +37,7 @@ class LinkOtp(me.Document):
     meta = {
         "collection": "_link_otps",
         "db_alias": ALIAS,
-        "indexes": [{"fields": ["link"], "unique": True}, "expires"],
+        "indexes": [{"fields": ["link"], "unique": True}, {"fields": ["expires"], "expireAfterSeconds": 0}],
         "auto_create_index": False,
     }
 

@@ -24,7 +24,12 @@ class PortalSessionRecord(me.Document):
     signed_in = me.DateTimeField()
     oidc = me.DictField()  # FranceConnect: the login under way (state, nonce, verifier), the ID token
     expires = me.DateTimeField(required=True)
-    meta = {"collection": "_portal_sessions", "db_alias": ALIAS, "indexes": ["expires"], "auto_create_index": False}
+    meta = {
+        "collection": "_portal_sessions",
+        "db_alias": ALIAS,
+        "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}],
+        "auto_create_index": False,
+    }
 
 
 MODELS = (PortalSessionRecord,)

@@ -10,8 +10,10 @@ per test).
 from __future__ import annotations
 
 import mongoengine
+from pymongo.errors import OperationFailure
 
 ALIAS = "sidep"
+INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT = 85, 86
 _current: tuple[str, str] | None = None
 
 
@@ -23,6 +25,24 @@ def connect(uri: str, db: str, *models: type[mongoengine.Document]) -> None:
         mongoengine.register_connection(ALIAS, db=db, host=uri, uuidRepresentation="standard")
         _current = (uri, db)
     for model in models:
+        _ensure_indexes(model)
+
+
+def _ensure_indexes(model: type[mongoengine.Document]) -> None:
+    """The model's indexes; one that exists with other options (a plain index that is now a TTL
+    one, in a database made by an earlier version) is made again."""
+    try:
+        model.ensure_indexes()
+    except OperationFailure as exc:
+        if exc.code not in (INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT):
+            raise
+        collection = model._get_collection()
+        for spec in model._meta.get("index_specs") or []:
+            if "expireAfterSeconds" in spec:
+                keys = [(field, direction) for field, direction in spec["fields"]]
+                for name, info in collection.index_information().items():
+                    if info["key"] == keys and "expireAfterSeconds" not in info:
+                        collection.drop_index(name)
         model.ensure_indexes()
 
 
