@@ -16,7 +16,9 @@ Each call is an AuditEvent (the feed is personal data, pseudonymised).
 
 from __future__ import annotations
 
-from flask import current_app, json
+import json
+
+from flask import current_app
 
 from fhir_server.auth.audit import note_query
 from fhir_server.auth.policy import forbidden, scope_refused
