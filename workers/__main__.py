@@ -1,5 +1,6 @@
-"""`python -m workers [--url REDIS_URL] [--queue NAME]`: an RQ worker on the platform's queue (same
-as `rq worker --url REDIS_URL --worker-class workers.Worker sidep`)."""
+"""`python -m workers [--url REDIS_URL] [--queue NAME]`: an RQ worker on the platform's queues (same
+as `rq worker --url REDIS_URL --worker-class workers.Worker sidep-changes sidep`: the change log's
+consumers first, then every other job)."""
 
 import argparse
 import os
@@ -8,7 +9,7 @@ from fhir_server.settings import Settings
 
 from . import Worker
 from .channels.sms import SmsGateway
-from .queue import QUEUE_NAME, connection
+from .queue import QUEUE_NAME, connection, worker_queues
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
         check_channels(Settings.from_env())
     except ValueError as exc:
         parser.error(str(exc))
-    Worker([args.queue], connection=connection(args.url)).work()  # the dispatcher schedules retries
+    Worker(worker_queues(args.queue), connection=connection(args.url)).work()  # the dispatcher schedules retries
 
 
 def check_channels(settings: Settings) -> None:

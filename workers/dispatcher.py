@@ -18,7 +18,8 @@ every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued.
 
 It also feeds the change log's consumers (workers/consumers.py): each round, the dispatcher that
 holds the sequencer lease positions the newly committed change-log entries, and the job of each
-consumer whose cursor is behind is enqueued, unless it is already queued or running.
+consumer whose cursor is behind is enqueued (on the queue workers take first,
+workers/queue.py changes_queue_name), unless it is already queued or running.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from fhir_server.storage.outbox import Outbox
 
 from .consumers import CONSUMER_JOB_SECONDS, CONSUMERS
 from .consumers import job_id as consumer_job_id
-from .queue import queue
+from .queue import changes_queue_name, queue
 
 log = logging.getLogger("workers.dispatcher")
 
@@ -66,6 +67,7 @@ class Dispatcher:
         self.changes = Changes(db)
         self.leases = Leases(db)
         self.queue = queue(settings.redis_url, settings.queue_name)
+        self.changes_queue = queue(settings.redis_url, changes_queue_name(settings.queue_name))
         self.scheduler = RQScheduler([self.queue], connection=self.queue.connection)
         self.last_maintenance = 0.0
         self.last_retention = 0.0
@@ -123,7 +125,7 @@ class Dispatcher:
                     continue
             except NoSuchJobError:
                 pass
-            self.queue.enqueue(
+            self.changes_queue.enqueue(
                 CONSUMERS[name], job_id=job, job_timeout=int(CONSUMER_JOB_SECONDS * 3), result_ttl=60, failure_ttl=3600
             )
 
@@ -141,6 +143,7 @@ class Dispatcher:
         settings = self.settings
         self.outbox.take_back_stale_claims(timedelta(seconds=settings.dispatch_claim_seconds))
         self.queue.started_job_registry.cleanup()  # jobs of dead workers: retried or failed by RQ
+        self.changes_queue.started_job_registry.cleanup()
         self.redispatch_vanished()
         self.changes.purge(CONSUMERS, timedelta(hours=settings.change_log_retention_hours))
         if now - self.last_retention >= settings.retention_sweep_seconds:

@@ -17,3 +17,14 @@ def connection(url: str) -> Redis:
 
 def queue(url: str, name: str = QUEUE_NAME) -> Queue:
     return Queue(name, connection=connection(url))
+
+
+def changes_queue_name(name: str = QUEUE_NAME) -> str:
+    """The queue of the change log's consumers (workers/consumers.py): a worker takes its jobs
+    before the others, so that a backlog of notifications does not delay the feeds."""
+    return f"{name}-changes"
+
+
+def worker_queues(name: str = QUEUE_NAME) -> list[str]:
+    """What a worker listens on, first queue first."""
+    return [changes_queue_name(name), name]

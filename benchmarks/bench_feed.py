@@ -1,0 +1,147 @@
+"""Public health's pseudonymised feed end to end: results posted over HTTP → change log → the
+dispatcher's sequencer → the feed job in an RQ worker → `_ph_feed`. Prints, per number of worker
+processes:
+
+- stream: results posted while the workers run: results posted per second, the delay from
+  result accepted to its record in the feed (p50, p95);
+- drain: results posted first, then the dispatcher and workers started: records per second
+  while the backlog drains;
+
+The workers also send each result's SMS (to a local gateway), as on a real day: the feed shares
+them with the notifications. A single feed job runs at a time (commit order), so more workers
+speed the SMS, not the feed.
+
+    .venv/bin/python benchmarks/bench_feed.py [--results 300] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
+from pathlib import Path
+
+import requests
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench_notify import bundles, environment, start  # noqa: E402
+
+from fhir_server import create_app  # noqa: E402
+from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from fhir_server.outlets import start_sms_gateway  # noqa: E402
+from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.storage.pseudonymised import PseudonymisedRecords  # noqa: E402
+
+
+def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, drain: bool) -> dict:
+    gateway = start_sms_gateway()
+    port = free_port()
+    settings = Settings(
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
+        redis_url=redis_url,
+        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
+        base_url=f"http://127.0.0.1:{port}/fhir",
+        var_dir=var_dir,
+        auth_enabled=False,
+        sms_gateway_url=gateway.url,
+    )
+    app = create_app(settings)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    records = PseudonymisedRecords(app.extensions["sidep.store"].db)
+    env = dict(environment(settings), CHANGE_LOG_BATCH="100")  # several batches, a pace to measure
+    processes = []
+
+    def start_workers() -> None:
+        processes.extend([start("workers.dispatcher", env)] + [start("workers", env) for _ in range(workers)])
+        time.sleep(3)
+
+    if not drain:
+        start_workers()
+    accepted: dict[str, float] = {}
+    session = requests.Session()
+
+    def post(item):
+        _phone, bundle = item
+        response = session.post(
+            settings.base_url, json=bundle, headers={"Content-Type": "application/fhir+json"}, timeout=60
+        )
+        response.raise_for_status()
+        for entry in response.json()["entry"]:
+            location = entry["response"]["location"]
+            if location.startswith("DiagnosticReport/"):
+                accepted[location.split("/")[1]] = time.time()
+
+    work = bundles(count)
+    posting = time.time()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(post, work))
+    posted = time.time()
+    if drain:
+        start_workers()
+    deadline = time.monotonic() + 600
+    first: tuple[float, int] | None = None  # when the feed first moved, and where it then was
+    while (position := records.last_position()) < count and time.monotonic() < deadline:
+        if position and first is None:
+            first = (time.time(), position)
+        time.sleep(0.05)
+    finished = time.time()
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+    server.shutdown()
+    gateway.stop()
+    appended = {
+        doc["rid"]: doc["at"].replace(tzinfo=UTC).timestamp() for doc in records.results.find({}, {"rid": 1, "at": 1})
+    }
+    delays = sorted(appended[rid] - accepted[rid] for rid in appended if rid in accepted)
+    rate = (count - first[1]) / (finished - first[0]) if first and finished > first[0] else float("nan")
+    return {
+        "mode": "drain" if drain else "stream",
+        "workers": workers,
+        "records": len(appended),
+        "post_rate": count / (posted - posting),
+        "rate": rate,
+        "p50": statistics.median(delays) if delays else float("nan"),
+        "p95": delays[int(len(delays) * 0.95) - 1] if delays else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=int, default=300)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        mongo = start_mongo(Path(tmp) / "db")
+        redis = start_redis(Path(tmp) / "redis")
+        try:
+            header = ("run", "workers", "records", "posted/s", "records/s", "p50 s", "p95 s")
+            print(" ".join(f"{h:>10}" for h in header))
+            for drain in (False, True):
+                for workers in args.workers:
+                    row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"), drain)
+                    delays = ("-", "-") if drain else (f"{row['p50']:.2f}", f"{row['p95']:.2f}")
+                    values = (row["mode"], row["workers"], row["records"], f"{row['post_rate']:.1f}")
+                    values += (f"{row['rate']:.1f}", *delays)
+                    print(" ".join(f"{v:>10}" for v in values), flush=True)
+        finally:
+            redis.stop()
+            mongo.stop()
+
+
+if __name__ == "__main__":
+    main()
