@@ -20,6 +20,7 @@ from fhir_server import create_app
 from fhir_server.embedded import start_redis
 from fhir_server.outcome import FhirError
 from fhir_server.settings import Settings
+from fhir_server.storage.changes import Changes
 from fhir_server.storage.users import account_key
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_rpps, resend_bundle
 from fhir_server.web import forms, results
@@ -684,6 +685,9 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
         "outbox-dispatched": "1",
         "outbox-done": "0",
         "outbox-failed": "1",
+        "journal-positions": "0",
+        "journal-attente": "3",  # no dispatcher has positioned the three entries yet
+        "retard-pseudonymised-feed": "0",
         "conflits": "0",
     }
     assert "SMS gateway: 503" in html and job_id in html and "ValueError" in html
@@ -691,6 +695,13 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
     assert oscar.post(f"/ui/operator/jobs/{job_id}/retry").status_code == 302
     counts = dict(re.findall(r'<dd id="([\w-]+)">(\d+)</dd>', oscar.get("/ui/operator").get_data(as_text=True)))
     assert counts["file-attente"] == "1" and counts["file-echecs"] == "0"
+    Changes(store.db).sequence()  # what a dispatcher does: the feed is now three entries behind
+    counts = dict(re.findall(r'<dd id="([\w-]+)">(\d+)</dd>', oscar.get("/ui/operator").get_data(as_text=True)))
+    assert (counts["journal-positions"], counts["journal-attente"], counts["retard-pseudonymised-feed"]) == (
+        "3",
+        "0",
+        "3",
+    )
     assert oscar.post(f"/ui/operator/events/{events[1]['_id']}/retry").status_code == 302
     assert store.db["_outbox"].find_one({"_id": events[1]["_id"]})["state"] == "new"
     again = oscar.post(f"/ui/operator/events/{events[1]['_id']}/retry")

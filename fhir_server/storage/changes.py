@@ -58,6 +58,10 @@ class Changes:
         self.entries.bulk_write(positions, ordered=True)
         return len(pending)
 
+    def waiting(self) -> int:
+        """Committed entries not positioned yet (the sequencer is behind, or no dispatcher runs)."""
+        return self.entries.count_documents({"pending": True})
+
     def head(self) -> int:
         """The last position given (0 before any)."""
         counter = self.counters.find_one({"_id": CHANGES})

@@ -1,5 +1,6 @@
 """The operators' console: the RQ queue (depth, failed jobs, requeue), the outbox (events by
-state, failed ones, reset to "new"), and the identity conflicts of person records (an INS sent
+state, failed ones, reset to "new"), the change log (entries waiting for the sequencer, how far
+behind each consumer is), and the identity conflicts of person records (an INS sent
 with another birth date or sex: which laboratories' Patients disagree, on what — never the
 values). What fails shows here, and the retry buttons put it back in line."""
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from ..storage.changes import Changes
 from ..storage.outbox import Outbox
 from ..storage.persons import Person, Persons
 
@@ -29,6 +31,26 @@ def outbox() -> Outbox:
 def identity_conflicts(limit: int = 100) -> tuple[int, list[Person]]:
     persons: Persons = current_app.extensions["sidep.persons"]
     return persons.count_conflicts(), persons.with_conflicts(limit)
+
+
+# the change log's consumers (workers/consumers.py CONSUMERS), as operators know them
+CONSUMER_LABELS = {
+    "pseudonymised-feed": "Flux pseudonymisé (santé publique)",
+    "subscriptions": "Abonnements (DMP, prescripteurs)",
+}
+
+
+def change_log() -> dict:
+    """Positions given, entries waiting for one, and each consumer's delay in entries."""
+    from workers.consumers import CONSUMERS
+
+    changes = Changes(current_app.extensions["sidep.store"].db)
+    head = changes.head()
+    consumers = [
+        {"name": name, "label": CONSUMER_LABELS.get(name, name), "behind": head - changes.cursor(name)}
+        for name in CONSUMERS
+    ]
+    return {"head": head, "waiting": changes.waiting(), "consumers": consumers}
 
 
 def redis_url() -> str | None:

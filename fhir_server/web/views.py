@@ -349,6 +349,7 @@ def operator():
         queue_error=queue_error,
         counts=outbox.counts(),
         failed_events=outbox.failed(),
+        change_log=console.change_log(),
         conflict_count=conflict_count,
         conflicts=conflicts,
     )
