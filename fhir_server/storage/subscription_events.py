@@ -101,6 +101,10 @@ class SubscriptionEvents:
         )
         return int(doc["attempts"]) if doc else 0
 
+    def drop_one(self, event_id: str) -> None:
+        """Not to be sent (the subscriber may no longer read it, or its version was purged)."""
+        self.events.update_one({"_id": event_id}, {"$set": {"state": DROPPED}})
+
     def hold(self, subscription: str) -> int:
         """The subscription is not active: its pending notifications wait for it."""
         return self.events.update_many({"sub": subscription, "state": PENDING}, {"$set": {"state": HELD}}).modified_count
