@@ -322,10 +322,16 @@ def check_secret(resource: dict) -> None:
         if not isinstance(extension, dict) or extension.get("url") != SECRET_EXTENSION:
             continue
         value = extension.get("valueString")
-        if not isinstance(value, str) or not value.strip() or CONTROL.search(value) or set(extension) != {
-            "url",
-            "valueString",
-        }:
+        if (
+            not isinstance(value, str)
+            or not value.strip()
+            or CONTROL.search(value)
+            or set(extension)
+            != {
+                "url",
+                "valueString",
+            }
+        ):
             raise unprocessable(
                 f"extension[{index}]",
                 "The signing secret is a valueString without line breaks",

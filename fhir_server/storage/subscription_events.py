@@ -107,7 +107,9 @@ class SubscriptionEvents:
 
     def hold(self, subscription: str) -> int:
         """The subscription is not active: its pending notifications wait for it."""
-        return self.events.update_many({"sub": subscription, "state": PENDING}, {"$set": {"state": HELD}}).modified_count
+        return self.events.update_many(
+            {"sub": subscription, "state": PENDING}, {"$set": {"state": HELD}}
+        ).modified_count
 
     def release(self, subscription: str) -> list[int]:
         """The subscription is active again: what waited is pending, due now, each try counted
@@ -137,7 +139,9 @@ class SubscriptionEvents:
 
     def counts(self, subscription: str | None = None) -> dict[str, int]:
         query = {"sub": subscription} if subscription else {}
-        return {state: self.events.count_documents({**query, "state": state}) for state in (PENDING, HELD, SENT, DROPPED)}
+        return {
+            state: self.events.count_documents({**query, "state": state}) for state in (PENDING, HELD, SENT, DROPPED)
+        }
 
 
 def _same_principal(known: dict | None, principal: dict | None) -> bool:

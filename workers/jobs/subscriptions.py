@@ -554,4 +554,3 @@ def _events(ctx: WorkerContext) -> SubscriptionEvents:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
