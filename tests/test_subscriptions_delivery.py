@@ -369,3 +369,58 @@ def test_a_failing_handshake_ends_in_error_and_a_past_end_turns_it_off(platform,
     assert "handshake" in failed["error"] and "HTTP 503" in failed["error"]
     wait_for(lambda: status_of(a, ended["id"])["status"] == "off", timeout=30, what="off")
     assert receiver.hooks() == []
+
+
+# -- the write guard's part in delivery (no processes) -------------------------------------------
+def handshakes(secured, sid: str) -> int:
+    return secured.store.db["_outbox"].count_documents({"kind": "subscription-requested", "payload.subscription": sid})
+
+
+def test_a_new_channel_or_criteria_asks_for_a_handshake_again_and_the_secret_stays_hidden(secured):
+    a = secured.client_session(LAB_A)
+    mine = created(a, subscription("https://hooks.example.org/n", "DiagnosticReport?status=final"))
+    sid = mine["id"]
+    assert handshakes(secured, sid) == 1
+    event = secured.store.db["_outbox"].find_one({"payload.subscription": sid})
+    assert event["payload"]["principal"]["id"] == a.client_id  # the subscriber, for the workers
+    assert SECRET not in a.get(f"Subscription/{sid}").text
+    # the server made it active with an error noted; a reason change keeps both, and the secret
+    stored = secured.store.current("Subscription", sid).resource
+    secured.store.run(lambda uow: uow.put("Subscription", sid, {**stored, "status": "active", "error": "x"}))
+    shown = status_of(a, sid)
+    assert a.put(f"Subscription/{sid}", json={**shown, "reason": "Autre"}).json()["status"] == "active"
+    kept = secured.store.current("Subscription", sid).resource
+    assert kept["extension"] == [{"url": SECRET_EXTENSION, "valueString": SECRET}] and kept["error"] == "x"
+    assert handshakes(secured, sid) == 1
+    for change in (
+        {"criteria": "DiagnosticReport?status=amended"},
+        {"channel": {**shown["channel"], "endpoint": "https://other.example.org/n"}},
+    ):
+        current = status_of(a, sid)
+        secured.store.run(
+            lambda uow: uow.put(
+                "Subscription", sid, {**secured.store.current("Subscription", sid).resource, "status": "active"}
+            )
+        )
+        answer = a.put(f"Subscription/{sid}", json={**current, **change, "status": "active"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "requested" and "error" not in answer.json()
+    assert handshakes(secured, sid) == 3
+    bad = subscription("https://hooks.example.org/n", "DiagnosticReport?status=final", secret=" ")
+    response = a.post("Subscription", json=bad)
+    assert response.status_code == 422 and "Subscription.extension[0]" in response.json()["issue"][0]["expression"]
+
+
+def test_an_endpoint_slower_than_the_timeout_is_a_failure(settings):
+    from workers.jobs.subscriptions import Outgoing, send
+
+    slow = start_hook_receiver()
+    try:
+        slow.delay = 1.5
+        outgoing = Outgoing("POST", slow.url, {"X-Event-Id": "e"}, b"", None)
+        assert send(settings.but(subscription_timeout_seconds=0.3), outgoing) == "délai de réponse dépassé"
+        assert send(settings.but(subscription_timeout_seconds=5), outgoing) is None
+        slow.failing = 429
+        assert send(settings, outgoing) == "réponse HTTP 429"
+    finally:
+        slow.stop()
