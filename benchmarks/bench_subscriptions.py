@@ -145,6 +145,7 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
     while len(hooks.hooks()) < count + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     received = hooks.hooks()[1:]  # after the handshake
+    sms = len(gateway.messages())  # the notification jobs the same workers ran meanwhile
     for process in [dispatcher, *pool_of_workers]:
         process.terminate()
     for process in [dispatcher, *pool_of_workers]:
@@ -166,6 +167,7 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
         "mode": "drain" if drain else "stream",
         "workers": workers,
         "delivered": len(first),
+        "sms": sms,
         "rate": len(first) / ((times[-1] if times else started) - started or 1),
         "p50": statistics.median(delays) if delays else float("nan"),
         "p95": delays[int(len(delays) * 0.95) - 1] if delays else float("nan"),
@@ -181,13 +183,13 @@ def main() -> None:
         mongo = start_mongo(Path(tmp) / "db")
         redis = start_redis(Path(tmp) / "redis")
         try:
-            header = ("run", "workers", "delivered", "per s", "p50 s", "p95 s")
+            header = ("run", "workers", "delivered", "per s", "p50 s", "p95 s", "SMS meanwhile")
             print(" ".join(f"{h:>10}" for h in header))
             for drain in (False, True):
                 for workers in args.workers:
                     row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"), drain)
                     delays = ("-", "-") if drain else (f"{row['p50']:.2f}", f"{row['p95']:.2f}")
-                    values = (row["mode"], row["workers"], row["delivered"], f"{row['rate']:.1f}", *delays)
+                    values = (row["mode"], row["workers"], row["delivered"], f"{row['rate']:.1f}", *delays, row["sms"])
                     print(" ".join(f"{v:>10}" for v in values), flush=True)
         finally:
             redis.stop()
