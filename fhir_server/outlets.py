@@ -1,4 +1,5 @@
-"""Real local receivers for what the platform sends: an HTTP SMS gateway and an SMTP server.
+"""Real local receivers for what the platform sends: an HTTP SMS gateway, an SMTP server and a
+Subscription's rest-hook endpoint (`start_hook_receiver`).
 
 The embedded default (`make run`) has no operator's SMS gateway and no mail relay: it starts these,
 and what patients and laboratories would receive is written under VAR_DIR for a developer to
@@ -242,6 +243,94 @@ def start_sms_gateway(
     """A gateway listening on `host:port` (0: a free port); `credentials` (user, password) makes
     basic auth required."""
     return SmsGatewayServer(_private_directory(directory), host, port, credentials)
+
+
+# -- Subscription receiver ----------------------------------------------------------------------
+MAX_HOOK_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Hook:
+    """One request a Subscription's endpoint accepted."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received: datetime
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers.items() if key.lower() == name.lower()), None)
+
+
+class HookReceiver(LocalHttpServer):
+    """A rest-hook endpoint: keeps every request it accepts (any method, any path under `/hook`),
+    in arrival order. `.failing` (an HTTP status) refuses every request until set back to None,
+    `.fail_next` the next ones; `.delay` seconds are waited after a request is kept and before the
+    answer (a delivery received whose sender dies before it hears back)."""
+
+    name = "hook-receiver"
+    path = "/hook"
+
+    def __init__(self, host: str, port: int):
+        self.failing: int | None = None
+        self.delay = 0.0
+        self._hooks: list[Hook] = []
+        super().__init__(host, port, None, _hook_handler_for(self))
+
+    def hooks(self) -> list[Hook]:
+        with self._lock:
+            return list(self._hooks)
+
+    def _refusal(self) -> int | None:
+        failure = self._next_failure()
+        return failure if failure is not None else self.failing
+
+    def _keep(self, hook: Hook) -> None:
+        with self._lock:
+            self._hooks.append(hook)
+
+
+def _hook_handler_for(receiver: HookReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_HOOK_REQUEST_BYTES:
+                return self._answer(400)
+            body = self.rfile.read(length) if length else b""
+            refusal = receiver._refusal()
+            if refusal is not None:
+                return self._answer(refusal)
+            headers = {key: value for key, value in self.headers.items()}
+            receiver._keep(Hook(self.command, self.path, headers, body, datetime.now(UTC)))
+            if receiver.delay:
+                time.sleep(receiver.delay)
+            self._answer(200)
+
+        do_POST = do_PUT = do_DELETE = _any
+
+        def _answer(self, status: int) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender gave up (or died): what was kept stays kept
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    return Handler
+
+
+def start_hook_receiver(host: str = "127.0.0.1", port: int = 0) -> HookReceiver:
+    """A Subscription endpoint listening on `host:port` (0: a free port), at `.url`."""
+    return HookReceiver(host, port)
 
 
 # -- SMTP -------------------------------------------------------------------------------------------

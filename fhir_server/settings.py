@@ -112,6 +112,10 @@ class Settings:
     change_log_retention_hours: int = 24  # entries every consumer has read are removed after this
     lease_seconds: int = 30  # a lease (sequencer, consumer) not renewed for this long is free again
     notify_job_timeout: int = 120  # seconds a notification job may take (its sends included)
+    subscription_lanes: int = 64  # delivery lanes per Subscription (ordered by patient within one)
+    subscription_retry_intervals: tuple[int, ...] = (10, 60, 300, 1800, 7200)  # seconds before each retry
+    subscription_max_failures: int = 6  # failed tries of one notification or handshake before `error`
+    subscription_timeout_seconds: float = 10.0  # one HTTP request to a subscriber's endpoint
     worker_heartbeat_grace: int = 60  # a job whose worker died is retried this long after its timeout
     retention_sweep_seconds: int = 3600  # how often the dispatcher runs the retention purge
     retention_batch: int = 500  # results the purge removes per round (its memory is one round's)
@@ -225,6 +229,12 @@ class Settings:
             change_log_retention_hours=_int("CHANGE_LOG_RETENTION_HOURS", cls.change_log_retention_hours),
             lease_seconds=_int("LEASE_SECONDS", cls.lease_seconds),
             notify_job_timeout=_int("NOTIFY_JOB_TIMEOUT", cls.notify_job_timeout),
+            subscription_lanes=_int("SUBSCRIPTION_LANES", cls.subscription_lanes),
+            subscription_retry_intervals=_ints("SUBSCRIPTION_RETRY_INTERVALS", cls.subscription_retry_intervals),
+            subscription_max_failures=_int("SUBSCRIPTION_MAX_FAILURES", cls.subscription_max_failures),
+            subscription_timeout_seconds=float(
+                os.environ.get("SUBSCRIPTION_TIMEOUT_SECONDS", cls.subscription_timeout_seconds)
+            ),
             worker_heartbeat_grace=_int("WORKER_HEARTBEAT_GRACE", cls.worker_heartbeat_grace),
             retention_sweep_seconds=_int("RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds),
             retention_batch=_int("RETENTION_BATCH", cls.retention_batch),

@@ -21,8 +21,13 @@ operators see and manage every Subscription.
 What it may say (422 at the element, nothing stored; 400 for what R4 itself forbids, e.g. no
 `reason`):
 - `status` is the server's: a client creates with `requested` (stored `requested`), and an
-  update keeps the stored status (sending another one is refused at `Subscription.status`).
-  Writes outside a FHIR request (the delivery workers) set it.
+  update keeps the stored status (sending another one is refused at `Subscription.status`),
+  except that an update changing `criteria` or `channel`, or sending `requested` (after an
+  `error`, say), makes it `requested` again. Each write that leaves it `requested` commits a
+  `subscription-requested` outbox event with the writer's principal: the delivery workers
+  (workers/jobs/subscriptions.py) record the subscriber and greet the endpoint (handshake), then
+  set `active`, or `error` with the `error` text. `error` is the server's too (a client's is
+  dropped). Writes outside a FHIR request (the delivery workers) set both.
 - `channel.type` is `rest-hook`, with an absolute `https://` `channel.endpoint` (`http://` to
   127.0.0.1, localhost or [::1] when SUBSCRIPTION_ALLOW_HTTP_LOOPBACK is on), without
   credentials in the URL; `channel.payload` absent, `application/fhir+json` or `application/json`.
@@ -37,6 +42,9 @@ Secrets. Header values are stored (a delivery sends them) and never returned, to
 neither: every Subscription in a response body (read, vread, history, search, _include,
 transaction answers, operations) shows `Name: ***`. An update that sends `Name: ***` back keeps
 the stored value of that header, so a client can read, change and put back its Subscription.
+The signing secret (extension SECRET_EXTENSION, a `valueString`: deliveries carry an
+HMAC-SHA256 signature made with it) is write-only in the same way: shown `***`, kept when `***`
+is sent back.
 """
 
 from __future__ import annotations
@@ -79,6 +87,8 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MASK = "***"
+SECRET_EXTENSION = "https://sidep.example.fr/fhir/StructureDefinition/subscription-secret"
+HANDSHAKE_EVENT = "subscription-requested"
 
 
 def register(hooks: WriteHooks) -> None:
@@ -97,14 +107,35 @@ def prepare(uow: UnitOfWork, rid: str, resource: dict, previous: Record | None) 
     check_criteria(resource.get("criteria"), principal)
     channel = resource.get("channel") if isinstance(resource.get("channel"), dict) else {}
     check_channel(channel)
+    check_secret(resource)
     own = previous if _own(previous, principal) else None
     if not _from_client():
         return resource
-    stored = dict(resource)
-    stored["status"] = _status(resource.get("status"), own)
+    stored = {key: value for key, value in resource.items() if key != "error"}  # the server's to say
     if own is not None and channel.get("header"):
         stored["channel"] = {**channel, "header": _restored_headers(channel["header"], own.resource)}
+    if own is not None:
+        stored = _restored_secret(stored, own.resource)
+    stored["status"] = _status(resource.get("status"), own)
+    if own is not None and _delivery_changed(stored, own.resource):
+        stored["status"] = REQUESTED  # another endpoint or criteria: a handshake again
+    if stored["status"] == REQUESTED:
+        request_handshake(uow, rid, principal)
+    elif own is not None and own.resource.get("error") and stored["status"] == own.resource.get("status"):
+        stored["error"] = own.resource["error"]
     return stored
+
+
+def request_handshake(uow: UnitOfWork, rid: str, principal: Principal | None) -> None:
+    """Committed with the write: the delivery workers record the subscriber (what it may read is
+    what it is notified of) and greet its endpoint (workers/jobs/subscriptions.py)."""
+    who = principal.to_doc() if principal is not None else None
+    uow.emit(HANDSHAKE_EVENT, {"subscription": rid, "principal": who}, key=f"Subscription/{rid}")
+
+
+def _delivery_changed(stored: dict, before: dict) -> bool:
+    """Does the update change where or what the Subscription delivers?"""
+    return stored.get("criteria") != before.get("criteria") or stored.get("channel") != before.get("channel")
 
 
 def _from_client() -> bool:
@@ -122,8 +153,10 @@ def _own(previous: Record | None, principal: Principal | None) -> bool:
 
 def _status(sent: str | None, own: Record | None) -> str:
     kept = (own.resource.get("status") if own else None) or REQUESTED
-    if sent in (None, kept) or (own is None and sent == REQUESTED):
+    if sent in (None, kept):
         return kept
+    if sent == REQUESTED:  # created, or asked again after an error: a handshake
+        return REQUESTED
     if own is None:
         raise unprocessable(
             "status",
@@ -274,6 +307,54 @@ def check_header(line, element: str) -> None:
         )
 
 
+# -- the signing secret ------------------------------------------------------------------------
+def secret_of(resource: dict | None) -> str | None:
+    """The Subscription's signing secret (its SECRET_EXTENSION), if any."""
+    for extension in (resource or {}).get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == SECRET_EXTENSION:
+            value = extension.get("valueString")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def check_secret(resource: dict) -> None:
+    for index, extension in enumerate(resource.get("extension") or []):
+        if not isinstance(extension, dict) or extension.get("url") != SECRET_EXTENSION:
+            continue
+        value = extension.get("valueString")
+        if (
+            not isinstance(value, str)
+            or not value.strip()
+            or CONTROL.search(value)
+            or set(extension)
+            != {
+                "url",
+                "valueString",
+            }
+        ):
+            raise unprocessable(
+                f"extension[{index}]",
+                "The signing secret is a valueString without line breaks",
+                "Le secret de signature est un valueString sans saut de ligne",
+            )
+
+
+def _restored_secret(stored: dict, before: dict) -> dict:
+    """A secret sent back masked keeps its stored value."""
+    if secret_of(stored) != MASK:
+        return stored
+    kept = secret_of(before)
+    extensions = [
+        {"url": SECRET_EXTENSION, "valueString": kept}
+        if isinstance(e, dict) and e.get("url") == SECRET_EXTENSION
+        else e
+        for e in stored.get("extension") or []
+        if kept is not None or not (isinstance(e, dict) and e.get("url") == SECRET_EXTENSION)
+    ]
+    result = {key: value for key, value in stored.items() if key != "extension"}
+    return {**result, "extension": extensions} if extensions else result
+
+
 # -- answers -----------------------------------------------------------------------------------
 def mask_secrets(body):
     """`body` with every Subscription in it (at any depth: Bundles, contained, Parameters) showing
@@ -287,7 +368,15 @@ def mask_secrets(body):
         headers = masked["channel"].get("header")
         if isinstance(headers, list):
             masked["channel"] = {**masked["channel"], "header": [_masked_header(h) for h in headers]}
+    if masked.get("resourceType") == "Subscription" and isinstance(masked.get("extension"), list):
+        masked["extension"] = [_masked_secret(e) for e in masked["extension"]]
     return masked
+
+
+def _masked_secret(extension):
+    if isinstance(extension, dict) and extension.get("url") == SECRET_EXTENSION:
+        return {"url": SECRET_EXTENSION, "valueString": MASK}
+    return extension
 
 
 def as_shown(resource: dict) -> dict:

@@ -43,6 +43,12 @@ def platform_env(settings: Settings, **extra) -> dict[str, str]:
         "NOTIFY_JOB_TIMEOUT": settings.notify_job_timeout,
         "WORKER_HEARTBEAT_GRACE": settings.worker_heartbeat_grace,
         "RETENTION_SWEEP_SECONDS": settings.retention_sweep_seconds,
+        "LEASE_SECONDS": settings.lease_seconds,
+        "SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": int(settings.subscription_allow_http_loopback),
+        "SUBSCRIPTION_LANES": settings.subscription_lanes,
+        "SUBSCRIPTION_RETRY_INTERVALS": ",".join(str(i) for i in settings.subscription_retry_intervals),
+        "SUBSCRIPTION_MAX_FAILURES": settings.subscription_max_failures,
+        "SUBSCRIPTION_TIMEOUT_SECONDS": settings.subscription_timeout_seconds,
         **extra,
     }
     env = {k: v for k, v in os.environ.items() if k not in values}

@@ -219,9 +219,10 @@ def put_example(client: FhirClient, name: str) -> dict:
 
 def as_a_client_may_send(subscription: dict) -> tuple[dict, bytes]:
     """A Subscription's status is the server's (fhir_server/subscriptions.py): a client creates it
-    `requested`, even without auth; the examples' `error` is a state the server would reach itself.
-    What comes back has its channel headers masked (mask_secrets), as every answer does."""
-    sent = {**subscription, "status": "requested"}
+    `requested`, even without auth; the examples' `error` status and text are a state the server
+    would reach itself (a client's `error` is dropped). What comes back has its channel headers
+    masked (mask_secrets), as every answer does."""
+    sent = {**{k: v for k, v in subscription.items() if k != "error"}, "status": "requested"}
     return sent, json.dumps(sent, default=str).encode()
 
 

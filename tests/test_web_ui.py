@@ -688,6 +688,7 @@ def test_the_operators_console_counts_and_retries(console_app, tmp_path):
         "journal-positions": "0",
         "journal-attente": "3",  # no dispatcher has positioned the three entries yet
         "retard-pseudonymised-feed": "0",
+        "retard-subscriptions": "0",
         "conflits": "0",
     }
     assert "SMS gateway: 503" in html and job_id in html and "ValueError" in html

@@ -14,7 +14,8 @@ so that workers need no scheduler of their own and the loss of a worker delays n
 Between rounds it keeps the pipeline whole: claims left by a dispatcher that died go back to
 `new`; jobs whose worker died (no heartbeat) are retried by RQ's own registry clean-up; an event
 dispatched long ago whose job vanished from Redis is enqueued again (jobs are idempotent); and,
-every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued.
+every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued; Subscription delivery lanes
+whose next notification is due and that no job holds are enqueued again (workers/jobs/subscriptions.py).
 
 It also feeds the change log's consumers (workers/consumers.py): each round, the dispatcher that
 holds the sequencer lease positions the newly committed change-log entries, and the job of each
@@ -50,7 +51,10 @@ from .queue import changes_queue_name, queue
 log = logging.getLogger("workers.dispatcher")
 
 # the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
-JOBS = {"notify-result": "workers.jobs.notify.notify_result"}
+JOBS = {
+    "notify-result": "workers.jobs.notify.notify_result",
+    "subscription-requested": "workers.jobs.subscriptions.handshake",
+}
 RETENTION_JOB = "workers.jobs.retention.purge"
 SEQUENCER = "sequencer"
 WAITING = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
@@ -62,7 +66,7 @@ class Dispatcher:
             raise RuntimeError("the dispatcher needs MONGODB_URI and REDIS_URL")
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        db = client_for(settings.mongodb_uri)[settings.mongodb_db]
+        db = self.db = client_for(settings.mongodb_uri)[settings.mongodb_db]
         self.outbox = Outbox(db)
         self.changes = Changes(db)
         self.leases = Leases(db)
@@ -72,8 +76,12 @@ class Dispatcher:
         self.last_maintenance = 0.0
         self.last_retention = 0.0
 
-    def retry(self) -> Retry:
-        return Retry(max=self.settings.notify_retries, interval=list(self.settings.notify_retry_intervals))
+    def retry(self, kind: str = "notify-result") -> Retry:
+        settings = self.settings
+        if kind == "subscription-requested":  # the last try sets the Subscription's `error`
+            tries = max(settings.subscription_max_failures - 1, 1)
+            return Retry(max=tries, interval=list(settings.subscription_retry_intervals))
+        return Retry(max=settings.notify_retries, interval=list(settings.notify_retry_intervals))
 
     def dispatch(self) -> int:
         """One round: the events it enqueued (0 when there was nothing to take)."""
@@ -99,7 +107,7 @@ class Dispatcher:
                 args=(str(event["_id"]),),
                 job_id=str(event["_id"]),
                 timeout=self.settings.notify_job_timeout,
-                retry=self.retry(),
+                retry=self.retry(event["kind"]),
                 description=f"{event['kind']} {event['_id']}",
             )
             for event in events
@@ -145,11 +153,19 @@ class Dispatcher:
         self.queue.started_job_registry.cleanup()  # jobs of dead workers: retried or failed by RQ
         self.changes_queue.started_job_registry.cleanup()
         self.redispatch_vanished()
+        self.wake_subscription_lanes()
         self.changes.purge(CONSUMERS, timedelta(hours=settings.change_log_retention_hours))
         if now - self.last_retention >= settings.retention_sweep_seconds:
             self.last_retention = now
             hour = datetime.now(UTC).strftime("%Y%m%d%H%M")
             self.queue.enqueue(RETENTION_JOB, job_id=f"retention-{hour}", job_timeout=3600, result_ttl=86400)
+
+    def wake_subscription_lanes(self) -> int:
+        """Subscription delivery lanes whose next notification is due and that no job delivers (a
+        backoff is over, a worker died mid-delivery): their job enqueued again."""
+        from .jobs.subscriptions import enqueue_lanes, ready_lanes
+
+        return enqueue_lanes(self.changes_queue, ready_lanes(self.db))
 
     def redispatch_vanished(self) -> None:
         for event in self.outbox.dispatched_before(timedelta(seconds=self.settings.dispatch_redispatch_seconds)):

@@ -20,8 +20,9 @@ def queue(url: str, name: str = QUEUE_NAME) -> Queue:
 
 
 def changes_queue_name(name: str = QUEUE_NAME) -> str:
-    """The queue of the change log's consumers (workers/consumers.py): a worker takes its jobs
-    before the others, so that a backlog of notifications does not delay the feeds."""
+    """The queue of what follows the change log (its consumers, workers/consumers.py, and the
+    subscriptions' delivery lanes): a worker takes its jobs before the others, so that a backlog
+    of notifications does not delay the feed and the subscribers."""
     return f"{name}-changes"
 
 

@@ -237,6 +237,22 @@ def authorize_request() -> None:
 
 
 # -- reads through the store -------------------------------------------------------------------
+def read_filter(principal: Principal, rtype: str | None, perm: str = "s") -> Condition | None:
+    """What `principal` may read of `rtype` (None: of every type) with `perm` (r by id, s by
+    search), as a condition on stored resources (None: all of them); 403 beyond its scopes. The
+    request's view of the store, and what a Subscription's owner is notified of (the delivery
+    workers, outside any request)."""
+    if not principal.scopes.allows(rtype, perm):
+        raise scope_refused(rtype, perm)
+    if rtype is not None:
+        return owned_by(principal.read_keys) if owner_checked(principal, rtype) else None
+    if principal.role == ROLE_OPERATOR:
+        return None
+    if principal.unrestricted:  # system history: every type, but others' private ones
+        return any_of({"t": {"$nin": sorted(PRIVATE_TYPES)}}, owned_by(principal.read_keys))
+    return owned_by(principal.read_keys)
+
+
 class OrganisationAccess:
     """`Store.access`: the request principal's view of the database."""
 
@@ -246,17 +262,7 @@ class OrganisationAccess:
 
     def where(self, rtype: str | None, perm: str) -> dict | None:
         principal = current_principal()
-        if principal is None:
-            return None
-        if not principal.scopes.allows(rtype, perm):
-            raise scope_refused(rtype, perm)
-        if rtype is not None:
-            return owned_by(principal.read_keys) if owner_checked(principal, rtype) else None
-        if principal.role == ROLE_OPERATOR:
-            return None
-        if principal.unrestricted:  # system history: every type, but others' private ones
-            return any_of({"t": {"$nin": sorted(PRIVATE_TYPES)}}, owned_by(principal.read_keys))
-        return owned_by(principal.read_keys)
+        return None if principal is None else read_filter(principal, rtype, perm)
 
     def check(self, record: Record) -> None:
         principal = current_principal()
