@@ -69,7 +69,7 @@ def is_operation() -> bool:
 
 
 def is_async_result() -> bool:
-    return request.endpoint == "fhir.async-status"
+    return request.endpoint in ("fhir.async-status", "fhir.async-file")
 
 
 def negotiate_format() -> None:

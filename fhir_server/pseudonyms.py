@@ -331,6 +331,13 @@ def record_of(resources: dict, settings, keyring: Keyring | None = None) -> dict
     }
 
 
+def published(position: int, key: str, state: str, record: dict | None, at: str) -> dict:
+    """A record as public health gets it, in the feed and in `$export` alike: where it stands in
+    the feed, the result's key (`result_key`: the same for every version of one result), `state`
+    (current or withdrawn), when it was written, then the record's fields (none once withdrawn)."""
+    return {"position": position, "result_key": key, "state": state, "at": at, **(record or {})}
+
+
 def age_class(birth_date: str | None, on: date | None) -> str | None:
     """The cl_age90 class at `on`; a partial birth date (YYYY, YYYY-MM) gives a class only when
     every day it may stand for gives the same one."""

@@ -28,6 +28,8 @@ RULES = [
     ("/_async/<task_id>", "async-status", asynchronous.status, ["GET"]),
     ("/_async/<task_id>", "async-cancel", asynchronous.cancel, ["DELETE"]),
     ("/_async/<task_id>", "async-other", asynchronous.not_allowed, ["POST", "PUT", "PATCH"]),
+    # a bulk $export's files (the file's name is no public variable either: logs show `*/*`)
+    ("/_async/<task_id>/<file_name>", "async-file", asynchronous.download, ["GET"]),
     ("/<rtype>", "search-type", search.search, ["GET"]),
     ("/<rtype>", "create", create.create, ["POST"]),
     ("/<rtype>", "conditional-update", update.conditional_update, ["PUT"]),

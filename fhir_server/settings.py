@@ -154,6 +154,13 @@ class Settings:
     pseudonymised_retention_months: int = 24
     feed_page_size: int = 1000  # entries of the pseudonymised feed per call by default
     feed_max_page_size: int = 10000  # and at most
+    # -- FHIR Bulk Data $export (operations/export.py, workers/jobs/export.py): the NDJSON files
+    # are written by a worker and served by the web processes, which must share the directory
+    export_dir: str | None = None  # where export files are written; None: VAR_DIR/exports
+    export_file_bytes: int = 100 * 1024 * 1024  # an NDJSON file is split beyond this (HAPI's 100 MB)
+    export_batch: int = 1000  # lines read from the database at a time (the job's memory is one batch)
+    export_hours: int = 24  # an export (its manifest and files) is kept this long after it finishes
+    export_job_timeout: int = 3600  # seconds one export job may run before RQ stops it
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -267,6 +274,11 @@ class Settings:
             otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
             pseudonym_key_file=os.environ.get("PSEUDONYM_KEY_FILE") or None,
             pseudonymised_retention_months=_int("PSEUDONYMISED_RETENTION_MONTHS", cls.pseudonymised_retention_months),
+            export_dir=os.environ.get("EXPORT_DIR") or None,
+            export_file_bytes=_int("EXPORT_FILE_BYTES", cls.export_file_bytes),
+            export_batch=_int("EXPORT_BATCH", cls.export_batch),
+            export_hours=_int("EXPORT_HOURS", cls.export_hours),
+            export_job_timeout=_int("EXPORT_JOB_TIMEOUT", cls.export_job_timeout),
         )
 
     @property
@@ -299,6 +311,11 @@ class Settings:
             "key_file": self.mssante_smtp_key_file,
             "timeout": self.smtp_timeout,
         }
+
+    @property
+    def export_directory(self) -> str:
+        """Where the NDJSON files of $export are written and served from."""
+        return self.export_dir or os.path.join(self.var_dir, "exports")
 
     def but(self, **changes) -> "Settings":
         return replace(self, **changes)

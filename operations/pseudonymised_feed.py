@@ -4,7 +4,7 @@
 
 Answers `application/json`: `{"after": <position asked>, "next": <position to ask next>,
 "more": <true when more entries wait>, "entries": [...]}`; each entry is `{"position", "result_key",
-"state", ...the record's fields}` (fhir_server/pseudonyms.py RECORD_FIELDS; none for a
+"state", "at", ...the record's fields}` (pseudonyms.published, as `$export` gives them) (fhir_server/pseudonyms.py RECORD_FIELDS; none for a
 `withdrawn` result). Positions come in commit order without gaps, so a consumer that keeps `next`
 and asks again never misses an entry nor gets one twice; a result appears again when it changes
 (same `result_key`: replace the earlier entry), or as `withdrawn` (count it no more).
@@ -25,6 +25,8 @@ from fhir_server.auth.policy import forbidden, scope_refused
 from fhir_server.auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, current_principal
 from fhir_server.http import private_response
 from fhir_server.outcome import FhirError
+from fhir_server.pseudonyms import published
+from fhir_server.search.dates import instant
 from fhir_server.storage.pseudonymised import PseudonymisedRecords
 
 from .registry import OperationCall, operation
@@ -62,7 +64,7 @@ def pseudonymised_feed(call: OperationCall):
 
 
 def shown(entry: dict) -> dict:
-    return {"position": entry["_id"], "result_key": entry["result"], "state": entry["state"], **entry["rec"]}
+    return published(entry["_id"], entry["result"], entry["state"], entry["rec"], instant(entry["at"]))
 
 
 def _check_reader() -> None:

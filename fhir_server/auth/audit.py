@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 AUDITED_TYPES = frozenset(
     {"Patient", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport", "Communication", "Binary"}
 )
-SYSTEM_LEVEL = frozenset({"transaction", "history-system"})
+# audited whatever they are about (a bulk export's file holds every organisation's data)
+SYSTEM_LEVEL = frozenset({"transaction", "history-system", "async-file"})
 SUBTYPE = {
     "read": "read",
     "vread": "vread",
@@ -49,6 +50,7 @@ SUBTYPE = {
     "operation-instance": "operation",
     "operation-type": "operation",
     "async-status": "operation",  # the result of an operation asked for asynchronously
+    "async-file": "operation",  # a file of a bulk $export
 }
 ACTION = {
     "read": "R",
@@ -70,6 +72,7 @@ ACTION = {
     "operation-instance": "E",
     "operation-type": "E",
     "async-status": "R",
+    "async-file": "R",
 }
 MAX_ENTITIES = 100
 # What the client was told is "not known" (what it may not see answers as what does not exist);

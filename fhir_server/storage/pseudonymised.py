@@ -81,10 +81,13 @@ class PseudonymisedRecords:
         """The feed's entries after `position`, in order, at most `limit`."""
         return list(self.feed.find({"_id": {"$gt": position}}).sort("_id", ASCENDING).limit(limit))
 
-    def current(self, since: datetime | None = None, batch_size: int = 1000) -> Iterator[dict]:
-        """Every result's current record (withdrawn ones included), changed at or after `since`,
-        streamed in position order."""
-        query = {"at": {"$gte": since}} if since else {}
+    def current(
+        self, since: datetime | None = None, batch_size: int = 1000, until: datetime | None = None
+    ) -> Iterator[dict]:
+        """Every result's current record (withdrawn ones included), changed at or after `since`
+        (and at or before `until`), streamed in position order: the cursor holds one batch."""
+        window = {**({"$gte": since} if since else {}), **({"$lte": until} if until else {})}
+        query = {"at": window} if window else {}
         return self.results.find(query, {"rid": 0}).sort("position", ASCENDING).batch_size(batch_size)
 
     # -- retention -----------------------------------------------------------------------------

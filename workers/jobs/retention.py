@@ -20,7 +20,9 @@ run TTL monitors, and most rules span collections or read history).
 - delivery records, with the Communications recording them, and deep links: the result's
   retention (RESULT_RETENTION_MONTHS after sampling);
 - TousAntiCovid declaration codes: the result's retention too;
-- results of asynchronous requests: ASYNC_RESULT_MINUTES after they were asked;
+- results of asynchronous requests: ASYNC_RESULT_MINUTES after they were asked; bulk exports,
+  with their NDJSON files, EXPORT_HOURS after they finished (and any export directory whose task
+  is gone: one deleted while its job was writing);
 - the portal's one-time code records (with their deep link) and its ended sessions.
 
 Results go RETENTION_BATCH reports at a time, so memory holds one batch whatever the backlog;
@@ -34,6 +36,7 @@ from datetime import datetime
 
 from dateutil.relativedelta import relativedelta
 
+from fhir_server import exports
 from fhir_server.search.dates import parse_range, utc_now
 from fhir_server.search.extract import reference_key
 from fhir_server.storage import Store, otps, portal_sessions
@@ -79,10 +82,21 @@ def purge(now: str | None = None) -> dict[str, int]:
     removed["Communication"] = store.purge("Communication", deliveries.expired_communications(moment))
     removed.update({**deliveries.purge(moment), **DeepLinks().purge(moment)})
     removed["declaration codes"] = DeclarationCodes().purge_expired(moment)
+    removed.update(purge_exports(settings, moment))
     removed["asynchronous results"] = AsyncTask.purge(moment)
     removed.update(otps.Otps().purge(moment))
     removed.update(portal_sessions.PortalSessions().purge(moment))
     return removed
+
+
+def purge_exports(settings, moment: datetime) -> dict[str, int]:
+    """The files of the exports expired at `moment` (their tasks go with the asynchronous
+    results), and the export directories no task owns any longer."""
+    expired = AsyncTask.expired_exports(moment)
+    for task_id in expired:
+        exports.remove(settings, task_id)
+    live = set(AsyncTask.export_ids()) - set(expired)
+    return {"exports": len(expired), "orphan export directories": exports.remove_orphans(settings, live)}
 
 
 def purge_results(store: Store, integrated_before: datetime, batch: int) -> dict[str, int]:
