@@ -221,3 +221,33 @@ def test_records_with_one_expiry_are_also_removed_by_the_database_itself(secured
     assert (
         db["_deliveries"].index_information()["expires_1"].get("expireAfterSeconds") is None
     )  # its Communications go first
+
+
+def test_subscription_notifications_go_with_the_results_and_subscribers_with_their_subscription(secured, job):
+    from fhir_server.storage.subscription_events import SubscriptionEvents
+
+    from .test_subscriptions_guard import subscription
+
+    operator = secured.client_session(None, role="operator")
+    created = operator.post("Subscription", json=subscription())
+    assert created.status_code == 201, created.text
+    kept_id = created.json()["id"]
+    events = SubscriptionEvents(secured.store.db)
+    events.keep_subscriber(kept_id, None)
+    events.keep_subscriber("deleted-one", None)
+    now = utc_now()
+    events.events.insert_many(
+        [
+            {"_id": "old", "sub": kept_id, "state": "sent", "at": now - relativedelta(months=3, days=1)},
+            {
+                "_id": "young",
+                "sub": kept_id,
+                "state": "pending",
+                "at": now - relativedelta(months=3) + timedelta(days=1),
+            },
+        ]
+    )
+    removed = job()
+    assert (removed["subscription notifications"], removed["subscribers"]) == (1, 1)
+    assert [doc["_id"] for doc in events.events.find()] == ["young"]
+    assert events.subscriber_ids() == [kept_id]

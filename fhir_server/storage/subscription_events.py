@@ -39,6 +39,7 @@ class SubscriptionEvents:
         self.events.create_index([("sub", ASCENDING), ("lane", ASCENDING), ("state", ASCENDING), *ORDER])
         self.events.create_index([("sub", ASCENDING), ("res", ASCENDING)])
         self.events.create_index([("state", ASCENDING)])
+        self.events.create_index([("at", ASCENDING)])
 
     # -- subscribers ------------------------------------------------------------------------
     def keep_subscriber(self, subscription: str, principal: dict | None) -> dict | None:
@@ -136,6 +137,16 @@ class SubscriptionEvents:
             if head is None or (doc["pos"], doc["ord"]) < (head["pos"], head["ord"]):
                 heads[key] = doc
         return sorted(key for key, head in heads.items() if _naive(head["due"]) <= _naive(now))
+
+    def purge(self, written_before: datetime, gone: list[str]) -> dict[str, int]:
+        """Notifications of writes committed before `written_before` (the resources they name are
+        past their retention), and the subscribers of the Subscriptions in `gone`."""
+        events = self.events.delete_many({"at": {"$lt": _naive(written_before)}}).deleted_count
+        subscribers = self.subscribers.delete_many({"_id": {"$in": gone}}).deleted_count
+        return {"subscription notifications": events, "subscribers": subscribers}
+
+    def subscriber_ids(self) -> list[str]:
+        return [doc["_id"] for doc in self.subscribers.find({}, {"_id": 1})]
 
     def counts(self, subscription: str | None = None) -> dict[str, int]:
         query = {"sub": subscription} if subscription else {}

@@ -11,6 +11,8 @@ run TTL monitors, and most rules span collections or read history).
   events about the report, and the person-record links of the Patients that go (a person record
   left with no link goes too); their pseudonymised records stay but no longer say which report
   they were. Organizations, Practitioners and code lists are not patient data;
+- Subscription notifications: the results' retention after the write they notify; the
+  subscriber record of a Subscription once it is deleted;
 - public health's pseudonymised records (feed and current records): PSEUDONYMISED_RETENTION_MONTHS
   after each was written;
 - AuditEvents, the trace of accesses: AUDIT_RETENTION_MONTHS after they were written (longer than
@@ -46,6 +48,7 @@ from fhir_server.storage.deliveries import MODELS, DeepLinks, Deliveries
 from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.persons import Persons
 from fhir_server.storage.pseudonymised import PseudonymisedRecords
+from fhir_server.storage.subscription_events import SubscriptionEvents
 from fhir_server.storage.tasks import AsyncTask
 from workers.context import context
 
@@ -77,6 +80,7 @@ def purge(now: str | None = None) -> dict[str, int]:
     removed["pseudonymised records"] = records.purge_before(
         moment - relativedelta(months=settings.pseudonymised_retention_months)
     )
+    removed.update(purge_subscription_records(store, moment - relativedelta(months=settings.result_retention_months)))
     removed["AuditEvent"] = purge_written_before(store, moment - relativedelta(months=settings.audit_retention_months))
     deliveries = Deliveries()
     removed["Communication"] = store.purge("Communication", deliveries.expired_communications(moment))
@@ -97,6 +101,14 @@ def purge_exports(settings, moment: datetime) -> dict[str, int]:
         exports.remove(settings, task_id)
     live = set(AsyncTask.export_ids()) - set(expired)
     return {"exports": len(expired), "orphan export directories": exports.remove_orphans(settings, live)}
+
+
+def purge_subscription_records(store: Store, written_before: datetime) -> dict[str, int]:
+    """Notifications past the results' retention, and the subscribers of deleted Subscriptions."""
+    events = SubscriptionEvents(store.db)
+    known = events.subscriber_ids()
+    current = {record.id for record in store.fetch_many("Subscription", known)} if known else set()
+    return events.purge(written_before, [sid for sid in known if sid not in current])
 
 
 def purge_results(store: Store, integrated_before: datetime, batch: int) -> dict[str, int]:
