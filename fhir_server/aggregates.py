@@ -47,7 +47,7 @@ DEPARTEMENTS = (
     "988",
     "99",  # abroad and Monaco, as the INSEE codes places abroad (pseudonyms.py)
 )
-TEST_TYPE_LABELS = {"naat": "RT-PCR (TAAN)", "antigen": "Test antigénique", "serology": "Sérologie"}
+TEST_TYPE_LABELS = {"naat": "test PCR (TAAN)", "antigen": "test antigénique", "serology": "sérologie"}
 
 
 @dataclass(frozen=True)

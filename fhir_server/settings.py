@@ -148,6 +148,7 @@ class Settings:
     # how long public health's pseudonymised records are kept (they outlive the results, which
     # go after RESULT_RETENTION_MONTHS); the agencies' rule, a setting
     pseudonymised_retention_months: int = 24
+    aggregates_max_days: int = 366  # days one `$aggregates` call (or the chart page) may span
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -255,6 +256,7 @@ class Settings:
             otp_max_sends=_int("OTP_MAX_SENDS", cls.otp_max_sends),
             pseudonym_key_file=os.environ.get("PSEUDONYM_KEY_FILE") or None,
             pseudonymised_retention_months=_int("PSEUDONYMISED_RETENTION_MONTHS", cls.pseudonymised_retention_months),
+            aggregates_max_days=_int("AGGREGATES_MAX_DAYS", cls.aggregates_max_days),
         )
 
     @property

@@ -48,6 +48,7 @@ SUBTYPE = {
     "conditional-patch": "patch",
     "operation-instance": "operation",
     "operation-type": "operation",
+    "operation-system": "operation",
     "async-status": "operation",  # the result of an operation asked for asynchronously
 }
 ACTION = {
@@ -69,6 +70,7 @@ ACTION = {
     "batch": "E",
     "operation-instance": "E",
     "operation-type": "E",
+    "operation-system": "E",
     "async-status": "R",
 }
 MAX_ENTITIES = 100
@@ -99,7 +101,19 @@ def outcome_code(status: int) -> str:
 
 
 def audited(endpoint: str, rtype: str | None) -> bool:
-    return endpoint in SYSTEM_LEVEL or (rtype in AUDITED_TYPES and endpoint in SUBTYPE)
+    return (
+        endpoint in SYSTEM_LEVEL
+        or (rtype in AUDITED_TYPES and endpoint in SUBTYPE)
+        or (endpoint == "operation-system" and _audited_operation())
+    )
+
+
+def _audited_operation() -> bool:
+    """A system operation that reads patient data, even as counts (`$aggregates`), says so."""
+    from operations import find
+
+    op = find((request.view_args or {}).get("name", ""), "system", None)
+    return bool(op and op.audited)
 
 
 def after_request(response: Response) -> Response:
@@ -290,7 +304,7 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
         for key in list(objects)[:MAX_ENTITIES]
         if key not in patients
     ]
-    if endpoint in ("search-type", "search-post", "history-type", "history-system"):
+    if endpoint in ("search-type", "search-post", "history-type", "history-system", "operation-system"):
         query = request.query_string or b""
         if request.method == "POST" and request.form:
             query = request.get_data()
