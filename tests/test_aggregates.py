@@ -380,6 +380,10 @@ def test_the_page_for_public_health_and_operators_only(mongo_uri, tmp_path):
     assert drawing.status_code == 200 and drawing.headers["Content-Type"] == "image/svg+xml; charset=utf-8"
     assert ET.fromstring(drawing.get_data()).find(f"{SVG}desc").text.startswith("France entière, tous types de test")
     assert health.get("/ui/aggregates?dep=20").status_code == 400
+    events = [d["res"] for d in app.extensions["sidep.store"].db["AuditEvent"].find().sort("ts", 1)]
+    seen = [(e["source"]["site"], e["subtype"][0]["code"], e["outcome"]) for e in events]
+    assert seen == [("SI-DEP web", "operation", "0")] * 3 + [("SI-DEP web", "operation", "4")]
+    assert {e["agent"][0]["altId"] for e in events} == {"sante.publique"}
 
     assert Web(app).signed_in("operateur").get("/ui/aggregates").status_code == 200
     pharmacist = Web(app).signed_in("pharmacien")
