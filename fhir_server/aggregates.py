@@ -47,6 +47,7 @@ DEPARTEMENTS = (
     "988",
     "99",  # abroad and Monaco, as the INSEE codes places abroad (pseudonyms.py)
 )
+_POSITION = {code: index for index, code in enumerate(DEPARTEMENTS)}
 TEST_TYPE_LABELS = {"naat": "test PCR (TAAN)", "antigen": "test antigénique", "serology": "sérologie"}
 
 
@@ -153,7 +154,7 @@ def rows(records: PseudonymisedRecords, query: Query) -> list[dict]:
 
 def _file_order(item) -> tuple:
     (dep, jour, age), _ = item
-    return (DEPARTEMENTS.index(dep) if dep in DEPARTEMENTS else len(DEPARTEMENTS), dep, jour, int(age))
+    return (_POSITION.get(dep, len(DEPARTEMENTS)), dep, jour, int(age))
 
 
 def daily(records: PseudonymisedRecords, query: Query) -> list[Day]:
