@@ -161,6 +161,7 @@ class Settings:
     export_batch: int = 1000  # lines read from the database at a time (the job's memory is one batch)
     export_hours: int = 24  # an export (its manifest and files) is kept this long after it finishes
     export_job_timeout: int = 3600  # seconds one export job may run before RQ stops it
+    aggregates_max_days: int = 366  # days one `$aggregates` call (or the chart page) may span
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -279,6 +280,7 @@ class Settings:
             export_batch=_int("EXPORT_BATCH", cls.export_batch),
             export_hours=_int("EXPORT_HOURS", cls.export_hours),
             export_job_timeout=_int("EXPORT_JOB_TIMEOUT", cls.export_job_timeout),
+            aggregates_max_days=_int("AGGREGATES_MAX_DAYS", cls.aggregates_max_days),
         )
 
     @property

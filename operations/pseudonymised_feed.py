@@ -11,7 +11,8 @@ and asks again never misses an entry nor gets one twice; a result appears again 
 `_count` defaults to FEED_PAGE_SIZE, at most FEED_MAX_PAGE_SIZE.
 
 For public health and operators (DiagnosticReport search in the token's scopes); others 403.
-Each call is an AuditEvent (the feed is personal data, pseudonymised).
+Each call, refused ones included, is an AuditEvent (the operation is `audited`: the feed is
+personal data, pseudonymised), its query as the entity.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 
 from flask import current_app
 
-from fhir_server.auth.audit import note_query
 from fhir_server.auth.policy import forbidden, scope_refused
 from fhir_server.auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, current_principal
 from fhir_server.http import private_response
@@ -41,6 +41,7 @@ PARAMETERS = [
 @operation(
     "pseudonymised-feed",
     system=True,
+    audited=True,
     description="Public health's feed of pseudonymised results, in commit order, after a position.",
     parameters=PARAMETERS,
 )
@@ -53,7 +54,6 @@ def pseudonymised_feed(call: OperationCall):
     entries = records.after(after, count + 1)
     more = len(entries) > count
     entries = entries[:count]
-    note_query(f"$pseudonymised-feed after {after}: {len(entries)} entries")
     body = {
         "after": after,
         "next": entries[-1]["_id"] if entries else after,

@@ -50,6 +50,7 @@ class Operation:
     affects_state: bool = False
     description: str = ""
     parameters: list[dict] = field(default_factory=list)  # OperationDefinition.parameter entries
+    audited: bool = False  # system level: an AuditEvent for every call, as for patient data (auth/audit.py)
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -64,6 +65,7 @@ def operation(
     affects_state: bool = False,
     description: str = "",
     parameters=None,
+    audited: bool = False,
 ):
     """Decorator registering a handler as the FHIR operation `$name`."""
 
@@ -77,6 +79,7 @@ def operation(
             affects_state,
             description,
             list(parameters or []),
+            audited,
         )
         return handler
 

@@ -49,6 +49,7 @@ SUBTYPE = {
     "conditional-patch": "patch",
     "operation-instance": "operation",
     "operation-type": "operation",
+    "operation-system": "operation",
     "async-status": "operation",  # the result of an operation asked for asynchronously
     "async-file": "operation",  # a file of a bulk $export
 }
@@ -71,6 +72,7 @@ ACTION = {
     "batch": "E",
     "operation-instance": "E",
     "operation-type": "E",
+    "operation-system": "E",
     "async-status": "R",
     "async-file": "R",
 }
@@ -102,7 +104,19 @@ def outcome_code(status: int) -> str:
 
 
 def audited(endpoint: str, rtype: str | None) -> bool:
-    return endpoint in SYSTEM_LEVEL or (rtype in AUDITED_TYPES and endpoint in SUBTYPE)
+    return (
+        endpoint in SYSTEM_LEVEL
+        or (rtype in AUDITED_TYPES and endpoint in SUBTYPE)
+        or (endpoint == "operation-system" and _audited_operation())
+    )
+
+
+def _audited_operation() -> bool:
+    """A system operation that reads patient data, even as counts (`$aggregates`), says so."""
+    from operations import find
+
+    op = find((request.view_args or {}).get("name", ""), "system", None)
+    return bool(op and op.audited)
 
 
 def after_request(response: Response) -> Response:
@@ -124,8 +138,9 @@ def after_request(response: Response) -> Response:
 
 
 def note_query(description: str) -> None:
-    """Audit this request, whose answer is patient data that is not resources (a feed, an
-    export): the AuditEvent names `description` (no personal value in it) and the query."""
+    """Audit this request, whose answer is patient data that is not resources (a file of an
+    export; operations declare themselves `audited`): the AuditEvent names `description` (no
+    personal value in it) and the query."""
     g.audit_query = description
 
 
@@ -299,7 +314,7 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
         for key in list(objects)[:MAX_ENTITIES]
         if key not in patients
     ]
-    if g.get("audit_query"):  # an operation's output that is patient data but not resources
+    if g.get("audit_query"):  # a response that is patient data but not resources (an export's file)
         entities.append(
             {
                 "type": _coding(ENTITY_TYPE, "2", "System Object"),
@@ -308,7 +323,7 @@ def _entities(endpoint: str, rtype: str | None, response: Response, body: dict |
                 "query": base64.b64encode(request.query_string or b"").decode(),
             }
         )
-    if endpoint in ("search-type", "search-post", "history-type", "history-system"):
+    if endpoint in ("search-type", "search-post", "history-type", "history-system", "operation-system"):
         query = request.query_string or b""
         if request.method == "POST" and request.form:
             query = request.get_data()

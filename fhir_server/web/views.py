@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, g, make_response, redirect, ren
 from ..auth.principal import ROLE_OPERATOR
 from ..http import private_response
 from ..outcome import FhirError
-from . import audit, console, forms, results, session, throttle
+from . import audit, console, forms, indicators, results, session, throttle
 from .session import PROFESSIONALS, RESULT_READERS, RESULT_WRITERS, ROLE_LABELS, login_required
 
 SECURITY_HEADERS = {
@@ -51,6 +51,7 @@ def blueprint(limiter, settings) -> Blueprint:
             "result_readers": RESULT_READERS,
             "result_writers": RESULT_WRITERS,
             "operator_role": ROLE_OPERATOR,
+            "indicator_readers": indicators.READERS,
         }
 
     for code, title in ((400, "Requête invalide"), (403, "Accès refusé"), (404, "Page introuvable")):
@@ -66,6 +67,9 @@ def blueprint(limiter, settings) -> Blueprint:
     bp.add_url_rule("/results/<report_id>/patient", "correct", correct, methods=["GET", "POST"])
     bp.add_url_rule("/results/<report_id>/certificate", "certificate", certificate)
     bp.add_url_rule("/operator", "operator", operator)
+    bp.add_url_rule("/aggregates", "aggregates", indicators.page)
+    bp.add_url_rule("/aggregates/chart.svg", "aggregates_chart", indicators.chart)
+    bp.add_url_rule("/aggregates/data.csv", "aggregates_csv", indicators.data)
     bp.add_url_rule("/operator/jobs/<job_id>/retry", "retry_job", retry_job, methods=["POST"])
     bp.add_url_rule("/operator/events/<event_id>/retry", "retry_event", retry_event, methods=["POST"])
     return bp
