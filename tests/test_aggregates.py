@@ -118,6 +118,36 @@ def test_rows_count_what_the_records_say(store):
     assert order == sorted(order)
 
 
+def test_the_kept_counts_follow_every_change_of_a_result(store):
+    """The counts move with each append: results changed again and again, within one batch and
+    across batches, withdrawn and published anew, and a batch appended twice (a job run again)."""
+    rng = random.Random(5)
+    items = list(synthetic_records(300, seed=12, days=30, end=TODAY))
+    history = list(items)
+    store.append(items[:150])
+    store.append(items[150:])
+    for round in range(4):
+        batch = []
+        for chosen in rng.sample(items, 60):
+            record = (
+                None
+                if rng.random() < 0.2
+                else rec(
+                    TODAY - timedelta(days=rng.randrange(30)),
+                    dep=rng.choice(["75", "2A", "971"]),
+                    result=rng.choice(["detected", "not-detected", "inconclusive"]),
+                )
+            )
+            batch.append(item(record, key=chosen["result"]))
+        store.append(batch)
+        history += batch
+        if round == 2:
+            store.append(batch)  # the same batch again changes nothing
+            history += batch
+    query = aggregates.parse_query({}, max_days=366)
+    assert as_table(aggregates.rows(store, query)) == expected_rows(history, query)
+
+
 def test_all_ages_rows_count_every_age_and_the_classes_their_own(store):
     day = TODAY - timedelta(days=3)
     store.append(
