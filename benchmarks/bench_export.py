@@ -15,7 +15,6 @@ fhir_server/synthetic/pseudonymised.py, appended 10,000 at a time (not timed).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
-from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.storage import Store  # noqa: E402
 from fhir_server.storage.accounts import Accounts  # noqa: E402
 from fhir_server.storage.pseudonymised import PseudonymisedRecords  # noqa: E402
@@ -56,25 +55,6 @@ def children(pid: int) -> list[int]:
         return []
     found = [int(child) for child in text.split()]
     return found + [grandchild for child in found for grandchild in children(child)]
-
-
-def environment(settings: Settings, export_dir: str, file_bytes: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.update(
-        MONGODB_URI=settings.mongodb_uri,
-        MONGODB_DB=settings.mongodb_db,
-        REDIS_URL=settings.redis_url,
-        RQ_QUEUE=settings.queue_name,
-        VAR_DIR=settings.var_dir,
-        FHIR_BASE_URL=settings.base_url,
-        EXPORT_DIR=export_dir,
-        EXPORT_FILE_BYTES=str(file_bytes),
-        EXPORT_JOB_TIMEOUT="7200",
-        CREATE_INDEXES="1",
-        STORE_CODE_LISTS="0",
-        AUDIT_FLUSH_INTERVAL="0",
-    )
-    return env
 
 
 def fill(settings: Settings, count: int) -> float:
@@ -153,7 +133,15 @@ def main() -> None:
         var_dir=str(workdir / "var"),
         base_url=f"http://127.0.0.1:{port}/fhir",
     )
-    env = environment(settings, str(workdir / "exports"), args.file_mb * 1024 * 1024)
+    env = process_environment(
+        settings,
+        EXPORT_DIR=str(workdir / "exports"),
+        EXPORT_FILE_BYTES=args.file_mb * 1024 * 1024,
+        EXPORT_JOB_TIMEOUT=7200,
+        CREATE_INDEXES=1,
+        STORE_CODE_LISTS=0,
+        AUDIT_FLUSH_INTERVAL=0,
+    )
     processes = []
     try:
         filled = fill(settings, args.records)

@@ -34,12 +34,13 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_notify import bundles, environment, start  # noqa: E402
+from bench_notify import bundles  # noqa: E402
+from processes import start  # noqa: E402
 
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.storage.pseudonymised import PseudonymisedRecords  # noqa: E402
 
 
@@ -61,7 +62,8 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     records = PseudonymisedRecords(app.extensions["sidep.store"].db)
-    env = dict(environment(settings), CHANGE_LOG_BATCH="100")  # several batches, a pace to measure
+    # several batches: a pace to measure
+    env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05", CHANGE_LOG_BATCH="100")
     processes = []
 
     def start_workers() -> None:

@@ -39,10 +39,12 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from processes import start  # noqa: E402
+
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,27 +54,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system time of a process and of its children it has waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
-
-
-def start(module: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def environment(settings: Settings) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.update(
-        MONGODB_URI=settings.mongodb_uri,
-        MONGODB_DB=settings.mongodb_db,
-        REDIS_URL=settings.redis_url,
-        RQ_QUEUE=settings.queue_name,
-        VAR_DIR=settings.var_dir,
-        FHIR_BASE_URL=settings.base_url,
-        SMS_GATEWAY_URL=settings.sms_gateway_url,
-        DISPATCH_IDLE_SECONDS="0.05",
-    )
-    return env
 
 
 def bundles(count: int) -> list[tuple[str, dict]]:
@@ -103,7 +84,7 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = environment(settings)
+    env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05")
     processes: list[subprocess.Popen] = []
 
     def start_workers() -> float:

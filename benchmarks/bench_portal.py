@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_ingest import LAB, bearer, register_lab_client  # noqa: E402
-from benchmarks.bench_notify import environment, start  # noqa: E402
+from benchmarks.processes import start  # noqa: E402
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import SmsGatewayServer, start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.synthetic.generator import Person, generate_result_bundle, make_person  # noqa: E402
 
 USERS_AT_ONCE = 4
@@ -102,7 +102,7 @@ def start_platform(mongo_uri: str, redis_url: str, var_dir: str, workers: int) -
     threading.Thread(target=server.serve_forever, daemon=True).start()
     token_url = settings.root_url + "/oauth/token"
     headers = bearer(lambda form: requests.post(token_url, data=form, timeout=30).json(), *register_lab_client(app))
-    env = environment(settings)
+    env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05")
     processes = [start("workers.dispatcher", env)] + [start("workers", env) for _ in range(workers)]
     return Platform(settings, gateway, server, processes, headers)
 

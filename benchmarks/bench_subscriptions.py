@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,38 +37,17 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from processes import start  # noqa: E402
+
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_hook_receiver, start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings  # noqa: E402
+from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.storage.subscription_events import EVENTS  # noqa: E402
 from fhir_server.subscriptions import SECRET_EXTENSION  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
 
 FHIR_JSON = "application/fhir+json"
-
-
-def start(module: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def environment(settings: Settings) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.update(
-        MONGODB_URI=settings.mongodb_uri,
-        MONGODB_DB=settings.mongodb_db,
-        REDIS_URL=settings.redis_url,
-        RQ_QUEUE=settings.queue_name,
-        VAR_DIR=settings.var_dir,
-        FHIR_BASE_URL=settings.base_url,
-        SMS_GATEWAY_URL=settings.sms_gateway_url,
-        DISPATCH_IDLE_SECONDS="0.05",
-        AUTH_ENABLED="0",
-        SUBSCRIPTION_ALLOW_HTTP_LOOPBACK="1",
-    )
-    return env
 
 
 def bundles(count: int) -> list[dict]:
@@ -121,7 +98,9 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = environment(settings)
+    env = process_environment(
+        settings, DISPATCH_IDLE_SECONDS="0.05", AUTH_ENABLED="0", SUBSCRIPTION_ALLOW_HTTP_LOOPBACK="1"
+    )
     dispatcher = start("workers.dispatcher", env)
     pool_of_workers = [start("workers", env) for _ in range(workers)]
     session = requests.Session()

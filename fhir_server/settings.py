@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -321,3 +322,45 @@ class Settings:
 
     def but(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+
+def process_environment(settings: "Settings", **extra) -> dict[str, str]:
+    """The environment of a child process (a worker, a dispatcher) that gives it `settings`, the
+    ones tests and benchmarks change, and `extra` variables; the rest of this process's
+    environment is inherited."""
+    values = {
+        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_DB": settings.mongodb_db,
+        "REDIS_URL": settings.redis_url,
+        "RQ_QUEUE": settings.queue_name,
+        "VAR_DIR": settings.var_dir,
+        "FHIR_BASE_URL": settings.base_url,
+        "PORTAL_URL": settings.portal_url,
+        "SMS_GATEWAY_URL": settings.sms_gateway_url,
+        "SMTP_HOST": settings.smtp_host,
+        "SMTP_PORT": settings.smtp_port,
+        "SMTP_SECURITY": settings.smtp_security,
+        "MSSANTE_SMTP_HOST": settings.mssante_smtp_host,
+        "MSSANTE_SMTP_PORT": settings.mssante_smtp_port,
+        "MSSANTE_SMTP_SECURITY": settings.mssante_smtp_security,
+        "NOTIFY_RETRIES": settings.notify_retries,
+        "NOTIFY_RETRY_INTERVALS": ",".join(str(i) for i in settings.notify_retry_intervals),
+        "SMS_TIMEOUT": settings.sms_timeout,
+        "DISPATCH_IDLE_SECONDS": settings.dispatch_idle_seconds,
+        "DISPATCH_CLAIM_SECONDS": settings.dispatch_claim_seconds,
+        "DISPATCH_REDISPATCH_SECONDS": settings.dispatch_redispatch_seconds,
+        "NOTIFY_JOB_TIMEOUT": settings.notify_job_timeout,
+        "WORKER_HEARTBEAT_GRACE": settings.worker_heartbeat_grace,
+        "RETENTION_SWEEP_SECONDS": settings.retention_sweep_seconds,
+        "LEASE_SECONDS": settings.lease_seconds,
+        "SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": int(settings.subscription_allow_http_loopback),
+        "SUBSCRIPTION_LANES": settings.subscription_lanes,
+        "SUBSCRIPTION_RETRY_INTERVALS": ",".join(str(i) for i in settings.subscription_retry_intervals),
+        "SUBSCRIPTION_MAX_FAILURES": settings.subscription_max_failures,
+        "SUBSCRIPTION_TIMEOUT_SECONDS": settings.subscription_timeout_seconds,
+        **extra,
+    }
+    env = {k: v for k, v in os.environ.items() if k not in values}
+    env.update({k: str(v) for k, v in values.items() if v is not None})
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env

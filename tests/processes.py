@@ -12,49 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from fhir_server.settings import Settings
+from fhir_server.settings import Settings, process_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def platform_env(settings: Settings, **extra) -> dict[str, str]:
-    """The environment variables that give a process `settings` (the ones tests change)."""
-    values = {
-        "MONGODB_URI": settings.mongodb_uri,
-        "MONGODB_DB": settings.mongodb_db,
-        "REDIS_URL": settings.redis_url,
-        "RQ_QUEUE": settings.queue_name,
-        "VAR_DIR": settings.var_dir,
-        "FHIR_BASE_URL": settings.base_url,
-        "PORTAL_URL": settings.portal_url,
-        "SMS_GATEWAY_URL": settings.sms_gateway_url,
-        "SMTP_HOST": settings.smtp_host,
-        "SMTP_PORT": settings.smtp_port,
-        "SMTP_SECURITY": settings.smtp_security,
-        "MSSANTE_SMTP_HOST": settings.mssante_smtp_host,
-        "MSSANTE_SMTP_PORT": settings.mssante_smtp_port,
-        "MSSANTE_SMTP_SECURITY": settings.mssante_smtp_security,
-        "NOTIFY_RETRIES": settings.notify_retries,
-        "NOTIFY_RETRY_INTERVALS": ",".join(str(i) for i in settings.notify_retry_intervals),
-        "SMS_TIMEOUT": settings.sms_timeout,
-        "DISPATCH_IDLE_SECONDS": settings.dispatch_idle_seconds,
-        "DISPATCH_CLAIM_SECONDS": settings.dispatch_claim_seconds,
-        "DISPATCH_REDISPATCH_SECONDS": settings.dispatch_redispatch_seconds,
-        "NOTIFY_JOB_TIMEOUT": settings.notify_job_timeout,
-        "WORKER_HEARTBEAT_GRACE": settings.worker_heartbeat_grace,
-        "RETENTION_SWEEP_SECONDS": settings.retention_sweep_seconds,
-        "LEASE_SECONDS": settings.lease_seconds,
-        "SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": int(settings.subscription_allow_http_loopback),
-        "SUBSCRIPTION_LANES": settings.subscription_lanes,
-        "SUBSCRIPTION_RETRY_INTERVALS": ",".join(str(i) for i in settings.subscription_retry_intervals),
-        "SUBSCRIPTION_MAX_FAILURES": settings.subscription_max_failures,
-        "SUBSCRIPTION_TIMEOUT_SECONDS": settings.subscription_timeout_seconds,
-        **extra,
-    }
-    env = {k: v for k, v in os.environ.items() if k not in values}
-    env.update({k: str(v) for k, v in values.items() if v is not None})
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+platform_env = process_environment  # the name the tests use
 
 
 def _start(module: str, settings: Settings, log: Path | None, extra: dict) -> subprocess.Popen:

@@ -266,7 +266,7 @@ def test_the_dmp_connector_gets_each_final_report_with_an_ins_once_in_order_acro
 
     receiver.fail_next(503, 3)  # the endpoint fails for a while
     submit([31])
-    wait_for(lambda: receiver.requests >= 5, what="failed deliveries")
+    wait_for(lambda: receiver.requests >= 5, timeout=60, what="failed deliveries")
     receiver.delay = 3.0  # a delivery is received and its worker killed before it hears back
     before = len(receiver.hooks())
     submit([32])
