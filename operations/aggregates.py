@@ -19,15 +19,14 @@ import orjson
 from flask import current_app
 
 from fhir_server import aggregates
-from fhir_server.auth.policy import forbidden, scope_refused
-from fhir_server.auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, current_principal
+from fhir_server.auth.policy import require_public_health
+from fhir_server.auth.principal import current_principal
 from fhir_server.http import private_response
 from fhir_server.outcome import FhirError
 from fhir_server.storage.pseudonymised import PseudonymisedRecords
 
 from .registry import OperationCall, operation
 
-READERS = frozenset({ROLE_PUBLIC_HEALTH, ROLE_OPERATOR})
 QUERY_PARAMETERS = ("from", "to", "test-type", "dep")
 FORMATS = {
     "csv": "csv",
@@ -61,7 +60,12 @@ PARAMETERS = [
     parameters=PARAMETERS,
 )
 def aggregates_operation(call: OperationCall):
-    _check_caller()
+    require_public_health(
+        current_principal(),
+        "$aggregates is for public health and platform operators",
+        "$aggregates est réservée à la santé publique et aux opérateurs de la plateforme",
+        "DiagnosticReport",
+    )
     output = _format(call)
     query = aggregates.parse_query(_query_values(call), current_app.config["SETTINGS"].aggregates_max_days)
     table = aggregates.rows(PseudonymisedRecords(call.store.db), query)
@@ -69,19 +73,6 @@ def aggregates_operation(call: OperationCall):
         body = aggregates.to_csv(table).encode("utf-8")
         return private_response(body, "text/csv; charset=utf-8", aggregates.filename(), attachment=True)
     return private_response(orjson.dumps(aggregates.to_json(table, query)), "application/json; charset=utf-8")
-
-
-def _check_caller() -> None:
-    principal = current_principal()
-    if principal is None:  # authorisation off (development)
-        return
-    if principal.role not in READERS:
-        raise forbidden(
-            "$aggregates is for public health and platform operators",
-            "$aggregates est réservée à la santé publique et aux opérateurs de la plateforme",
-        )
-    if not principal.scopes.allows("DiagnosticReport", "r"):
-        raise scope_refused("DiagnosticReport", "r")
 
 
 def _query_values(call: OperationCall) -> dict[str, str | None]:

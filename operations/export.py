@@ -24,8 +24,8 @@ import re
 from datetime import UTC, datetime
 
 from fhir_server import asynchronous
-from fhir_server.auth.policy import forbidden
-from fhir_server.auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, Principal, current_principal
+from fhir_server.auth.policy import forbidden, require_public_health
+from fhir_server.auth.principal import ROLE_PUBLIC_HEALTH, Principal, current_principal
 from fhir_server.context import settings
 from fhir_server.exports import OUTPUT_FORMATS, PATIENT_DATA_TYPES, PSEUDONYMISED
 from fhir_server.outcome import FhirError
@@ -81,11 +81,11 @@ def export(call: OperationCall):
 
 def check_role(principal: Principal | None) -> None:
     """Public health and operators only (without authentication, in development: everything)."""
-    if principal is not None and principal.role not in (ROLE_PUBLIC_HEALTH, ROLE_OPERATOR):
-        raise forbidden(
-            "$export is for public health agencies and platform operators",
-            "$export est réservé aux agences de santé publique et aux opérateurs de la plateforme",
-        )
+    require_public_health(
+        principal,
+        "$export is for public health agencies and platform operators",
+        "$export est réservé aux agences de santé publique et aux opérateurs de la plateforme",
+    )
 
 
 def check_accept(call: OperationCall) -> None:

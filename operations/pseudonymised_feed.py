@@ -21,8 +21,8 @@ import json
 
 from flask import current_app
 
-from fhir_server.auth.policy import forbidden, scope_refused
-from fhir_server.auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, current_principal
+from fhir_server.auth.policy import require_public_health
+from fhir_server.auth.principal import current_principal
 from fhir_server.http import private_response
 from fhir_server.outcome import FhirError
 from fhir_server.pseudonyms import published
@@ -31,7 +31,6 @@ from fhir_server.storage.pseudonymised import PseudonymisedRecords
 
 from .registry import OperationCall, operation
 
-READERS = frozenset({ROLE_PUBLIC_HEALTH, ROLE_OPERATOR})
 PARAMETERS = [
     {"name": "after", "use": "in", "min": 0, "max": "1", "type": "integer", "documentation": "the last position read"},
     {"name": "_count", "use": "in", "min": 0, "max": "1", "type": "integer", "documentation": "entries at most"},
@@ -46,7 +45,13 @@ PARAMETERS = [
     parameters=PARAMETERS,
 )
 def pseudonymised_feed(call: OperationCall):
-    _check_reader()
+    require_public_health(
+        current_principal(),
+        "The pseudonymised feed is for public health agencies and operators",
+        "Le flux pseudonymisé est réservé aux agences de santé publique et aux opérateurs",
+        "DiagnosticReport",
+        "s",
+    )
     settings = current_app.config["SETTINGS"]
     after = _integer(call, "after", 0, None)
     count = _integer(call, "_count", settings.feed_page_size, settings.feed_max_page_size)
@@ -65,19 +70,6 @@ def pseudonymised_feed(call: OperationCall):
 
 def shown(entry: dict) -> dict:
     return published(entry["_id"], entry["result"], entry["state"], entry["rec"], instant(entry["at"]))
-
-
-def _check_reader() -> None:
-    principal = current_principal()
-    if principal is None:
-        return
-    if principal.role not in READERS:
-        raise forbidden(
-            "The pseudonymised feed is for public health agencies and operators",
-            "Le flux pseudonymisé est réservé aux agences de santé publique et aux opérateurs",
-        )
-    if not principal.scopes.allows("DiagnosticReport", "s"):
-        raise scope_refused("DiagnosticReport", "s")
 
 
 def _integer(call: OperationCall, name: str, default: int, maximum: int | None) -> int:

@@ -55,7 +55,10 @@ from ..search.extract import reference_key
 from ..storage import Record, UnitOfWork
 from ..storage.accounts import utc_now
 from ..storage.conditions import Condition, all_of, any_of, owned_by
-from .principal import ROLE_OPERATOR, Principal, current_principal, requester_key
+from .principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH, Principal, current_principal, requester_key
+
+# Who reads the pseudonymised data of every organisation's results.
+PUBLIC_HEALTH_READERS = frozenset({ROLE_PUBLIC_HEALTH, ROLE_OPERATOR})
 
 # Patient data: readable only by the organisations it belongs to.
 BOUND_TYPES = frozenset(
@@ -124,6 +127,21 @@ def forbidden(en: str, fr: str, record: Record | None = None) -> FhirError:
         note_refused(record)
         error.about = (record.type, record.id)
     return error
+
+
+def require_public_health(
+    principal: Principal | None, en: str, fr: str, rtype: str | None = None, perm: str = "r"
+) -> None:
+    """What public health reads of everyone's results (the pseudonymised feed, the aggregates,
+    the export of records) is for the public-health role and operators alone (403 `en`/`fr`
+    otherwise), and, with `rtype`, for a token whose scopes allow `perm` on it. Without
+    authentication (development) everything is allowed."""
+    if principal is None:
+        return
+    if principal.role not in PUBLIC_HEALTH_READERS:
+        raise forbidden(en, fr)
+    if rtype and not principal.scopes.allows(rtype, perm):
+        raise scope_refused(rtype, perm)
 
 
 def scope_refused(rtype: str | None, perms: str) -> FhirError:

@@ -12,14 +12,14 @@ from flask import Response, abort, current_app, render_template, request, url_fo
 from markupsafe import Markup
 
 from .. import aggregate_chart, aggregates
-from ..auth.principal import ROLE_OPERATOR, ROLE_PUBLIC_HEALTH
+from ..auth.policy import PUBLIC_HEALTH_READERS
 from ..http import private_response
 from ..outcome import FhirError
 from ..storage.pseudonymised import PseudonymisedRecords
 from . import audit
 from .session import login_required
 
-READERS = (ROLE_OPERATOR, ROLE_PUBLIC_HEALTH)
+READERS = tuple(sorted(PUBLIC_HEALTH_READERS))
 INTERACTION = "operation-system"
 WEEK = 7
 
