@@ -19,32 +19,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import requests
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processes import start  # noqa: E402
+from processes import serve, start  # noqa: E402
 
-from fhir_server import create_app  # noqa: E402
-from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from fhir_server.embedded import start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings, process_environment  # noqa: E402
+from fhir_server.settings import process_environment  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -69,21 +64,7 @@ def bundles(count: int) -> list[tuple[str, dict]]:
 
 def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, drain: bool) -> dict:
     gateway = start_sms_gateway()
-    port = free_port()
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-        base_url=f"http://127.0.0.1:{port}/fhir",
-        var_dir=var_dir,
-        auth_enabled=False,
-        sms_gateway_url=gateway.url,
-    )
-    app = create_app(settings)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings, app, server = serve(mongo_uri, redis_url, var_dir, auth_enabled=False, sms_gateway_url=gateway.url)
     env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05")
     processes: list[subprocess.Popen] = []
 

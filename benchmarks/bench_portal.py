@@ -21,29 +21,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import random
 import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import requests
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_ingest import LAB, bearer, register_lab_client  # noqa: E402
-from benchmarks.processes import start  # noqa: E402
-from fhir_server import create_app  # noqa: E402
-from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from benchmarks.processes import serve, start  # noqa: E402
+from fhir_server.embedded import start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import SmsGatewayServer, start_sms_gateway  # noqa: E402
 from fhir_server.settings import Settings, process_environment  # noqa: E402
 from fhir_server.synthetic.generator import Person, generate_result_bundle, make_person  # noqa: E402
@@ -85,21 +80,7 @@ class Platform:
 
 def start_platform(mongo_uri: str, redis_url: str, var_dir: str, workers: int) -> Platform:
     gateway = start_sms_gateway()
-    port = free_port()
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-        base_url=f"http://127.0.0.1:{port}/fhir",
-        var_dir=var_dir,
-        token_lifetime=3600,
-        sms_gateway_url=gateway.url,
-    )
-    app = create_app(settings)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings, app, server = serve(mongo_uri, redis_url, var_dir, token_lifetime=3600, sms_gateway_url=gateway.url)
     token_url = settings.root_url + "/oauth/token"
     headers = bearer(lambda form: requests.post(token_url, data=form, timeout=30).json(), *register_lab_client(app))
     env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05")

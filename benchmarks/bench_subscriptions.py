@@ -19,30 +19,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date
 from pathlib import Path
 
 import requests
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processes import start  # noqa: E402
+from processes import serve, start  # noqa: E402
 
-from fhir_server import create_app  # noqa: E402
-from fhir_server.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from fhir_server.embedded import start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_hook_receiver, start_sms_gateway  # noqa: E402
-from fhir_server.settings import Settings, process_environment  # noqa: E402
+from fhir_server.settings import process_environment  # noqa: E402
 from fhir_server.storage.subscription_events import EVENTS  # noqa: E402
 from fhir_server.subscriptions import SECRET_EXTENSION  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
@@ -82,25 +77,15 @@ def subscribe(session: requests.Session, base: str, endpoint: str) -> str:
 
 def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, drain: bool) -> dict:
     hooks, gateway = start_hook_receiver(), start_sms_gateway()
-    port = free_port()
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-        base_url=f"http://127.0.0.1:{port}/fhir",
-        var_dir=var_dir,
+    settings, app, server = serve(
+        mongo_uri,
+        redis_url,
+        var_dir,
         auth_enabled=False,
         sms_gateway_url=gateway.url,
         subscription_allow_http_loopback=True,
     )
-    app = create_app(settings)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = process_environment(
-        settings, DISPATCH_IDLE_SECONDS="0.05", AUTH_ENABLED="0", SUBSCRIPTION_ALLOW_HTTP_LOOPBACK="1"
-    )
+    env = process_environment(settings, DISPATCH_IDLE_SECONDS="0.05", AUTH_ENABLED="0")
     dispatcher = start("workers.dispatcher", env)
     pool_of_workers = [start("workers", env) for _ in range(workers)]
     session = requests.Session()
