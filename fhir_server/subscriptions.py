@@ -25,7 +25,7 @@ What it may say (422 at the element, nothing stored; 400 for what R4 itself forb
   except that an update changing `criteria` or `channel`, or sending `requested` (after an
   `error`, say), makes it `requested` again. Each write that leaves it `requested` commits a
   `subscription-requested` outbox event with the writer's principal: the delivery workers
-  (workers/jobs/subscriptions.py) record the subscriber and greet the endpoint (handshake), then
+  (workers/jobs/subscription_handshake.py) record the subscriber and greet the endpoint (handshake), then
   set `active`, or `error` with the `error` text. `error` is the server's too (a client's is
   dropped). Writes outside a FHIR request (the delivery workers) set both.
 - `channel.type` is `rest-hook`, with an absolute `https://` `channel.endpoint` (`http://` to
@@ -128,7 +128,7 @@ def prepare(uow: UnitOfWork, rid: str, resource: dict, previous: Record | None) 
 
 def request_handshake(uow: UnitOfWork, rid: str, principal: Principal | None) -> None:
     """Committed with the write: the delivery workers record the subscriber (what it may read is
-    what it is notified of) and greet its endpoint (workers/jobs/subscriptions.py)."""
+    what it is notified of) and greet its endpoint (workers/jobs/subscription_handshake.py)."""
     who = principal.to_doc() if principal is not None else None
     uow.emit(HANDSHAKE_EVENT, {"subscription": rid, "principal": who}, key=f"Subscription/{rid}")
 

@@ -1,4 +1,4 @@
-"""Subscriptions delivered (workers/jobs/subscriptions.py), with real parts only: a secured server
+"""Subscriptions delivered (workers/jobs/subscription_match.py, subscription_delivery.py), with real parts only: a secured server
 on a socket, real `python -m workers` and `python -m workers.dispatcher` processes, and a real
 local HTTP endpoint (fhir_server.outlets.HookReceiver) receiving the rest-hook deliveries.
 
@@ -29,7 +29,7 @@ from fhir_server.storage.subscription_events import SubscriptionEvents
 from fhir_server.subscriptions import SECRET_EXTENSION
 from fhir_server.synthetic.generator import make_person
 from profiles.validators import INS_NIR
-from workers.jobs.subscriptions import criteria_matches
+from workers.jobs.subscription_match import criteria_matches
 
 from .conftest import SecuredServer
 from .processes import kill, start_dispatcher, start_worker, stop, wait_for
@@ -412,7 +412,7 @@ def test_a_new_channel_or_criteria_asks_for_a_handshake_again_and_the_secret_sta
 
 
 def test_an_endpoint_slower_than_the_timeout_is_a_failure(settings):
-    from workers.jobs.subscriptions import Outgoing, send
+    from workers.channels.rest_hook import Outgoing, send
 
     slow = start_hook_receiver()
     try:

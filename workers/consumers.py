@@ -28,7 +28,7 @@ log = logging.getLogger("workers.consumers")
 # consumer name -> its job (a function taking no argument that calls `consume`)
 CONSUMERS = {
     "pseudonymised-feed": "workers.jobs.feed.publish",
-    "subscriptions": "workers.jobs.subscriptions.match",
+    "subscriptions": "workers.jobs.subscription_match.match",
 }
 CONSUMER_JOB_SECONDS = 20.0
 

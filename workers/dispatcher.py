@@ -15,7 +15,7 @@ Between rounds it keeps the pipeline whole: claims left by a dispatcher that die
 `new`; jobs whose worker died (no heartbeat) are retried by RQ's own registry clean-up; an event
 dispatched long ago whose job vanished from Redis is enqueued again (jobs are idempotent); and,
 every RETENTION_SWEEP_SECONDS, the retention purge job is enqueued; Subscription delivery lanes
-whose next notification is due and that no job holds are enqueued again (workers/jobs/subscriptions.py).
+whose next notification is due and that no job holds are enqueued again (workers/subscriptions.py).
 
 It also feeds the change log's consumers (workers/consumers.py): each round, the dispatcher that
 holds the sequencer lease positions the newly committed change-log entries, and the job of each
@@ -53,7 +53,7 @@ log = logging.getLogger("workers.dispatcher")
 # the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
 JOBS = {
     "notify-result": "workers.jobs.notify.notify_result",
-    "subscription-requested": "workers.jobs.subscriptions.handshake",
+    "subscription-requested": "workers.jobs.subscription_handshake.handshake",
 }
 RETENTION_JOB = "workers.jobs.retention.purge"
 SEQUENCER = "sequencer"
@@ -163,7 +163,7 @@ class Dispatcher:
     def wake_subscription_lanes(self) -> int:
         """Subscription delivery lanes whose next notification is due and that no job delivers (a
         backoff is over, a worker died mid-delivery): their job enqueued again."""
-        from .jobs.subscriptions import enqueue_lanes, ready_lanes
+        from .subscriptions import enqueue_lanes, ready_lanes
 
         return enqueue_lanes(self.changes_queue, ready_lanes(self.db))
 
