@@ -453,3 +453,13 @@ def test_the_page_in_the_browser(site, browser):
     chart = browser.find_element("css selector", "figure.graphique svg")
     assert chart.size["width"] > 600  # drawn at the page's width
     check_page(browser, "ui-aggregates")
+
+
+def test_records_written_before_the_counts_were_kept_are_counted_once(store):
+    items = list(synthetic_records(200, seed=13, days=20, end=TODAY))
+    store.append(items)
+    store.counts.delete_many({})  # a database of before the counts
+    assert store.count_earlier_records() == 200
+    assert store.count_earlier_records() == 0  # counted: not again
+    query = aggregates.parse_query({}, max_days=366)
+    assert as_table(aggregates.rows(store, query)) == expected_rows(items, query)

@@ -107,6 +107,16 @@ class PseudonymisedRecords:
             self._move_counts(before, {key: entry for key, (entry, _item) in latest.items()}, session)
         return entries[-1]["_id"]
 
+    def count_earlier_records(self) -> int:
+        """Count the current records of a database written before the counts were kept (none
+        yet, records there), in one transaction; returns how many were counted."""
+        if self.counts.find_one({}, {"_id": 1}) or not self.results.find_one({}, {"_id": 1}):
+            return 0
+        with self.client.start_session() as session, session.start_transaction():
+            current = {doc["_id"]: doc for doc in self.results.find({}, {"state": 1, "rec": 1}, session=session)}
+            self._move_counts({}, current, session)
+        return len(current)
+
     def _move_counts(self, before: dict[str, dict], after: dict[str, dict], session) -> None:
         """Each changed result out of its old cells, into its new ones."""
         deltas = _count_deltas(before, after)
