@@ -463,3 +463,12 @@ def test_records_written_before_the_counts_were_kept_are_counted_once(store):
     assert store.count_earlier_records() == 0  # counted: not again
     query = aggregates.parse_query({}, max_days=366)
     assert as_table(aggregates.rows(store, query)) == expected_rows(items, query)
+
+
+def test_a_restored_store_is_counted_once_loaded(store):
+    items = list(synthetic_records(120, seed=14, days=20, end=TODAY))
+    assert store.restore(items[:60]) == 60 and store.restore(items[60:]) == 120
+    assert store.count_earlier_records() == 120
+    query = aggregates.parse_query({}, max_days=366)
+    assert as_table(aggregates.rows(store, query)) == expected_rows(items, query)
+    assert [e["_id"] for e in store.after(0, 200)] == list(range(1, 121))

@@ -107,6 +107,23 @@ class PseudonymisedRecords:
             self._move_counts(before, {key: entry for key, (entry, _item) in latest.items()}, session)
         return entries[-1]["_id"]
 
+    def restore(self, items: list[dict], at: datetime | None = None) -> int:
+        """Append to a store holding none of these results (a restore, a load of synthetic
+        records): each item's first entry and current record, inserted without looking up earlier
+        ones nor moving counts — `count_earlier_records` counts them once the load is done.
+        Returns the last position."""
+        at = at or utc_now()
+        counter = self.counters.find_one_and_update(
+            {"_id": FEED}, {"$inc": {"n": len(items)}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        first = counter["n"] - len(items) + 1
+        entries = [_entry(first + offset, item, at) for offset, item in enumerate(items)]
+        self.feed.insert_many(entries, ordered=False)
+        self.results.insert_many(
+            [{**_current(entry), "rid": item["rid"]} for entry, item in zip(entries, items, strict=True)], ordered=False
+        )
+        return entries[-1]["_id"]
+
     def count_earlier_records(self) -> int:
         """Count the current records of a database written before the counts were kept (none
         yet, records there), in one transaction; returns how many were counted."""
