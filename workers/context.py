@@ -42,6 +42,26 @@ class WorkerContext:
 
         return load_keyring(self.settings)
 
+    @cached_property
+    def subscription_events(self):
+        """The Subscriptions' records, their indexes made once per process."""
+        from fhir_server.storage.subscription_events import SubscriptionEvents
+
+        events = SubscriptionEvents(self.store.db)
+        events.ensure_indexes()
+        return events
+
+    @cached_property
+    def pseudonymised_records(self):
+        """Public health's records, their indexes made and their counts complete once per
+        process (the feed job is their one writer)."""
+        from fhir_server.storage.pseudonymised import PseudonymisedRecords
+
+        records = PseudonymisedRecords(self.store.db)
+        records.ensure_indexes()
+        records.count_earlier_records()
+        return records
+
     def connect_records(self, *models) -> None:
         records.connect(self.settings.mongodb_uri, self.settings.mongodb_db, *models)
 

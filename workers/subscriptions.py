@@ -11,7 +11,6 @@ wakes the lanes whose next notification is due and that no job holds (`ready_lan
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
 
 from rq.exceptions import NoSuchJobError
@@ -104,13 +103,13 @@ def set_status(store: Store, sid: str, status: str, error: str | None = None, ex
 
 def fail(ctx: WorkerContext, sid: str, reason: str) -> None:
     set_status(ctx.store, sid, ERROR, reason, expect={ACTIVE, REQUESTED})
-    events_of(ctx).hold(sid)
+    ctx.subscription_events.hold(sid)
     log.warning("subscription %s set to error after repeated failures", sid)
 
 
 def turn_off(ctx: WorkerContext, sid: str) -> None:
     set_status(ctx.store, sid, OFF, expect={ACTIVE, REQUESTED, ERROR})
-    events_of(ctx).drop(sid)
+    ctx.subscription_events.drop(sid)
 
 
 def ended(resource: dict) -> bool:
@@ -124,19 +123,6 @@ def ended(resource: dict) -> bool:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment <= datetime.now(UTC)
-
-
-# -- records ----------------------------------------------------------------------------------
-_indexed: set[tuple] = set()
-
-
-def events_of(ctx: WorkerContext) -> SubscriptionEvents:
-    events = SubscriptionEvents(ctx.store.db)
-    key = (ctx.settings.mongodb_uri, ctx.settings.mongodb_db, os.getpid())
-    if key not in _indexed:
-        events.ensure_indexes()
-        _indexed.add(key)
-    return events
 
 
 def now() -> datetime:

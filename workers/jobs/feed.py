@@ -12,12 +12,11 @@ publish the last one (what a consumer would have replaced the first one with).
 from __future__ import annotations
 
 import logging
-import os
 
 from fhir_server.outcome import FhirError
 from fhir_server.pseudonyms import Keyring, record_of, result_key
 from fhir_server.storage import Store
-from fhir_server.storage.pseudonymised import WITHDRAWN, PseudonymisedRecords
+from fhir_server.storage.pseudonymised import WITHDRAWN
 from fhir_server.submission import FINAL_STATUSES
 from operations.generate_certificate import load_result_resources
 from workers.consumers import consume
@@ -37,7 +36,7 @@ def publish() -> int:
 
 def publish_entries(entries: list[dict]) -> None:
     ctx = context()
-    store, records = ctx.store, records_of(ctx)
+    store, records = ctx.store, ctx.pseudonymised_records
     reports = reports_changed(store, entries)
     if not reports:
         return
@@ -61,21 +60,6 @@ def changes_what_was_published(record: dict | None, published: dict | None) -> b
     if record is None:
         return published["state"] != WITHDRAWN
     return published["state"] == WITHDRAWN or published["rec"] != record
-
-
-_prepared: set[tuple] = set()
-
-
-def records_of(ctx) -> PseudonymisedRecords:
-    """The records' storage, its indexes made and its counts complete once per process (the
-    feed job is their one writer)."""
-    records = PseudonymisedRecords(ctx.store.db)
-    key = (ctx.settings.mongodb_uri, ctx.settings.mongodb_db, os.getpid())
-    if key not in _prepared:
-        records.ensure_indexes()
-        records.count_earlier_records()
-        _prepared.add(key)
-    return records
 
 
 def reports_changed(store: Store, entries: list[dict]) -> list[str]:

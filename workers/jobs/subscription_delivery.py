@@ -32,13 +32,13 @@ from fhir_server.storage.subscription_events import SubscriptionEvents
 from fhir_server.subscriptions import as_shown, secret_of
 from workers.channels.rest_hook import FHIR_JSON, Outgoing, channel_headers, resource_url, send, sign
 from workers.context import WorkerContext, context
-from workers.subscriptions import ACTIVE, DELIVERY_JOB_SECONDS, ended, events_of, fail, lane_lease, now, turn_off
+from workers.subscriptions import ACTIVE, DELIVERY_JOB_SECONDS, ended, fail, lane_lease, now, turn_off
 
 
 def deliver(sid: str, lane: int, budget: float = DELIVERY_JOB_SECONDS) -> int:
     """Send the lane's due notifications in order, under its lease; returns how many were sent."""
     ctx = context()
-    leases, events = Leases(ctx.store.db), events_of(ctx)
+    leases, events = Leases(ctx.store.db), ctx.subscription_events
     holder, name = f"{socket.gethostname()}:{os.getpid()}", lane_lease(sid, lane)
     started, sent = time.monotonic(), 0
     while time.monotonic() - started < budget:

@@ -16,12 +16,12 @@ from fhir_server.subscriptions import REQUESTED, secret_of
 from workers.channels import Transient
 from workers.channels.rest_hook import Outgoing, channel_headers, send, sign
 from workers.context import context
-from workers.subscriptions import ACTIVE, ERROR, OFF, ended, events_of, set_status, turn_off, wake_lanes
+from workers.subscriptions import ACTIVE, ERROR, OFF, ended, set_status, turn_off, wake_lanes
 
 
 def handshake(event_id: str) -> dict:
     ctx = context()
-    outbox, events = Outbox(ctx.store.db), events_of(ctx)
+    outbox, events = Outbox(ctx.store.db), ctx.subscription_events
     event = outbox.get(event_id)
     if event is None or event.get("state") == "done":
         return {"skipped": "no such event or done"}

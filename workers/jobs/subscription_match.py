@@ -23,7 +23,7 @@ from fhir_server.storage import Store
 from fhir_server.storage.conditions import all_of, ids_in
 from workers.consumers import consume
 from workers.context import WorkerContext, context
-from workers.subscriptions import ACTIVE, ended, events_of, turn_off, wake_lanes
+from workers.subscriptions import ACTIVE, ended, turn_off, wake_lanes
 
 log = logging.getLogger("workers.jobs.subscription_match")
 
@@ -37,7 +37,7 @@ def match() -> int:
 
 def match_entries(entries: list[dict]) -> None:
     ctx = context()
-    events = events_of(ctx)
+    events = ctx.subscription_events
     written = writes_by_type(entries)
     woken: set[tuple[str, int]] = set()
     for subscription in active_subscriptions(ctx.store, set(written)):
