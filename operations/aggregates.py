@@ -98,17 +98,12 @@ def _query_values(call: OperationCall) -> dict[str, str | None]:
 
 
 def _format(call: OperationCall) -> str:
-    value = call.param("_format")
-    if value:
-        chosen = FORMATS.get(str(value).split(";")[0].strip().lower())
-        if chosen is None:
-            raise FhirError.of(
-                406,
-                "not-supported",
-                f"$aggregates answers CSV or JSON, not '{value}'",
-                f"$aggregates répond en CSV ou en JSON, pas « {value} »",
-                "_format",
-            )
+    refusal = (
+        "$aggregates answers CSV or JSON, not '{value}'",
+        "$aggregates répond en CSV ou en JSON, pas « {value} »",
+    )
+    chosen = call.format_asked(("_format",), FORMATS, refusal, "_format")
+    if chosen:
         return chosen
     accept = call.request.headers.get("Accept", "") if call.request is not None else ""
     return "csv" if "text/csv" in accept.lower() else "json"

@@ -144,18 +144,10 @@ def load_result_resources(store, resource_type: str, resource_id: str) -> dict:
 
 
 def requested_format(call: OperationCall) -> str:
-    for value in (call.param("format"), call.param("_format")):
-        if value:
-            chosen = FORMATS.get(str(value).split(";")[0].strip().lower())
-            if chosen is None:
-                raise FhirError.of(
-                    406,
-                    "not-supported",
-                    f"Unsupported format '{value}'.",
-                    f"Format « {value} » non pris en charge.",
-                    "format",
-                )
-            return chosen
+    refusal = ("Unsupported format '{value}'.", "Format « {value} » non pris en charge.")
+    chosen = call.format_asked(("format", "_format"), FORMATS, refusal, "format")
+    if chosen:
+        return chosen
     accept = call.request.headers.get("Accept", "") if call.request is not None else ""
     for media_range in accept.split(","):
         chosen = FORMATS.get(media_range.split(";")[0].strip().lower())

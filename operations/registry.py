@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_server.outcome import FhirError
+
 
 @dataclass
 class OperationCall:
@@ -38,6 +40,20 @@ class OperationCall:
     def param(self, name: str, default=None):
         values = self.parameters.get(name)
         return values[0] if values else default
+
+    def format_asked(self, names: tuple[str, ...], formats: dict[str, str], refusal: tuple[str, str], element: str):
+        """The output the first of the `names` parameters given asks for, mapped by `formats`
+        (its media type's parameters ignored), None when none is given; 406 with `refusal`
+        (English, French: "{value}" is replaced) at `element` for one `formats` does not know."""
+        for name in names:
+            value = self.param(name)
+            if value:
+                chosen = formats.get(str(value).split(";")[0].strip().lower())
+                if chosen is None:
+                    en, fr = (text.replace("{value}", str(value)) for text in refusal)
+                    raise FhirError.of(406, "not-supported", en, fr, element)
+                return chosen
+        return None
 
 
 @dataclass
