@@ -17,14 +17,12 @@ fhir_server/outlets.py. Patients have a mobile number and no e-mail (one SMS per
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -35,9 +33,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processes import serve, start  # noqa: E402
+from processes import delays, serve, start, stream_then_drain  # noqa: E402
 
-from fhir_server.embedded import start_mongo, start_redis  # noqa: E402
 from fhir_server.outlets import start_sms_gateway  # noqa: E402
 from fhir_server.settings import process_environment  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
@@ -122,26 +119,21 @@ def run(workers: int, count: int, mongo_uri: str, redis_url: str, var_dir: str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=int, default=300)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        mongo = start_mongo(Path(tmp) / "db")
-        redis = start_redis(Path(tmp) / "redis")
-        try:
-            header = ("run", "workers", "SMS", "posted/s", "SMS/s", "p50 s", "p95 s", "CPU ms/SMS")
-            print(" ".join(f"{h:>10}" for h in header))
-            for drain in (False, True):
-                for workers in args.workers:
-                    row = run(workers, args.results, mongo.uri, redis.url, str(Path(tmp) / "var"), drain)
-                    delays = ("-", "-") if drain else (f"{row['p50']:.2f}", f"{row['p95']:.2f}")
-                    values = (row["mode"], row["workers"], row["delivered"], f"{row['post_rate']:.1f}")
-                    values += (f"{row['rate']:.1f}", *delays, f"{row['cpu_ms']:.1f}")
-                    print(" ".join(f"{v:>10}" for v in values), flush=True)
-        finally:
-            redis.stop()
-            mongo.stop()
+    header = ("run", "workers", "SMS", "posted/s", "SMS/s", "p50 s", "p95 s", "CPU ms/SMS")
+    stream_then_drain(
+        __doc__,
+        header,
+        run,
+        lambda row: (
+            row["mode"],
+            row["workers"],
+            row["delivered"],
+            f"{row['post_rate']:.1f}",
+            f"{row['rate']:.1f}",
+            *delays(row),
+            f"{row['cpu_ms']:.1f}",
+        ),
+    )
 
 
 if __name__ == "__main__":
