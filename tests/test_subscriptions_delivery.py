@@ -264,7 +264,9 @@ def test_the_dmp_connector_gets_each_final_report_with_an_ins_once_in_order_acro
                 else:
                     others.add(posted["DiagnosticReport"])
 
-    receiver.fail_next(503, 3)  # the endpoint fails for a while
+    # the endpoint fails for a while: fewer times than SUBSCRIPTION_MAX_FAILURES, since the
+    # reports' patients may all fall in one lane, where every failure is the same notification's
+    receiver.fail_next(503, 2)
     submit([31])
     wait_for(lambda: receiver.requests >= 5, timeout=60, what="failed deliveries")
     receiver.delay = 3.0  # a delivery is received and its worker killed before it hears back
@@ -306,7 +308,7 @@ def test_the_dmp_connector_gets_each_final_report_with_an_ins_once_in_order_acro
         assert signature_holds(hook, SECRET)
     exports = server.audit_events({"res.entity.what.reference": f"Subscription/{mine['id']}"})
     assert sum(e["outcome"] == "0" for e in exports) >= len(wanted)
-    assert sum(e["outcome"] == "4" for e in exports) >= 3
+    assert sum(e["outcome"] == "4" for e in exports) >= 2
     # a deletion goes to the subscriber that was notified of the report
     gone = next(iter(expected.values()))[0]
     deleting = [s for s in (a, b) if s.get(f"DiagnosticReport/{gone}").status_code == 200][0]
