@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--results", type=int, default=400, help="results posted per run")
     parser.add_argument("--labs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="new dossiers unless repeated")
     args = parser.parse_args()
     client = MongoClient(database_uri())
     db = client[os.environ.get("MONGODB_DB", "sidep")]
@@ -184,7 +185,7 @@ def main() -> None:
     header = ("clients", "results/s", "p50 ms", "p95 ms", "p99 ms", "errors")
     header += tuple(f"{role} ms" for role in roles) + ("ins", "query", "upd", "cmd")
     print(" ".join(f"{h:>9}" for h in header), flush=True)
-    for seed, clients in enumerate(args.clients, start=1):
+    for seed, clients in enumerate(args.clients, start=args.seed * 100):
         work = bundles(labs, args.results, seed)
         cpu_before, ops_before = cpu_by_role(processes), opcounters(client)
         row = run(args.url, sessions, work, clients)

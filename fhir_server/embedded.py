@@ -18,6 +18,11 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+# One local node: there is no failover for a retried write to survive, and SecantusDB keeps
+# every retryable write's record (scanned on each later write) for nothing. Production's
+# options (a replica set, w=majority) are in the README.
+EMBEDDED_CLIENT_OPTIONS = "directConnection=true&retryWrites=false&retryReads=false"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,7 +63,7 @@ def start_mongo(data_dir: str | Path, port: int | None = None, log_file=None) ->
         "WARNING",
     ]
     process = subprocess.Popen(command, stdout=log_file or subprocess.DEVNULL, stderr=log_file or subprocess.DEVNULL)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    uri = f"mongodb://127.0.0.1:{port}/?{EMBEDDED_CLIENT_OPTIONS}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -107,6 +107,7 @@ class Settings:
     notify_retry_intervals: tuple[int, ...] = (10, 60, 300, 1800, 7200)  # seconds before each retry
     dispatch_batch: int = 100  # outbox events one dispatcher claims at a time
     dispatch_idle_seconds: float = 0.5  # pause when the outbox is empty or Redis unreachable
+    dispatch_gather_seconds: float = 0.2  # pause after a round that took less than a batch (fewer, fuller rounds)
     dispatch_claim_seconds: int = 60  # a claim older than this is a dead dispatcher's: taken back
     dispatch_redispatch_seconds: int = 600  # a dispatched event whose job vanished from Redis is enqueued again
     change_log_batch: int = 500  # change-log entries a consumer job reads at a time
@@ -232,6 +233,7 @@ class Settings:
             notify_retry_intervals=_ints("NOTIFY_RETRY_INTERVALS", cls.notify_retry_intervals),
             dispatch_batch=_int("DISPATCH_BATCH", cls.dispatch_batch),
             dispatch_idle_seconds=float(os.environ.get("DISPATCH_IDLE_SECONDS", cls.dispatch_idle_seconds)),
+            dispatch_gather_seconds=float(os.environ.get("DISPATCH_GATHER_SECONDS", cls.dispatch_gather_seconds)),
             dispatch_claim_seconds=_int("DISPATCH_CLAIM_SECONDS", cls.dispatch_claim_seconds),
             dispatch_redispatch_seconds=_int("DISPATCH_REDISPATCH_SECONDS", cls.dispatch_redispatch_seconds),
             change_log_batch=_int("CHANGE_LOG_BATCH", cls.change_log_batch),
@@ -347,6 +349,7 @@ def process_environment(settings: "Settings", **extra) -> dict[str, str]:
         "NOTIFY_RETRY_INTERVALS": ",".join(str(i) for i in settings.notify_retry_intervals),
         "SMS_TIMEOUT": settings.sms_timeout,
         "DISPATCH_IDLE_SECONDS": settings.dispatch_idle_seconds,
+        "DISPATCH_GATHER_SECONDS": settings.dispatch_gather_seconds,
         "DISPATCH_CLAIM_SECONDS": settings.dispatch_claim_seconds,
         "DISPATCH_REDISPATCH_SECONDS": settings.dispatch_redispatch_seconds,
         "NOTIFY_JOB_TIMEOUT": settings.notify_job_timeout,

@@ -191,8 +191,11 @@ class Dispatcher:
                     self.maintain()
                     self.schedule()
                 positioned = self.sequence()
-                if self.dispatch() == 0 and positioned == 0:
+                dispatched = self.dispatch()
+                if dispatched == 0 and positioned == 0:
                     stop.wait(idle)
+                elif dispatched < self.settings.dispatch_batch and positioned < self.settings.change_log_batch:
+                    stop.wait(self.settings.dispatch_gather_seconds)  # let the next round gather more
             except RedisError as exc:
                 log.warning("queue unreachable (%s): events wait in the outbox", type(exc).__name__)
                 stop.wait(max(idle, 1.0))

@@ -70,7 +70,7 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
         [("ts", ASCENDING)],
     ]
     plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
-    plan[CHANGES] = [[("seq", ASCENDING)], [("pending", ASCENDING), ("_id", ASCENDING)]]
+    plan[CHANGES] = [[("seq", ASCENDING)], [("pending", ASCENDING), ("_id", ASCENDING)], [("ts", ASCENDING)]]
     plan[PERSONS] = [[("links.patient", ASCENDING)], [("links.state", ASCENDING)]]
     return plan
 

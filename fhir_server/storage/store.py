@@ -29,7 +29,7 @@ from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
 from .changes import Changes
-from .conditions import all_of
+from .conditions import all_of, referring
 from .mongo import CHANGES, CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
@@ -157,6 +157,11 @@ class Store:
     def current(self, rtype: str, rid: str, session=None) -> Record | None:
         doc = self.collection(rtype).find_one({"_id": rid}, {"s": 0, "x": 0, "o": 0}, session=session)
         return Record.from_doc(rtype, doc) if doc else None
+
+    def current_many(self, rtype: str, ids: list[str]) -> list[Record]:
+        """The current records (deletion markers included) of these ids, in one query."""
+        docs = self.collection(rtype).find({"_id": {"$in": ids}}, {"s": 0, "x": 0, "o": 0})
+        return [Record.from_doc(rtype, doc) for doc in docs]
 
     def read(self, rtype: str, rid: str) -> Record:
         return self.as_read(rtype, rid, self.current(rtype, rid))
@@ -303,16 +308,15 @@ class Store:
         `references` ("Type/id"): id -> the references of `references` it holds."""
         if not references:
             return {}
-        parameters = tuple(parameters)
         wanted = set(references)
-        query = {"$or": [{f"s.{parameter}": {"$in": references}} for parameter in parameters]}
         found: dict[str, set[str]] = {}
-        for doc in self.collection(rtype).find(query, {f"s.{parameter}": 1 for parameter in parameters}):
-            held: set[str] = set()
-            for parameter in parameters:
+        # one query per parameter, never an $or of them: SecantusDB plans no index for a
+        # top-level operator, and would read the whole collection
+        for parameter in dict.fromkeys(parameters):
+            for doc in self.collection(rtype).find(referring(parameter, references), {f"s.{parameter}": 1}):
                 value = (doc.get("s") or {}).get(parameter)
-                held.update(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
-            found[doc["_id"]] = held & wanted
+                held = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+                found.setdefault(doc["_id"], set()).update(wanted.intersection(held))
         return found
 
     def explain(self, rtype: str, query: dict, sort=None) -> dict:

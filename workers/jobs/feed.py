@@ -17,8 +17,9 @@ from fhir_server.outcome import FhirError
 from fhir_server.pseudonyms import Keyring, record_of, result_key
 from fhir_server.storage import Store
 from fhir_server.storage.pseudonymised import WITHDRAWN
+from fhir_server.storage.read_ahead import ReadAhead
 from fhir_server.submission import FINAL_STATUSES
-from operations.generate_certificate import load_result_resources
+from operations.generate_certificate import load_result_resources, read_ahead_reports
 from workers.consumers import consume
 from workers.context import context
 
@@ -42,9 +43,11 @@ def publish_entries(entries: list[dict]) -> None:
         return
     keyring = ctx.pseudonym_keyring
     published = records.published(reports)
+    reads = ReadAhead(store)
+    read_ahead_reports(reads, reports)
     items = []
     for rid in reports:
-        record = current_record(store, rid, ctx.settings, keyring)
+        record = current_record(reads, rid, ctx.settings, keyring)
         if not changes_what_was_published(record, published.get(rid)):
             continue
         key = published[rid]["_id"] if rid in published else result_key(rid, keyring)
@@ -67,10 +70,12 @@ def reports_changed(store: Store, entries: list[dict]) -> list[str]:
     reports: dict[str, None] = {}
     members: dict[str, list[str]] = {rtype: [] for rtype in MEMBERS}
     for entry in entries:
-        for rtype, rid, _version, _deleted in entry["w"]:
+        for rtype, rid, version, _deleted in entry["w"]:
             if rtype == "DiagnosticReport":
                 reports.setdefault(rid)
-            elif rtype in MEMBERS:
+            elif rtype in MEMBERS and version > 1:
+                # a first version has no earlier report referring to it (a reference must
+                # resolve when written): a report written with it is in this batch or a later one
                 members[rtype].append(f"{rtype}/{rid}")
     for rtype, references in members.items():
         for rid in store.referrers("DiagnosticReport", (MEMBERS[rtype],), references):
@@ -78,7 +83,7 @@ def reports_changed(store: Store, entries: list[dict]) -> list[str]:
     return list(reports)
 
 
-def current_record(store: Store, rid: str, settings, keyring: Keyring) -> dict | None:
+def current_record(store: Store | ReadAhead, rid: str, settings, keyring: Keyring) -> dict | None:
     """The record of the report as it now is, or None when it is not (or no longer) a result."""
     report = store.current("DiagnosticReport", rid)
     if report is None or report.deleted or report.resource.get("status") not in FINAL_STATUSES:
