@@ -49,13 +49,17 @@ def consume(name: str, handle: Callable[[list[dict]], None], budget: float = CON
         return 0
     handled, started = 0, time.monotonic()
     try:
+        position = changes.cursor(name)  # only this lease's holder moves it
         while time.monotonic() - started < budget:
-            entries = changes.after(changes.cursor(name), settings.change_log_batch)
+            entries = changes.after(position, settings.change_log_batch)
             if not entries:
                 break
             handle(entries)
-            changes.advance(name, entries[-1]["seq"])
+            position = entries[-1]["seq"]
+            changes.advance(name, position)
             handled += len(entries)
+            if len(entries) < settings.change_log_batch:
+                break  # caught up: the dispatcher wakes the job again when more is positioned
             if not leases.take(lease, holder, settings.lease_seconds):
                 log.warning("consumer %s lost its lease: another job goes on", name)
                 break

@@ -74,6 +74,7 @@ class Dispatcher:
         self.changes_queue = queue(settings.redis_url, changes_queue_name(settings.queue_name))
         self.scheduler = RQScheduler([self.queue], connection=self.queue.connection)
         self.last_maintenance = 0.0
+        self.consumers_busy = False  # a consumer was behind and its job running at the last look
         self.last_retention = 0.0
 
     def retry(self, kind: str = "notify-result") -> Retry:
@@ -122,14 +123,19 @@ class Dispatcher:
         positioned = 0
         if self.leases.take(SEQUENCER, self.name, self.settings.lease_seconds):
             positioned = self.changes.sequence(self.settings.change_log_batch)
-        self.wake_consumers()
+        if positioned or self.consumers_busy:
+            self.wake_consumers()
         return positioned
 
     def wake_consumers(self) -> None:
+        """Enqueue the job of each consumer behind the last position. One still running may
+        stop just short of what was positioned meanwhile: then the next rounds look again."""
+        self.consumers_busy = False
         for name in self.changes.lagging(CONSUMERS):
             job = consumer_job_id(name)
             try:
                 if Job.fetch(job, connection=self.queue.connection).get_status(refresh=False) in WAITING:
+                    self.consumers_busy = True
                     continue
             except NoSuchJobError:
                 pass
@@ -154,6 +160,7 @@ class Dispatcher:
         self.changes_queue.started_job_registry.cleanup()
         self.redispatch_vanished()
         self.wake_subscription_lanes()
+        self.wake_consumers()
         self.changes.purge(CONSUMERS, timedelta(hours=settings.change_log_retention_hours))
         if now - self.last_retention >= settings.retention_sweep_seconds:
             self.last_retention = now
