@@ -1,6 +1,7 @@
 """Conditional create/update/delete, and their behaviour under concurrency: two requests with the
 same identifier racing each other make one resource, never two (enforced in the database)."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -89,3 +90,32 @@ def test_parallel_updates_lose_no_write(live_server):
     assert versions == list(range(1, 14))
     families = {e["resource"]["name"][0]["family"] for e in history["entry"] if "name" in e["resource"]}
     assert families == {f"F{i}" for i in range(12)}
+
+
+def test_units_that_conflicted_retry_one_at_a_time_in_order(app):
+    """Sixteen units read the same version, then all write it: one commits, and the fifteen others
+    commit at about their first retry, since retries wait their turn instead of conflicting with
+    each other again (with random backoff alone, measured: 54 to 58 retries)."""
+    store = app.extensions["sidep.store"]
+    rid = store.run(lambda unit: unit.put("Patient", unit.new_id("Patient"), {"resourceType": "Patient"}))[0].id
+    writers = 16
+    all_read = threading.Barrier(writers)
+    first_tries: set[int] = set()
+
+    def write(i: int) -> int:
+        def work(unit):
+            unit.current("Patient", rid)
+            if i not in first_tries:  # every writer's first try has read version 1
+                first_tries.add(i)
+                all_read.wait(timeout=30)
+            unit.put("Patient", rid, {"resourceType": "Patient", "name": [{"family": f"F{i}"}]})
+            return i
+
+        return store.run(work)
+
+    before = store.retried
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        assert sorted(pool.map(write, range(writers))) == list(range(writers))
+    # one retry each, and another when a retry meets a first try still in flight
+    assert writers - 1 <= store.retried - before <= 2 * (writers - 1)
+    assert store.current("Patient", rid).version == writers + 1

@@ -14,6 +14,7 @@ never both produce the same version.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -139,6 +140,8 @@ class Store:
         self.max_document_bytes = max_document_bytes  # MongoDB refuses documents over 16 MiB
         self.resource_types = tuple(resource_types)
         self._collections: dict = {}
+        self.retried = 0  # attempts made again after a write conflict, since start
+        self._counting = threading.Lock()
         self.access: Access | None = None
         # run once per unit of work after its last write, before anything is sent (the write
         # hooks' before_commit: rules judged on the state a whole Bundle produces)
@@ -327,38 +330,82 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
     def run(self, work: Callable[["UnitOfWork"], T]) -> T:
-        """Run `work` in one transaction, retrying it whole on write conflicts. A business
-        identifier another resource holds (a unique `k` key) is retried once, since a concurrent
-        writer may have just created the resource the retry will then match; held again, it is a
-        409 naming the identifier."""
-        held: str | None = None
-        for attempt in range(MAX_ATTEMPTS):
-            with self.client.start_session() as session:
-                try:
-                    with session.start_transaction():
-                        unit = UnitOfWork(self, session)
-                        result = work(unit)
-                        unit.flush()
-                        return result
-                except HeldKey as exc:
-                    if held == exc.key:
-                        raise held_identifier(exc.key) from None
-                    held = exc.key
-                except (Conflict, DuplicateKeyError):
-                    pass
-                except PyMongoError as exc:
-                    if not (
-                        exc.has_error_label("TransientTransactionError")
-                        or exc.has_error_label("UnknownTransactionCommitResult")
-                    ):
-                        raise
-            time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2**attempt)))
+        """Run `work` in one transaction, retrying it whole on write conflicts. Units that
+        conflicted retry one at a time, in the order they conflicted (`RETRY_TURN`), rather than
+        into each other again: SecantusDB takes no two conflicting transactions at once, and a
+        hot resource (a laboratory's Organization created by its first Bundles) would otherwise
+        cost one attempt per writer per round. A business identifier another resource holds (a
+        unique `k` key) is retried once, since a concurrent writer may have just created the
+        resource the retry will then match; held again, it is a 409 naming the identifier."""
+        outcome = self._attempt(work, None)
+        if not isinstance(outcome, _Retry):
+            return outcome
+        with RETRY_TURN:
+            for attempt in range(1, MAX_ATTEMPTS):
+                with self._counting:
+                    self.retried += 1
+                if attempt > 1:  # still conflicting: with another process, or a unit's first try
+                    time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2**attempt)))
+                outcome = self._attempt(work, outcome.held)
+                if not isinstance(outcome, _Retry):
+                    return outcome
         raise FhirError.of(
             409,
             "conflict",
             "Too many concurrent writes to the same resources; retry",
             "Trop d'écritures simultanées sur les mêmes ressources ; réessayez",
         )
+
+    def _attempt(self, work: Callable[["UnitOfWork"], T], held: str | None) -> "T | _Retry":
+        with self.client.start_session() as session:
+            try:
+                with session.start_transaction():
+                    unit = UnitOfWork(self, session)
+                    result = work(unit)
+                    unit.flush()
+                    return result
+            except HeldKey as exc:
+                if held == exc.key:
+                    raise held_identifier(exc.key) from None
+                return _Retry(exc.key)
+            except (Conflict, DuplicateKeyError):
+                return _Retry(held)
+            except PyMongoError as exc:
+                if exc.has_error_label("TransientTransactionError") or exc.has_error_label(
+                    "UnknownTransactionCommitResult"
+                ):
+                    return _Retry(held)
+                raise
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """An attempt that must be made again; `held`: the business key it found held, if any."""
+
+    held: str | None
+
+
+class FairTurn:
+    """A lock taken in the order it was asked for (threading.Lock promises no order)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *_exc) -> None:
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
+RETRY_TURN = FairTurn()  # one per process: the web process's threads, a worker's
 
 
 class UnitOfWork:
