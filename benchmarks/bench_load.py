@@ -10,6 +10,13 @@ server, found by its serverStatus pid; workers and dispatcher), and the database
 result (serverStatus opcounters: inserts, queries, updates, commands). Nothing is mocked and
 nothing is asserted: figures to compare before and after a change.
 
+Beside each run, its raw baseline: the documents the platform wrote for those results (each
+result's resources, their history, its change-log entry, conditional claims, outbox events,
+person record, and its AuditEvent), read back and written again with pymongo alone into a
+scratch database with the same indexes, in the same transactions (one per result), by as many
+concurrent clients: what the database takes for the same writes with no FHIR server in front.
+It reads nothing; the platform's transaction also reads (its conditional lookups).
+
 It registers one OAuth2 client per synthetic laboratory in the platform's database
 (MONGODB_URI, else the embedded one's VAR_DIR/mongodb.uri) and gets their tokens from the
 platform. Patients get a mobile number, so the notification pipeline works as on a real day.
@@ -27,17 +34,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
 import requests
-from pymongo import MongoClient
+from pymongo import MongoClient, UpdateOne
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
 from fhir_server.storage.accounts import Accounts  # noqa: E402
+from fhir_server.storage.mongo import CHANGES, CLAIMS, HISTORY, OUTBOX, PERSONS  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -166,6 +175,81 @@ def run(base: str, sessions, work, clients: int) -> dict:
     }
 
 
+def units_written(db, since) -> list[dict]:
+    """The documents of each result the platform took since `since`: one unit of work per result
+    Bundle (its change-log entry creates a DiagnosticReport), as {collection: [documents]}."""
+    units = []
+    for entry in db[CHANGES].find({"ts": {"$gte": since}}):
+        written = [(rtype, rid, version) for rtype, rid, version, _deleted in entry["w"]]
+        if not any(rtype == "DiagnosticReport" and version == 1 for rtype, _, version in written):
+            continue  # a notification's Communication, not a result
+        unit: dict[str, list[dict]] = {}
+        for rtype, rid, _version in written:
+            unit.setdefault(rtype, []).extend(db[rtype].find({"_id": rid}))
+        unit[HISTORY] = list(db[HISTORY].find({"_id": {"$in": [f"{t}/{i}/{v}" for t, i, v in written]}}))
+        unit[CHANGES] = [{k: v for k, v in entry.items() if k != "seq"} | {"pending": True}]
+        unit[CLAIMS] = list(db[CLAIMS].find({"rid": {"$in": [rid for _, rid, _ in written]}}))
+        reports = [f"DiagnosticReport/{rid}" for rtype, rid, _ in written if rtype == "DiagnosticReport"]
+        unit[OUTBOX] = list(db[OUTBOX].find({"key": {"$in": reports}, "ts": entry["ts"]}))
+        patients = [f"Patient/{rid}" for rtype, rid, _ in written if rtype == "Patient"]
+        unit[PERSONS] = list(db[PERSONS].find({"links.patient": {"$in": patients}})) if patients else []
+        units.append(unit)
+    return units
+
+
+def raw_database(client: MongoClient, db, name: str):
+    """A scratch database with the platform's collections and indexes, empty."""
+    client.drop_database(name)
+    raw = client[name]
+    for collection in (*SUPPORTED_TYPES, HISTORY, CHANGES, CLAIMS, OUTBOX, PERSONS):
+        for index_name, spec in db[collection].index_information().items():
+            if index_name == "_id_":
+                continue
+            options = {k: v for k, v in spec.items() if k in ("unique", "sparse", "partialFilterExpression")}
+            raw[collection].create_index(spec["key"], name=index_name, **options)
+    return raw
+
+
+def settle(database_pid: int, longest: float = 120.0) -> None:
+    """Wait for the platform to finish the run's notifications (the database idle for a second),
+    so that the baseline does not share the database with them."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before = cpu_seconds(database_pid)
+        time.sleep(1.0)
+        if cpu_seconds(database_pid) - before < 0.15:
+            return
+
+
+def replay(client: MongoClient, raw, units: list[dict], audits: list[dict], clients: int) -> float:
+    """Write the units again, one transaction each as the platform does (one insert per collection,
+    the claims as upserts), then each one's AuditEvent outside it; returns results/s."""
+
+    def write(index: int) -> None:
+        with client.start_session() as session:
+            session.with_transaction(lambda session: write_unit(units[index], session))  # retried on conflicts
+        if index < len(audits):
+            raw["AuditEvent"].insert_one(audits[index])
+
+    def write_unit(unit: dict, session) -> None:
+        for collection, docs in unit.items():
+            if not docs:
+                continue
+            if collection == CLAIMS:
+                upserts = [UpdateOne({"_id": d["_id"]}, {"$set": {"rid": d["rid"]}}, upsert=True) for d in docs]
+                raw[collection].bulk_write(upserts, session=session)
+            elif collection in (PERSONS, "Organization"):  # shared by several results: written again
+                for doc in docs:
+                    raw[collection].replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
+            else:
+                raw[collection].insert_many(docs, session=session)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(write, range(len(units))))
+    return len(units) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8080/fhir")
@@ -183,18 +267,30 @@ def main() -> None:
     roles = ("web", "database", "workers", "dispatcher")
     print(f"processes: {', '.join(f'{role} {len(processes[role])}' for role in roles)}")
     header = ("clients", "results/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-    header += tuple(f"{role} ms" for role in roles) + ("ins", "query", "upd", "cmd")
+    header += tuple(f"{role} ms" for role in roles) + ("ins", "query", "upd", "cmd", "raw r/s", "raw db ms")
     print(" ".join(f"{h:>9}" for h in header), flush=True)
     for seed, clients in enumerate(args.clients, start=args.seed * 100):
         work = bundles(labs, args.results, seed)
         cpu_before, ops_before = cpu_by_role(processes), opcounters(client)
+        since = datetime.now(UTC).replace(tzinfo=None)
         row = run(args.url, sessions, work, clients)
         cpu_after, ops_after = cpu_by_role(processes), opcounters(client)
+        units = units_written(db, since)
+        audits = [
+            {k: v for k, v in d.items()} for d in db["AuditEvent"].find({"ts": {"$gte": since}}).limit(len(units))
+        ]
+        settle(processes["database"][0])
+        raw = raw_database(client, db, "bench_load_raw")
+        database_before = cpu_seconds(processes["database"][0])
+        raw_rate = replay(client, raw, units, audits, clients)
+        raw_database_ms = 1000 * (cpu_seconds(processes["database"][0]) - database_before) / max(len(units), 1)
+        client.drop_database("bench_load_raw")
         per_result = {role: 1000 * (cpu_after[role] - cpu_before[role]) / len(work) for role in roles}
         ops = {name: (ops_after[name] - ops_before[name]) / len(work) for name in ops_before}
         values = (clients, f"{row['rate']:.1f}", *(f"{1000 * row[p]:.0f}" for p in ("p50", "p95", "p99")))
         values += (row["errors"], *(f"{per_result[role]:.1f}" for role in roles))
         values += tuple(f"{ops[name]:.1f}" for name in ("insert", "query", "update", "command"))
+        values += (f"{raw_rate:.1f}", f"{raw_database_ms:.1f}")
         print(" ".join(f"{v:>9}" for v in values), flush=True)
 
 
