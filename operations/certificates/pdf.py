@@ -4,8 +4,12 @@ Page 1, "Fiche de résultat": identity, test, result, sampling time (Europe/Pari
 the validity wording. Then one "Certificat numérique européen" page per DCC (test, recovery) with
 its QR code. Serology and inconclusive results have the result sheet only.
 
-Rendered with xhtml2pdf from templates/certificate.html (parsed once, then cached); the QR code is
-embedded as a PNG data URI. Names may be in any Latin script (Polish, Hungarian, Turkish, Czech
+Laid out by xhtml2pdf from templates/certificate.html. xhtml2pdf draws each layout (the test, the
+result, the certificates made, the wording) once per process with markers in place of the fields
+that differ between certificates (names, dates, UVCI, QR codes); a certificate is that drawing with
+its own words and QR images put where the markers were (pdf_layouts.py), when they fit as xhtml2pdf
+would have laid them out. Otherwise (a name too long for its line, a measured serology value...)
+xhtml2pdf draws the certificate whole, its QR codes as PNG data URIs. Names may be in any Latin script (Polish, Hungarian, Turkish, Czech
 ...), which the PDF standard fonts (Latin-1) cannot draw: the template embeds DejaVu Sans (free
 licence, Debian package fonts-dejavu-core, in the Makefile's SYSTEM_PACKAGES), found under
 CERT_FONT_DIR or the usual system directories; only the glyphs used are embedded (subsets).
@@ -34,7 +38,8 @@ from xhtml2pdf.config.resources import ResourceAccessPolicy
 
 from .facts import loinc_table
 from .generate import CertificateSet
-from .qr import qr_png
+from .pdf_layouts import DIGITS, IMAGE, LAYOUT_CACHE_SIZE, LINE_END, MONOSPACE, Field, Layouts
+from .qr import qr_image, qr_png
 
 log = logging.getLogger(__name__)
 PARIS = ZoneInfo("Europe/Paris")
@@ -112,7 +117,8 @@ def _valid_until(dcc) -> str:
     return paris_time(dcc.expires_at) + " (heure de Paris / Paris time)"
 
 
-def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) -> dict:
+def template_context(certificates: CertificateSet) -> dict:
+    """What the template shows, the QR codes aside (their data URIs are added for xhtml2pdf)."""
     facts, words = certificates.facts, wording()
     kind = loinc_table()["kinds"][facts.test_kind]
     validity = words["validity"].get(facts.result) if certificates.dccs else None
@@ -153,7 +159,6 @@ def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) ->
             {
                 "type": dcc.type,
                 "uvci": dcc.uvci,
-                "qr_data_uri": _data_uri(qr_pngs[dcc.type]),
                 "label_fr": words["certificate_types"][dcc.type]["fr"],
                 "label_en": words["certificate_types"][dcc.type]["en"],
                 "valid_from": french_date(dcc.payload["r"][0]["df"]) if dcc.type == "recovery" else None,
@@ -166,18 +171,79 @@ def template_context(certificates: CertificateSet, qr_pngs: dict[str, bytes]) ->
 
 def render_html(certificates: CertificateSet, qr_pngs: dict[str, bytes] | None = None) -> str:
     qr_pngs = qr_pngs or {dcc.type: qr_png(dcc.hc1) for dcc in certificates.dccs}
-    return _template().render(template_context(certificates, qr_pngs))
+    context = template_context(certificates)
+    for shown, dcc in zip(context["dccs"], certificates.dccs, strict=True):
+        shown["qr_data_uri"] = _data_uri(qr_pngs[dcc.type])
+    return _template().render(context)
+
+
+def _draw(html: str) -> bytes:
+    output = io.BytesIO()
+    status = pisa.CreatePDF(html, dest=output, encoding="utf-8", resource_policy=_resource_policy())
+    if status.err:
+        raise PdfRenderingError(f"xhtml2pdf reported {status.err} error(s)")
+    return output.getvalue()
+
+
+def _fields(context: dict) -> list[Field]:
+    """The context's values that differ between certificates of one layout."""
+    fields = [
+        Field(("identity", "family_name"), LINE_END),
+        Field(("identity", "given_names"), LINE_END),
+        Field(("identity", "birth_date"), LINE_END),
+        Field(("lab", "name"), LINE_END),
+        Field(("lab", "finess"), LINE_END),
+        Field(("test", "sampled_at"), DIGITS),
+        Field(("generated_at",), DIGITS),
+    ]
+    for index, dcc in enumerate(context["dccs"]):
+        fields += [Field(("dccs", index, "uvci"), MONOSPACE), Field(("dccs", index, "valid_until"), DIGITS)]
+        if dcc["valid_from"] is not None:
+            fields.append(Field(("dccs", index, "valid_from"), DIGITS))
+        fields.append(Field(("dccs", index, "qr_data_uri"), IMAGE))
+    return fields
+
+
+def _shares_a_layout(context: dict) -> bool:
+    """Whether this certificate's layout serves others: not with a measured value (a serology's
+    U/mL) or a refusal quoting the patient's name, which would make a layout per certificate."""
+    if context["test"]["measured"] or not fonts()["faces"]:  # without DejaVu: xhtml2pdf's fallback fonts
+        return False
+    withheld = " ".join((context["withheld"] or {}).values())
+    names = (context["identity"]["family_name"], context["identity"]["given_names"])
+    return not any(name and name in withheld for name in names)
+
+
+def certificate_layouts(capacity: int = LAYOUT_CACHE_SIZE) -> Layouts:
+    """An empty set of the template's layouts (the process has one, filled as certificates come)."""
+    return Layouts(
+        lambda context: _draw(_template().render(context)), lambda: [f["path"] for f in fonts()["faces"]], capacity
+    )
+
+
+@lru_cache(maxsize=1)
+def _layouts() -> Layouts:
+    return certificate_layouts()
+
+
+def layout_pdf(certificates: CertificateSet, layouts: Layouts | None = None) -> bytes | None:
+    """The PDF from its layout's drawing, or None when xhtml2pdf must draw it whole."""
+    context = template_context(certificates)
+    if not _shares_a_layout(context):
+        return None
+    images = [qr_image(dcc.hc1) for dcc in certificates.dccs]
+    layouts = _layouts() if layouts is None else layouts  # (an empty one is falsy: it has a length)
+    return layouts.fill(context, _fields(context), images, certificates.generated_at)
+
+
+def whole_pdf(certificates: CertificateSet, qr_pngs: dict[str, bytes] | None = None) -> bytes:
+    """The PDF drawn by xhtml2pdf from the template filled in."""
+    return _draw(render_html(certificates, qr_pngs))
 
 
 def render_pdf(certificates: CertificateSet, qr_pngs: dict[str, bytes] | None = None) -> bytes:
     """The PDF bytes; pass the QR PNGs when already made (for the Parameters output)."""
-    output = io.BytesIO()
-    status = pisa.CreatePDF(
-        render_html(certificates, qr_pngs), dest=output, encoding="utf-8", resource_policy=_resource_policy()
-    )
-    if status.err:
-        raise PdfRenderingError(f"xhtml2pdf reported {status.err} error(s)")
-    pdf = output.getvalue()
+    pdf = layout_pdf(certificates) or whole_pdf(certificates, qr_pngs)
     if len(pdf) > MAX_PDF_BYTES:
         raise PdfRenderingError(f"PDF of {len(pdf)} bytes exceeds the 1 MB limit")
     return pdf
