@@ -163,21 +163,25 @@ def start_outlets(env: dict, directory: Path) -> list:
 
 
 def print_indexes(create: bool) -> int:
-    """The indexes the server creates at start (per collection), and optionally create them now."""
+    """The indexes the server creates at start (per collection), each with the query it serves,
+    and optionally create them now (dropping those an earlier plan made)."""
     from .resources import SUPPORTED_TYPES
+    from .search.registry import declared_indexes
     from .storage.mongo import client_for, ensure_indexes, index_plan
 
-    for collection, indexes in index_plan(SUPPORTED_TYPES).items():
+    declared = declared_indexes()
+    for collection in index_plan(SUPPORTED_TYPES):
         print(collection)
-        for keys in indexes:
-            print("   ", ", ".join(f"{field} {'asc' if order == 1 else 'desc'}" for field, order in keys))
+        for index in declared.get(collection, ()):
+            print("   ", ", ".join(f"{field} {'asc' if order == 1 else 'desc'}" for field, order in index.keys))
+            print(f"        serves {index.serves}: {index.why}")
     if create:
         uri = os.environ.get("MONGODB_URI")
         if not uri:
             print("MONGODB_URI is not set", file=sys.stderr)
             return 2
         ensure_indexes(client_for(uri)[os.environ.get("MONGODB_DB", "sidep")], SUPPORTED_TYPES)
-        print("created (existing ones are left as they are)")
+        print("created (existing ones are left as they are; those no longer planned are dropped)")
     return 0
 
 

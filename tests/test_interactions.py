@@ -112,6 +112,27 @@ def test_type_and_system_history_with_count_and_since(client):
     assert client.get("/fhir/Patient/_history?_since=yesterday").status_code == 400
 
 
+def test_instance_history_pages_through_the_versions_newest_first(client):
+    rid = client.create(PATIENT)["id"]
+    for given in ("Deux", "Trois", "Quatre", "Cinq"):
+        update = client.put(
+            f"/fhir/Patient/{rid}", json={**PATIENT, "id": rid, "name": [{"family": "X", "given": [given]}]}
+        )
+        assert update.status_code == 200
+    pages = [client.get(f"/fhir/Patient/{rid}/_history?_count=2").get_json()]
+    while any(link["relation"] == "next" for link in pages[-1]["link"]):
+        url = next(link["url"] for link in pages[-1]["link"] if link["relation"] == "next")
+        pages.append(client.get(url.replace("http://testserver", "")).get_json())
+    assert [[e["resource"]["meta"]["versionId"] for e in page["entry"]] for page in pages] == [
+        ["5", "4"],
+        ["3", "2"],
+        ["1"],
+    ]
+    since = pages[1]["entry"][0]["resource"]["meta"]["lastUpdated"]
+    later = client.get(f"/fhir/Patient/{rid}/_history", query_string={"_since": since}).get_json()
+    assert [e["resource"]["meta"]["versionId"] for e in later["entry"]] == ["5", "4", "3"]
+
+
 def test_instance_history_of_unknown_is_404(client):
     assert client.get("/fhir/Patient/none/_history").status_code == 404
 

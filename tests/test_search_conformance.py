@@ -10,7 +10,7 @@ import pytest
 from fhir_server import create_app
 from fhir_server.context import plan_builder
 from fhir_server.search.extract import sort_keys
-from fhir_server.search.registry import compound_indexes
+from fhir_server.search.registry import declared_indexes
 from fhir_server.storage.mongo import index_plan
 from tests.conftest import FhirClient
 from tests.test_search_params import found, issue_expressions, matches, search
@@ -107,10 +107,13 @@ def test_newest_first_sorts_match_a_compound_index(app):
     """'A patient's results, newest first' sorts on the stored descending key that the compound
     index of parameters.json holds, in the same order, so keyset pages read the index in order."""
     with app.app_context():
-        plan = plan_builder().build("Observation", [("patient", "p1"), ("_sort", "-date")])
-    assert ["s.patient"] + [f for f, _ in plan.sort] in compound_indexes()["Observation"]
+        plan = plan_builder().build("DiagnosticReport", [("patient", "p1"), ("_sort", "-date")])
+    declared = [index.keys for index in declared_indexes()["DiagnosticReport"]]
+    assert (("s.patient", 1), *plan.sort) in declared
     index = next(
-        keys for keys in index_plan(["Observation"])["Observation"] if keys[0][0] == "s.patient" and len(keys) == 3
+        keys
+        for keys in index_plan(["DiagnosticReport"])["DiagnosticReport"]
+        if keys[0][0] == "s.patient" and len(keys) == 3
     )
     assert index[1:] == plan.sort
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from ..storage import Store
-from ..storage.accounts import Accounts, ensure_owner_indexes
+from ..storage.accounts import Accounts
 from ..storage.audit import AuditLog
 from . import audit, policy
 from .principal import Principal, current_principal  # noqa: F401
@@ -35,8 +35,7 @@ def install(app, settings: Settings, store: Store) -> None:
         return
     accounts = Accounts(store.db)
     if settings.create_indexes:
-        accounts.ensure_indexes()
-        ensure_owner_indexes(store.db, policy.BOUND_TYPES)
+        accounts.ensure_indexes()  # the owners' indexes (org) are the store's (storage.mongo.index_plan)
     app.extensions["sidep.accounts"] = accounts
     app.extensions["sidep.restrict_plans"] = policy.restrict_plans
     store.access = policy.OrganisationAccess()

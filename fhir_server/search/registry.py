@@ -59,10 +59,36 @@ def load() -> dict[str, dict[str, SearchParameter]]:
     return registry
 
 
+@dataclass(frozen=True)
+class DeclaredIndex:
+    """One index of the plan (parameters.json "indexes"): its keys in order with their direction
+    (1 ascending, -1 descending), the query it serves, who makes it, and the role of the
+    principal whose query it is (a laboratory's unless said)."""
+
+    keys: tuple[tuple[str, int], ...]
+    serves: str
+    why: str
+    role: str = "laboratory"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(field for field, _ in self.keys)
+
+
 @lru_cache(maxsize=1)
-def compound_indexes() -> dict[str, list[list[str]]]:
+def declared_indexes() -> dict[str, tuple[DeclaredIndex, ...]]:
+    """collection -> the indexes created on it, in order."""
     document = json.loads(DATA.read_text(encoding="utf-8"))
-    return {k: v for k, v in document["indexes"].items() if k != "description"}
+    return {
+        collection: tuple(_declared(entry) for entry in entries)
+        for collection, entries in document["indexes"].items()
+        if collection != "description"
+    }
+
+
+def _declared(entry: dict) -> DeclaredIndex:
+    keys = tuple((key[1:], -1) if key.startswith("-") else (key, 1) for key in entry["keys"])
+    return DeclaredIndex(keys, entry["serves"], entry["for"], entry.get("as", "laboratory"))
 
 
 def parameters_for(resource_type: str) -> dict[str, SearchParameter]:

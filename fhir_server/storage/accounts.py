@@ -162,10 +162,3 @@ class Accounts:
         except DuplicateKeyError:
             return False
         return True
-
-
-def ensure_owner_indexes(db, resource_types) -> None:
-    """Searches of patient data by a client filter on `org`: one index on it per collection."""
-    for rtype in resource_types:
-        db[rtype].create_index([("org", ASCENDING), ("_id", ASCENDING)])
-    db["_history"].create_index([("org", ASCENDING), ("ts", ASCENDING)])

@@ -17,21 +17,126 @@ NOBODY = "-"  # an owner no resource has
 
 
 def all_of(*conditions: Condition | None) -> Condition:
-    """Every condition, as one flat document where their fields differ: a flat filter (no
-    top-level $and) is what index selection looks at, in MongoDB and even more so in SecantusDB,
-    which plans nothing for a top-level operator. Empty or None conditions are left out."""
+    """Every condition, as one flat document: a flat filter (no top-level $and) is what index
+    selection looks at, in MongoDB and even more so in SecantusDB, which plans nothing for a
+    top-level operator. Conditions on the same field are merged (`both`); only those that cannot
+    be go under `$and`. Empty or None conditions are left out."""
     merged: Condition = {}
     rest: list[Condition] = []
     for condition in conditions:
         if not condition:
             continue
-        if any(key in merged for key in condition):
+        joined = both(merged, condition)
+        if joined is None:
             rest.append(condition)
         else:
-            merged.update(condition)
+            merged = joined
     if rest:
         merged["$and"] = rest
     return merged
+
+
+def both(first: Condition, second: Condition) -> Condition | None:
+    """`first` and `second` as one flat document, or None when a field's two conditions cannot be
+    written as one (the same operator twice, a literal sub-document, a top-level operator)."""
+    merged = dict(first)
+    for key, condition in second.items():
+        if key not in merged:
+            merged[key] = condition
+            continue
+        if key.startswith("$"):
+            return None
+        joined = _same_field(merged[key], condition)
+        if joined is _CANNOT:
+            return None
+        merged[key] = joined
+    return merged
+
+
+_CANNOT = object()
+
+
+def _same_field(first, second):
+    """Two conditions on one field as one. Distinct operators go in one document: MongoDB applies
+    each on its own (on an array, each to any element), which is what the two conditions ANDed
+    mean. An equality implied by the other condition (a value of its $in) is kept alone."""
+    if first == second:
+        return first
+    a, b = _operators(first), _operators(second)
+    if a is None or b is None:
+        return _CANNOT
+    for one, other, original in ((a, b, first), (b, a, second)):
+        if set(one) == {"$eq"} and set(other) == {"$in"} and one["$eq"] in other["$in"]:
+            return original
+        if set(one) == {"$in"} and set(other) == {"$in"} and all(v in other["$in"] for v in one["$in"]):
+            return original
+    if set(a) & set(b):
+        return _CANNOT
+    return {**a, **b}
+
+
+def _operators(condition) -> dict | None:
+    """A field's condition as operators ({"$eq": v} for a plain value); None for what only
+    matches as written (a sub-document, a compiled pattern)."""
+    if isinstance(condition, dict):
+        return condition if condition and all(k.startswith("$") for k in condition) else None
+    if isinstance(condition, (list, re.Pattern)):
+        return None
+    return {"$eq": condition}
+
+
+MAX_ALTERNATIVES = 16  # a query split into more flat ones than this is sent as it is
+
+
+def alternatives(condition: Condition) -> list[Condition] | None:
+    """Flat conditions (no top-level operator) whose union matches what `condition` matches:
+    its `$or` and `$and` distributed over its fields. None when that cannot be written flat or
+    takes more than MAX_ALTERNATIVES: SecantusDB plans no index for a top-level operator, so the
+    storage runs one query per alternative instead (storage.union)."""
+    combined: list[Condition] | None = [{}]
+    for key, value in condition.items():
+        if key == "$or":
+            options = _union(value)
+        elif key == "$and":
+            options = _product(value)
+        elif key.startswith("$"):
+            return None
+        else:
+            options = [{key: value}]
+        combined = _cross(combined, options)
+    return combined
+
+
+def _union(branches: list[Condition]) -> list[Condition] | None:
+    found: list[Condition] = []
+    for branch in branches:
+        flat = alternatives(branch)
+        if flat is None:
+            return None
+        found += flat
+    return found
+
+
+def _product(parts: list[Condition]) -> list[Condition] | None:
+    combined: list[Condition] | None = [{}]
+    for part in parts:
+        combined = _cross(combined, alternatives(part))
+    return combined
+
+
+def _cross(left: list[Condition] | None, right: list[Condition] | None) -> list[Condition] | None:
+    """Each of `left` ANDed with each of `right`; None when one is None, a pair cannot be written
+    flat, or there are more than MAX_ALTERNATIVES."""
+    if left is None or right is None or len(left) * len(right) > MAX_ALTERNATIVES:
+        return None
+    crossed = []
+    for a in left:
+        for b in right:
+            joined = both(a, b)
+            if joined is None:
+                return None
+            crossed.append(joined)
+    return crossed
 
 
 def any_of(*conditions: Condition) -> Condition:
@@ -84,24 +189,22 @@ def matching(field_name: str, anchor: str, patterns: list[str], negated: bool = 
 
 def after_row(sort: list[tuple[str, int]], values: list) -> Condition:
     """Rows after the row whose sort keys are `values` (keyset paging): equal on the first i keys,
-    after on key i."""
+    after on key i. Each alternative is flat (storage runs them as separate queries)."""
     alternatives = []
     for i, (field_name, direction) in enumerate(sort):
-        after = _after(field_name, direction, values[i])
-        if after is None:
-            continue
-        equal = [{f: v} for (f, _), v in zip(sort[:i], values[:i], strict=True)]
-        alternatives.append({"$and": equal + [after]} if equal else after)
-    return {"$or": alternatives} if alternatives else NOTHING
+        equal = {f: v for (f, _), v in zip(sort[:i], values[:i], strict=True)}
+        alternatives += [{**equal, **after} for after in _after(field_name, direction, values[i])]
+    return any_of(*alternatives) if alternatives else NOTHING
 
 
-def _after(field_name: str, direction: int, value) -> Condition | None:
-    """Documents strictly after `value` on one key, in MongoDB's order (null sorts lowest)."""
+def _after(field_name: str, direction: int, value) -> list[Condition]:
+    """Documents strictly after `value` on one key, in MongoDB's order (null sorts lowest), as
+    alternatives."""
     if direction == 1:
-        return {field_name: {"$ne": None}} if value is None else {field_name: {"$gt": value}}
+        return [{field_name: {"$ne": None}} if value is None else {field_name: {"$gt": value}}]
     if value is None:
-        return None
-    return {"$or": [{field_name: {"$lt": value}}, {field_name: None}]}
+        return []
+    return [{field_name: {"$lt": value}}, {field_name: None}]
 
 
 def date_condition(field_name: str | None, prefix: str, lo, hi) -> dict:

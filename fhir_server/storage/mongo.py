@@ -7,11 +7,10 @@ from decimal import Decimal
 
 from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
 from bson.decimal128 import Decimal128
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import MongoClient
 from pymongo.database import Database
 
-from ..search.registry import compound_indexes
-from ..search.registry import load as load_parameters
+from ..search.registry import declared_indexes
 
 HISTORY = "_history"  # every version of every resource
 CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
@@ -50,29 +49,11 @@ def client_for(uri: str) -> MongoClient:
 
 
 def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
-    """collection -> the indexes it needs; also the list the README documents."""
-    params = load_parameters()
-    plan: dict[str, list[list[tuple[str, int]]]] = {}
-    for rtype in resource_types:
-        # org: the organisations a resource belongs to, which every request of a client narrows on
-        indexes = [[("ts", ASCENDING)], [("org", ASCENDING), ("_id", ASCENDING)]]
-        for code, param in params.get(rtype, {}).items():
-            fields = [f"s.{code}.lo", f"s.{code}.hi"] if param.type == "date" else [f"s.{code}"]
-            indexes += [[(field, ASCENDING)] for field in fields]
-            if param.type == "string":  # :exact; token :text is rare enough to scan
-                indexes.append([(f"x.{code}", ASCENDING)])
-        for keys in compound_indexes().get(rtype, []):
-            indexes.append([(k, DESCENDING if k.startswith("o.") else ASCENDING) for k in keys])
-        plan[rtype] = indexes
-    plan[HISTORY] = [
-        [("t", ASCENDING), ("rid", ASCENDING), ("v", DESCENDING)],
-        [("t", ASCENDING), ("ts", ASCENDING)],
-        [("ts", ASCENDING)],
-    ]
-    plan[OUTBOX] = [[("state", ASCENDING), ("ts", ASCENDING)]]
-    plan[CHANGES] = [[("seq", ASCENDING)], [("pending", ASCENDING), ("_id", ASCENDING)], [("ts", ASCENDING)]]
-    plan[PERSONS] = [[("links.patient", ASCENDING)], [("links.state", ASCENDING)]]
-    return plan
+    """collection -> the indexes it needs, as parameters.json "indexes" declares them (each with
+    the query it serves: `python -m fhir_server indexes` lists them)."""
+    declared = declared_indexes()
+    collections = [*resource_types, HISTORY, OUTBOX, CHANGES, PERSONS]
+    return {name: [list(index.keys) for index in declared.get(name, ())] for name in collections}
 
 
 def ensure_constraints(db: Database, keyed_types) -> None:
@@ -89,10 +70,39 @@ def ensure_constraints(db: Database, keyed_types) -> None:
 
 
 def ensure_indexes(db: Database, resource_types) -> None:
+    """The planned indexes, created; on resource collections, the indexes an earlier plan made
+    and this one no longer names, dropped (each costs every write)."""
     key = (id(db.client), db.name)
     if key in _indexed:
         return
-    for collection, indexes in index_plan(resource_types).items():
+    plan = index_plan(resource_types)
+    for collection, indexes in plan.items():
         for keys in indexes:
             db[collection].create_index(keys)
+    for rtype in resource_types:
+        drop_unplanned(db[rtype], plan[rtype])
     _indexed.add(key)
+
+
+def drop_unplanned(collection, planned: list[list[tuple[str, int]]]) -> list[str]:
+    """Drop the indexes of a resource collection that the index plan could have made (on index
+    fields s.*, x.*, o.*, on ts or org) but no longer names; never a unique or TTL one (the
+    constraints', the operational records'). Returns the names dropped."""
+    wanted = {tuple((field, int(order)) for field, order in keys) for keys in planned}
+    dropped = []
+    for info in collection.list_indexes():
+        if info["name"] == "_id_" or info.get("unique") or "expireAfterSeconds" in info:
+            continue
+        if not all(isinstance(order, (int, float)) for order in info["key"].values()):
+            continue  # a text, hashed or geo index: never the plan's
+        keys = tuple((field, int(order)) for field, order in info["key"].items())
+        if keys in wanted or not all(_planned_field(field, i) for i, (field, _) in enumerate(keys)):
+            continue
+        collection.drop_index(info["name"])
+        dropped.append(info["name"])
+    return dropped
+
+
+def _planned_field(field: str, position: int) -> bool:
+    """A field the index plan indexes resource collections on (_id only after the first)."""
+    return field.startswith(("s.", "x.", "o.")) or field in ("ts", "org") or (field == "_id" and position > 0)

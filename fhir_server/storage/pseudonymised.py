@@ -207,7 +207,8 @@ class PseudonymisedRecords:
         """Entries and records written before `before`, and the counts of the days sampled
         before it."""
         removed = self.feed.delete_many({"at": {"$lt": before}}).deleted_count
-        self.counts.delete_many({"jour": {"$lt": before.date().isoformat()}})
+        for level in (BY_AGE, BY_DAY):  # led by the level, as the counts' indexes are
+            self.counts.delete_many({"level": level, "jour": {"$lt": before.date().isoformat()}})
         return removed + self.results.delete_many({"at": {"$lt": before}}).deleted_count
 
 

@@ -29,6 +29,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from ..outcome import FhirError, not_known
 from ..search.dates import instant, utc_now
 from ..search.extract import index_fields
+from . import union
 from .changes import Changes
 from .conditions import all_of, referring
 from .mongo import CHANGES, CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
@@ -116,6 +117,12 @@ def same_content(before: dict | None, after: dict) -> bool:
     return {k: v for k, v in before.items() if k != "meta"} == {k: v for k, v in after.items() if k != "meta"} and {
         k: v for k, v in (before.get("meta") or {}).items() if k not in stamps
     } == {k: v for k, v in (after.get("meta") or {}).items() if k not in stamps}
+
+
+def history_version(key: str) -> int:
+    """The version a history entry's id (`type/id/version`) names; 0 for anything else."""
+    version = key.rpartition("/")[2]
+    return int(version) if version.isascii() and version.isdigit() else 0
 
 
 def new_id() -> str:
@@ -215,19 +222,35 @@ class Store:
         limit: int,
     ) -> list[Record]:
         """Newest first; `before` is the (ts, _id) of the last entry of the previous page."""
-        query: dict[str, Any] = {}
-        if rtype:
-            query["t"] = rtype
-        if rid:
-            query["rid"] = rid
+        if rtype and rid:
+            return self._instance_history(rtype, rid, since, before, limit)
+        query: dict[str, Any] = {"t": rtype} if rtype else {}
         if since:
             query["ts"] = {"$gte": since}
         if before:
             ts, last_id = before
-            query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]
-        query = self._visible(rtype, query, "r" if rid else "s")
-        cursor = self.collection(HISTORY).find(query).sort([("ts", -1), ("_id", -1)]).limit(limit)
-        return [Record.from_doc(doc["t"], doc) for doc in cursor]
+            query = all_of(query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]})
+        query = self._visible(rtype, query, "s")
+        docs = union.find(self.collection(HISTORY), query, None, [("ts", -1), ("_id", -1)], limit)
+        return [Record.from_doc(doc["t"], doc) for doc in docs]
+
+    def _instance_history(
+        self, rtype: str, rid: str, since: datetime | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[Record]:
+        """The versions of one resource, newest first, by their ids (`type/id/version`): point
+        lookups, where the (type, id) of a narrowed query would have SecantusDB walk the history
+        of the whole type. `before`'s id is the last version of the previous page."""
+        current = self.current(rtype, rid)
+        newest = current.version if current else 0
+        if before:
+            newest = min(newest, history_version(before[1]) - 1)
+        if newest < 1:
+            return []
+        query: dict[str, Any] = {"_id": {"$in": [f"{rtype}/{rid}/{v}" for v in range(newest, 0, -1)]}}
+        if since:
+            query["ts"] = {"$gte": since}
+        cursor = self.collection(HISTORY).find(self._visible(rtype, query, "r")).sort([("v", -1)]).limit(limit)
+        return [Record.from_doc(rtype, doc) for doc in cursor]
 
     def find(
         self,
@@ -237,15 +260,12 @@ class Store:
         limit: int = 0,
         projection: dict | None = None,
     ) -> list[dict]:
-        cursor = self.collection(rtype).find(self._visible(rtype, query, "s"), projection)
-        if sort:
-            cursor = cursor.sort(sort)
-        if limit:
-            cursor = cursor.limit(limit)
-        return list(cursor)
+        """Current resources matching `query` as the caller may see them; a query with "this or
+        that" goes as one query per alternative (storage.union)."""
+        return union.find(self.collection(rtype), self._visible(rtype, query, "s"), projection, sort, limit)
 
     def count(self, rtype: str, query: dict) -> int:
-        return self.collection(rtype).count_documents(self._visible(rtype, query, "s"))
+        return union.count(self.collection(rtype), self._visible(rtype, query, "s"))
 
     def fetch_many(self, rtype: str, ids: list[str]) -> list[Record]:
         query = self._visible(rtype, {"_id": {"$in": ids}, "del": False}, "r")
@@ -295,14 +315,23 @@ class Store:
     def created_before(self, rtype: str, before: datetime, limit: int) -> list[str]:
         """Ids of up to `limit` resources of `rtype` whose first version was written before
         `before` (whatever came after it, a deletion included), oldest first."""
-        query = {"t": rtype, "ts": {"$lt": before}, "v": 1}
-        cursor = self.collection(HISTORY).find(query, {"rid": 1}).sort([("t", 1), ("ts", 1)]).limit(limit)
-        return [doc["rid"] for doc in cursor]
+        # led by (type, time) alone: a condition on the version too would have SecantusDB walk
+        # every version of the type; later versions before `before` are few (they go too)
+        query = {"t": rtype, "ts": {"$lt": before}}
+        cursor = self.collection(HISTORY).find(query, {"rid": 1, "v": 1}).sort([("t", 1), ("ts", 1)])
+        ids: list[str] = []
+        for doc in cursor:
+            if doc["v"] == 1:
+                ids.append(doc["rid"])
+                if len(ids) == limit:
+                    break
+        cursor.close()
+        return ids
 
     def versions_of(self, rtype: str, ids: list[str]) -> Iterator[dict]:
         """Every stored content (not the deletions) of these resources, from their history."""
-        query = {"t": rtype, "rid": {"$in": ids}, "del": False}
-        for doc in self.collection(HISTORY).find(query, {"res": 1}):
+        # (type, id) alone, what the history's index holds; deletions have no content
+        for doc in self.collection(HISTORY).find({"t": rtype, "rid": {"$in": ids}}, {"res": 1}):
             if doc.get("res"):
                 yield doc["res"]
 
