@@ -124,6 +124,7 @@ def storage_calls(server) -> dict:
     return {
         "Store.versions_of": lambda: list(store.versions_of("Observation", ["o1", "o2"])),
         "Store.created_before": lambda: store.created_before("DiagnosticReport", utc_now(), 10),
+        "Store.purge": lambda: store.purge("Observation", ["o1"]),
         "Outbox.claim": lambda: Outbox(db).claim("index-plan", 10),
         "Outbox.purge_about": lambda: Outbox(db).purge_about(["DiagnosticReport/d1"]),
         "Changes.after": lambda: Changes(db).after(0, 10),

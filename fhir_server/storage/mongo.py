@@ -52,7 +52,7 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
     """collection -> the indexes it needs, as parameters.json "indexes" declares them (each with
     the query it serves: `python -m fhir_server indexes` lists them)."""
     declared = declared_indexes()
-    collections = [*resource_types, HISTORY, OUTBOX, CHANGES, PERSONS]
+    collections = [*resource_types, HISTORY, OUTBOX, CHANGES, PERSONS, CLAIMS]
     return {name: [list(index.keys) for index in declared.get(name, ())] for name in collections}
 
 

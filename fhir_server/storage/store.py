@@ -480,8 +480,8 @@ class UnitOfWork:
         return self.store.access is None or self.store.access.visible(record)
 
     def find(self, rtype: str, query: dict, limit: int = 0, projection: dict | None = None) -> list[dict]:
-        cursor = self.store.collection(rtype).find(query, projection or {"_id": 1}, session=self.session)
-        return list(cursor.limit(limit) if limit else cursor)
+        collection = self.store.collection(rtype)
+        return union.find(collection, query, projection or {"_id": 1}, None, limit, self.session)
 
     def new_id(self, rtype: str) -> str:
         """A fresh server-assigned id, known to be absent (no read needed before writing it)."""

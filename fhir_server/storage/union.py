@@ -29,15 +29,18 @@ def queries(query: dict) -> list[dict]:
     return [query] if split is None else split
 
 
-def find(collection: Collection, query: dict, projection: dict | None, sort: Sort | None, limit: int) -> list[dict]:
-    """`collection.find(query, projection).sort(sort).limit(limit)`, one query per alternative."""
+def find(
+    collection: Collection, query: dict, projection: dict | None, sort: Sort | None, limit: int, session=None
+) -> list[dict]:
+    """`collection.find(query, projection).sort(sort).limit(limit)`, one query per alternative
+    (in the transaction of `session`, if given)."""
     parts = queries(query)
     if len(parts) == 1:
-        return _find(collection, parts[0], projection, sort, limit)
+        return _find(collection, parts[0], projection, sort, limit, session)
     fields = _with_sort_fields(projection, sort)
     found: dict[Any, dict] = {}
     for part in parts:
-        for doc in _find(collection, part, fields, sort, limit):
+        for doc in _find(collection, part, fields, sort, limit, session):
             found.setdefault(doc.get("_id", len(found)), doc)
     docs = list(found.values())
     if sort:
@@ -52,8 +55,10 @@ def count(collection: Collection, query: dict) -> int:
     return len({doc["_id"] for part in parts for doc in collection.find(part, {"_id": 1})})
 
 
-def _find(collection: Collection, query: dict, projection: dict | None, sort: Sort | None, limit: int) -> list[dict]:
-    cursor = collection.find(query, projection)
+def _find(
+    collection: Collection, query: dict, projection: dict | None, sort: Sort | None, limit: int, session=None
+) -> list[dict]:
+    cursor = collection.find(query, projection, session=session)
     if sort:
         cursor = cursor.sort(sort)
     if limit:

@@ -19,7 +19,7 @@ from fhir_server.auth.principal import Principal
 from fhir_server.outcome import FhirError
 from fhir_server.search.query import MAX_CHAIN_IDS, PlanBuilder
 from fhir_server.settings import Settings
-from fhir_server.storage import Store
+from fhir_server.storage import Store, union
 from fhir_server.storage.conditions import all_of, ids_in
 from workers.consumers import consume
 from workers.context import WorkerContext, context
@@ -113,7 +113,7 @@ def criteria_matches(
     def narrowed(target: str, plan, projection: str) -> list[dict]:
         fields = {projection: 1} if projection != "_id" else {"_id": 1}
         condition = all_of(plan.filter, read_filter(principal, target) if principal else None)
-        return list(store.collection(target).find(condition, fields).limit(MAX_CHAIN_IDS + 1))
+        return union.find(store.collection(target), condition, fields, None, MAX_CHAIN_IDS + 1)
 
     builder = PlanBuilder(
         settings.base_url,
@@ -124,8 +124,9 @@ def criteria_matches(
         max_value_length=settings.max_search_value_length,
     )
     plan = builder.build(rtype, parse_qsl(query, keep_blank_values=True))
-    condition = all_of(plan.filter, ids_in(ids), read_filter(principal, rtype) if principal else None)
-    return list(store.collection(rtype).find(condition, {"v": 1, "s.patient": 1, "s.subject": 1}))
+    # led by the batch's ids: the few documents to look at, whatever the criteria
+    condition = all_of(ids_in(ids), plan.filter, read_filter(principal, rtype) if principal else None)
+    return union.find(store.collection(rtype), condition, {"v": 1, "s.patient": 1, "s.subject": 1}, None, 0)
 
 
 def patient_of(rtype: str, doc: dict) -> str | None:
