@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from processes import wait_until_up  # noqa: E402
 
 from operations.certificates import hcert  # noqa: E402
 from operations.certificates.examples import example_resources  # noqa: E402
@@ -202,12 +203,7 @@ def over_http(seconds: float, clients: int = 4, results: int = 24) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(150):
-                try:
-                    requests.get(f"{settings.base_url}/metadata", timeout=1)
-                    break
-                except requests.RequestException:
-                    time.sleep(0.2)
+            wait_until_up(settings.base_url)
             session = requests.Session()
             token_url = f"http://127.0.0.1:{port}/oauth/token"
             headers = bearer(lambda form: session.post(token_url, data=form, timeout=30).json(), *credentials)

@@ -31,6 +31,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from processes import wait_until_up  # noqa: E402
+
 from fhir_server import create_app  # noqa: E402
 from fhir_server.embedded import free_port, start_mongo  # noqa: E402
 from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
@@ -140,12 +142,7 @@ def http_end_to_end(uri, count):
     )
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        for _ in range(100):
-            try:
-                requests.get(f"{base}/metadata", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
+        wait_until_up(base, tries=100)
         data = [orjson.dumps(b) for b in bundles(count, 2)]
         session = requests.Session()
         token_url = f"http://127.0.0.1:{port}/oauth/token"

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import requests
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from fhir_server import create_app
@@ -21,6 +23,16 @@ from fhir_server.embedded import free_port, start_mongo, start_redis
 from fhir_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until_up(base_url: str, tries: int = 150) -> None:
+    """Until the FHIR server at `base_url` answers its capability statement (0.2 s between tries)."""
+    for _ in range(tries):
+        try:
+            requests.get(f"{base_url}/metadata", timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
 
 
 def start(module: str, env: dict) -> subprocess.Popen:

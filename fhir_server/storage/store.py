@@ -147,8 +147,7 @@ class Store:
         self.max_document_bytes = max_document_bytes  # MongoDB refuses documents over 16 MiB
         self.resource_types = tuple(resource_types)
         self._collections: dict = {}
-        self.retried = 0  # attempts made again after a write conflict, since start
-        self._counting = threading.Lock()
+        self.retried = 0  # attempts made again after a write conflict, since start (counted in the turn)
         self.access: Access | None = None
         # run once per unit of work after its last write, before anything is sent (the write
         # hooks' before_commit: rules judged on the state a whole Bundle produces)
@@ -371,8 +370,7 @@ class Store:
             return outcome
         with RETRY_TURN:
             for attempt in range(1, MAX_ATTEMPTS):
-                with self._counting:
-                    self.retried += 1
+                self.retried += 1
                 if attempt > 1:  # still conflicting: with another process, or a unit's first try
                     time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2**attempt)))
                 outcome = self._attempt(work, outcome.held)
