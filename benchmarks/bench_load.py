@@ -32,6 +32,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -141,21 +142,21 @@ def bundles(labs, count: int, seed: int) -> list[tuple[int, bytes]]:
 
 def run(base: str, sessions, work, clients: int) -> dict:
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()  # what went wrong -> how often
     lock = threading.Lock()
 
     def post(item):
-        nonlocal errors
         index, body = item
         started = time.perf_counter()
         try:
             response = sessions[index].post(base, data=body, timeout=120)
-            failed = response.status_code != 200
-        except requests.RequestException:
-            failed = True
+            failure = None if response.status_code == 200 else f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            failure = type(exc).__name__
         with lock:
             latencies.append(time.perf_counter() - started)
-            errors += failed
+            if failure:
+                errors[failure] += 1
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -288,10 +289,16 @@ def main() -> None:
         per_result = {role: 1000 * (cpu_after[role] - cpu_before[role]) / len(work) for role in roles}
         ops = {name: (ops_after[name] - ops_before[name]) / len(work) for name in ops_before}
         values = (clients, f"{row['rate']:.1f}", *(f"{1000 * row[p]:.0f}" for p in ("p50", "p95", "p99")))
-        values += (row["errors"], *(f"{per_result[role]:.1f}" for role in roles))
+        values += (sum(row["errors"].values()), *(f"{per_result[role]:.1f}" for role in roles))
         values += tuple(f"{ops[name]:.1f}" for name in ("insert", "query", "update", "command"))
         values += (f"{raw_rate:.1f}", f"{raw_database_ms:.1f}")
         print(" ".join(f"{v:>9}" for v in values), flush=True)
+        if row["errors"]:
+            print(
+                "          errors:",
+                ", ".join(f"{kind} x{count}" for kind, count in row["errors"].most_common()),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

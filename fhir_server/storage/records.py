@@ -15,17 +15,23 @@ from pymongo.errors import OperationFailure
 ALIAS = "sidep"
 INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT = 85, 86
 _current: tuple[str, str] | None = None
+_indexed: set[type[mongoengine.Document]] = set()  # models whose indexes `_current` has
 
 
 def connect(uri: str, db: str, *models: type[mongoengine.Document]) -> None:
-    """Point the records' alias at `db` and create the indexes of `models` there."""
+    """Point the records' alias at `db` and create the indexes of `models` there, once per
+    process and database: a worker calls this for every job, and each index made again is a
+    command the database runs for nothing."""
     global _current
     if _current != (uri, db):
         mongoengine.disconnect(ALIAS)
         mongoengine.register_connection(ALIAS, db=db, host=uri, uuidRepresentation="standard")
         _current = (uri, db)
+        _indexed.clear()
     for model in models:
-        _ensure_indexes(model)
+        if model not in _indexed:
+            _ensure_indexes(model)
+            _indexed.add(model)
 
 
 def _ensure_indexes(model: type[mongoengine.Document]) -> None:
