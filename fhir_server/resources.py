@@ -54,13 +54,20 @@ def _relocated(issues: list[Issue], rtype: str, root: str) -> list[Issue]:
 
 
 def check_resource(
-    rtype: str, resource: dict, url_id: str | None = None, root: str | None = None, in_bundle: bool = False
+    rtype: str,
+    resource: dict,
+    url_id: str | None = None,
+    root: str | None = None,
+    in_bundle: bool = False,
+    json_checked: bool = False,
 ) -> dict:
     """The resource as it will be stored; raises FhirError 400 (not FHIR R4) or 422 (not SI-DEP).
 
     `url_id`: the id in the URL of an update, which the body's id must match.
     `root`: where the resource sits in the request, for error locations.
     `in_bundle`: an entry of a transaction or batch (urn:uuid: and conditional references resolve).
+    `json_checked`: the resource comes from a request body, whose FHIR JSON rules the HTTP layer
+    has checked (`fhir_server.http.read_json_body`).
     """
     root = root or rtype
     body_type = resource.get("resourceType")
@@ -80,7 +87,7 @@ def check_resource(
             f"L'id du corps ('{resource.get('id')}') diffère de l'URL ('{url_id}')",
             f"{root}.id",
         )
-    issues = parse_errors(rtype, resource, in_bundle)
+    issues = parse_errors(rtype, resource, in_bundle, json_checked)
     if issues:
         raise FhirError(400, _relocated(issues, rtype, root))
     if not settings().enforce_profiles:

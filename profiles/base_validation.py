@@ -85,10 +85,13 @@ def error_to_issue(resource_type: str, error: dict) -> Issue:
     return Issue("error", kind, f"{path}: {message}", f"{path} : {fr_text} ({message})", [path])
 
 
-def parse_errors(resource_type: str | None, resource, in_bundle: bool = False) -> list[Issue]:
+def parse_errors(
+    resource_type: str | None, resource, in_bundle: bool = False, json_checked: bool = False
+) -> list[Issue]:
     """[] when the resource parses as a FHIR R4 `resource_type`, else one Issue per problem.
     `in_bundle`: the resource is an entry of a transaction or batch, where `urn:uuid:` and
-    conditional references are resolved."""
+    conditional references are resolved. `json_checked`: it was read from a request body, which
+    has passed the FHIR JSON rules (`json_issues`) already: only its references are left to check."""
     if not isinstance(resource, dict):
         return [
             Issue("error", "structure", "A resource must be a JSON object", "Une ressource doit être un objet JSON")
@@ -106,7 +109,10 @@ def parse_errors(resource_type: str | None, resource, in_bundle: bool = False) -
                 ["resourceType"],
             )
         ]
-    issues = json_issues(resource, actual, references=True, in_bundle=in_bundle)
+    if json_checked:
+        issues = reference_issues(resource, actual, in_bundle)
+    else:
+        issues = json_issues(resource, actual, references=True, in_bundle=in_bundle)
     if issues:  # the models below would only say it again less precisely (or not at all: null)
         return issues
     if resource_type and actual != resource_type:
@@ -135,7 +141,9 @@ def parse_errors(resource_type: str | None, resource, in_bundle: bool = False) -
     except ValidationError as exc:
         errors = [e for e in exc.errors(include_url=False) if not _extension_primitive_extension(e)]
         if not errors:  # only the library gap below: check again without those elements
-            return parse_errors(resource_type, _without_extension_primitive_extensions(resource), in_bundle)
+            return parse_errors(
+                resource_type, _without_extension_primitive_extensions(resource), in_bundle, json_checked
+            )
         return [error_to_issue(actual, error) for error in errors]
     except (ValueError, TypeError) as exc:  # some model validators raise outside pydantic's wrapper
         return [Issue("error", "invalid", f"{actual}: {exc}", f"{actual} : contenu invalide ({exc})", [actual])]
@@ -398,17 +406,7 @@ def json_issues(
                     issues.append(_key_issue(path, key))
                     continue
                 if references and key == "reference" and isinstance(value, str):
-                    problem = reference_problem(value, bundled)
-                    if problem:
-                        issues.append(
-                            Issue(
-                                "error",
-                                "value",
-                                f"{path}.reference: {problem[0]}",
-                                f"{path}.reference : {problem[1]}",
-                                [f"{path}.reference"],
-                            )
-                        )
+                    issues += _reference_issue(path, value, bundled)
                 if isinstance(value, list):
                     issues += _array_nulls(node, key, value, path)
                     stack.extend(
@@ -435,6 +433,42 @@ def json_issues(
         if isinstance(node, dict) and not node:
             issues.append(_empty(path, dict))
     return issues[:MAX_ISSUES]
+
+
+def reference_issues(body, root: str, in_bundle: bool = False) -> list[Issue]:
+    """The reference check of `json_issues` alone, for a body that has passed the rest of it
+    already (every request body does, as the HTTP layer reads it)."""
+    issues: list[Issue] = []
+    stack = [(body, root, in_bundle)]
+    while stack and len(issues) < MAX_ISSUES:
+        node, path, bundled = stack.pop()
+        if isinstance(node, list):
+            stack.extend(
+                (item, f"{path}[{i}]", bundled) for i, item in enumerate(node) if isinstance(item, (dict, list))
+            )
+            continue
+        bundled = bundled or node.get("resourceType") == "Bundle"
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                stack.append((value, f"{path}.{key}", bundled))
+            elif key == "reference" and isinstance(value, str):
+                issues += _reference_issue(path, value, bundled)
+    return issues[:MAX_ISSUES]
+
+
+def _reference_issue(path: str, value: str, bundled: bool) -> list[Issue]:
+    problem = reference_problem(value, bundled)
+    if not problem:
+        return []
+    return [
+        Issue(
+            "error",
+            "value",
+            f"{path}.reference: {problem[0]}",
+            f"{path}.reference : {problem[1]}",
+            [f"{path}.reference"],
+        )
+    ]
 
 
 def _array_nulls(node: dict, key: str, items: list, path: str) -> list[Issue]:

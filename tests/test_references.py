@@ -14,7 +14,13 @@ import pytest
 from fhir_server import create_app
 from fhir_server.search.extract import reference_key
 from fhir_server.synthetic.generator import generate_result_bundle
-from profiles.base_validation import reference_problem, reference_type, relative_reference
+from profiles.base_validation import (
+    json_issues,
+    reference_issues,
+    reference_problem,
+    reference_type,
+    relative_reference,
+)
 
 from .conftest import FhirClient
 
@@ -166,3 +172,27 @@ def test_the_grammar_is_the_one_search_and_profiles_read():
     assert reference_type("Patient?identifier=x") == "Patient" and reference_type("#p1") is None
     assert reference_problem("Patient/" + "a" * 64, False) is None
     assert reference_problem("Patient/" + "a" * 65, False) is not None
+
+
+@pytest.mark.parametrize("form", [*BAD_FORMS, "urn:uuid:0b4e2f3a-8c1d-4e5f-9a6b-7c8d9e0f1a2b", "{type}?identifier=x|1"])
+def test_the_reference_check_alone_finds_what_the_whole_json_check_finds(form):
+    """A request body's resources are checked for their references alone (the HTTP layer has
+    checked the rest): the same issues, at the same places, as the whole check, in a Bundle or not."""
+    bundle = generate_result_bundle(random.Random(9))
+    resource = bundle["entry"][3]["resource"]
+    resource["contained"] = [{"resourceType": "Patient", "id": "c1", "link": [{"other": {"reference": "x"}}]}]
+    resource["contained"][0]["link"][0]["other"]["reference"] = form.format(type="Patient", id="p")
+    resource["subject"] = {"reference": form.format(type="Patient", id="p1")}
+    rtype = resource["resourceType"]
+    expected = 0 if form.startswith(("urn:uuid:0", "{type}?identifier")) else 2
+    for body, root, bundled, found in (
+        (bundle, "Bundle", False, expected),
+        (resource, rtype, True, expected),
+        (resource, rtype, False, None),
+    ):
+        alone = reference_issues(body, root, bundled)
+        assert sorted(alone, key=lambda i: i.expression) == sorted(
+            json_issues(body, root, references=True, in_bundle=bundled), key=lambda i: i.expression
+        )
+        # outside a Bundle, the entry's urn:uuid: references are faults too
+        assert len(alone) == found if found is not None else len(alone) > 2, (form, root, bundled, alone)

@@ -40,7 +40,7 @@ def create_resource(
 
 def create(rtype: str):
     require_supported(rtype)
-    resource = check_resource(rtype, read_json_body())
+    resource = check_resource(rtype, read_json_body(), json_checked=True)
     if_none_exist = request.headers.get("If-None-Exist")
     record, status = store().run(lambda uow: create_resource(uow, rtype, resource, if_none_exist))
     return written(record, status)

@@ -154,7 +154,7 @@ def parse_entry(index: int, raw: dict) -> Entry:
             )
         url_id = entry.id if method == "PUT" and not entry.criteria else None
         entry.resource = check_resource(
-            entry.type, entry.resource, url_id=url_id, root=f"{where}.resource", in_bundle=True
+            entry.type, entry.resource, url_id=url_id, root=f"{where}.resource", in_bundle=True, json_checked=True
         )
     return entry
 

@@ -48,7 +48,7 @@ def conditional_update_resource(
 
 def update(rtype: str, rid: str):
     require_supported(rtype)
-    resource = check_resource(rtype, read_json_body(), url_id=rid)
+    resource = check_resource(rtype, read_json_body(), url_id=rid, json_checked=True)
     if_match = parse_etag(request.headers.get("If-Match"))
     record, status = store().run(lambda uow: update_resource(uow, rtype, rid, resource, if_match))
     return written(record, status)
@@ -57,7 +57,7 @@ def update(rtype: str, rid: str):
 def conditional_update(rtype: str):
     require_supported(rtype)
     criteria = request.query_string.decode()
-    resource = check_resource(rtype, read_json_body())
+    resource = check_resource(rtype, read_json_body(), json_checked=True)
     if_match = parse_etag(request.headers.get("If-Match"))
     record, status = store().run(lambda uow: conditional_update_resource(uow, rtype, criteria, resource, if_match))
     return written(record, status)
