@@ -1,5 +1,13 @@
 """Transaction and batch Bundles: reference rewriting, conditional entries, atomicity."""
 
+import pytest
+from pymongo import monitoring
+
+from fhir_server import create_app
+
+from .conftest import FhirClient
+from .planner import Commands
+
 LAB = "https://sidep.example.fr/dossier/750000000"
 
 
@@ -205,3 +213,85 @@ def test_bundle_type_and_entry_limits(client, app):
         "entry": [{"request": {"method": "GET", "url": "Patient"}}] * (limit + 1),
     }
     assert client.post("/fhir", json=big).status_code == 413
+
+
+def several_observations_bundle(dossiers: list[str]) -> dict:
+    """A result with one Observation per dossier, each updated conditionally by its identifier."""
+    bundle = result_bundle(dossiers[0])
+    observation = bundle["entry"][1]
+    bundle["entry"][1:2] = [
+        {
+            **observation,
+            "fullUrl": f"urn:uuid:o{i}",
+            "resource": {**observation["resource"], "identifier": [{"system": LAB, "value": dossier}]},
+            "request": {"method": "PUT", "url": f"Observation?identifier={LAB}|{dossier}"},
+        }
+        for i, dossier in enumerate(dossiers)
+    ]
+    bundle["entry"][-1]["resource"]["result"] = [{"reference": f"urn:uuid:o{i}"} for i in range(len(dossiers))]
+    return bundle
+
+
+def observation_of(dossier: str) -> dict:
+    """The Observation of a dossier on its own (no Patient to refer to)."""
+    resource = several_observations_bundle([dossier])["entry"][1]["resource"]
+    return {key: value for key, value in resource.items() if key != "subject"}
+
+
+@pytest.fixture(scope="module")
+def listener() -> Commands:
+    """One per module: pymongo cannot unregister one, and a client sees only those registered
+    before it was made."""
+    commands = Commands()
+    monitoring.register(commands)
+    return commands
+
+
+@pytest.fixture
+def observed(mongo_uri, settings, listener):
+    """A server on a client made after the listener (a URI of its own, hence a client of its own)."""
+    app = create_app(settings.but(mongodb_uri=f"{mongo_uri}&appname=one-lookup-per-type"))
+    return FhirClient(app.test_client()), app.extensions["sidep.store"], listener
+
+
+def test_a_bundles_lookups_of_one_type_are_one_query(observed):
+    client, store, listener = observed
+    listener.record(store.db.name)
+    first = client.post("/fhir", json=several_observations_bundle(["M1", "M2", "M3"]))
+    again = client.post("/fhir", json=several_observations_bundle(["M1", "M2", "M3"]))
+    sent = [s for s in listener.stop() if s.command == "find" and s.collection == "Observation"]
+    assert first.status_code == again.status_code == 200, again.get_data(as_text=True)
+    assert [s.filter["s.identifier"] for s in sent] == [{"$in": [f"{LAB}|M1", f"{LAB}|M2", f"{LAB}|M3"]}] * 2
+    ids = [[e["resource"]["id"] for e in r.get_json()["entry"][1:4]] for r in (first, again)]
+    assert ids[0] == ids[1] and len(set(ids[0])) == 3  # each entry found its own, and only it
+    assert [e["response"]["status"] for e in again.get_json()["entry"][1:4]] == ["200 OK"] * 3
+    assert count(client, f"/fhir/Observation?identifier={LAB}|M2") == 1
+
+
+def test_criteria_matching_several_are_refused_at_their_entry_when_looked_up_together(observed):
+    client, store, listener = observed
+    for _ in range(2):  # two resources holding one identifier: made by plain creates
+        assert client.post("/fhir/Observation", json=observation_of("T1")).status_code == 201
+    response = client.post("/fhir", json=several_observations_bundle(["T0", "T1"]))
+    assert response.status_code == 412, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "multiple-matches" and "Bundle.entry[2]" in issue["diagnostics"]
+    assert count(client, f"/fhir/Observation?identifier={LAB}|T0") == 0  # nothing half-written
+
+
+def test_lookups_together_are_exact_when_one_matches_more_than_the_limit(observed):
+    client, store, listener = observed
+    made = {}
+    for value, copies in (("X", 7), ("Y", 1)):
+        made[value] = [
+            client.post("/fhir/Observation", json=observation_of(value)).get_json()["id"] for _ in range(copies)
+        ]
+    queries = [{"s.identifier": f"{LAB}|{value}"} for value in ("X", "Y", "Z")]
+    listener.record(store.db.name)
+    x, y, z = store.run(lambda uow: uow.find_current_each("Observation", queries, 2))
+    sent = [s for s in listener.stop() if s.collection == "Observation"]
+    assert len(x) == 2 and set(x) <= set(made["X"]) and y == made["Y"] and z == []
+    assert len(sent) == 4  # together first; more than 2 x 3 found, so each on its own
+    listener.record(store.db.name)
+    assert store.run(lambda uow: uow.find_current_each("Observation", queries[1:], 2)) == [made["Y"], []]
+    assert len(listener.stop()) == 1

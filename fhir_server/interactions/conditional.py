@@ -29,8 +29,12 @@ def claim_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
 
 def matches(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[str]:
     """Ids of the resources matching the criteria (at most `limit`), read inside the transaction."""
-    plan = plan_builder(strict=True, uow=uow).build(rtype, pairs)
-    return uow.find_current(rtype, plan.filter, limit)
+    return uow.find_current(rtype, criteria_filter(uow, rtype, pairs), limit)
+
+
+def criteria_filter(uow: UnitOfWork, rtype: str, pairs: list[tuple[str, str]]) -> dict:
+    """The storage filter of the criteria, the writer's access conditions included."""
+    return plan_builder(strict=True, uow=uow).build(rtype, pairs).filter
 
 
 def several(rtype: str, query: str) -> FhirError:

@@ -17,7 +17,7 @@ from ..outcome import FhirError, Issue, missing_reference, operation_outcome
 from ..resources import SUPPORTED_TYPES, check_resource
 from ..search.dates import instant
 from ..storage import Record, UnitOfWork
-from .conditional import claim_key, criteria_pairs, matches, several
+from .conditional import claim_key, criteria_filter, criteria_pairs, matches, several
 from .create import create_resource
 from .delete import conditional_delete_resource, delete_resource
 from .update import update_resource
@@ -221,19 +221,20 @@ def _judge_whole_bundle(
 def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, str]]:
     """entry index -> (id, what to do: "create", "update", or "keep" when an If-None-Exist found it)
     for POST and PUT entries."""
+    found = _conditional_matches(uow, entries)
     ids: dict[int, tuple[str, str]] = {}
     for entry in entries:
         if entry.method == "POST" and entry.if_none_exist:
-            found = _conditional(uow, entry, entry.if_none_exist)
-            ids[entry.index] = (found[0], "keep") if found else (uow.new_id(entry.type), "create")
+            match = found[entry.index]
+            ids[entry.index] = (match[0], "keep") if match else (uow.new_id(entry.type), "create")
         elif entry.method == "POST":
             known = _in_entry(entry, lambda: existing_match(uow, entry.type, entry.resource))
             ids[entry.index] = (known, "update") if known else (uow.new_id(entry.type), "create")
         elif entry.method == "PUT" and entry.criteria:
-            found = _conditional(uow, entry, entry.criteria)
+            match = found[entry.index]
             ids[entry.index] = (
-                (found[0], "update")
-                if found
+                (match[0], "update")
+                if match
                 else ((entry.resource or {}).get("id") or uow.new_id(entry.type), "create")
             )
         elif entry.method == "PUT":
@@ -241,11 +242,34 @@ def _assign_ids(uow: UnitOfWork, entries: list[Entry]) -> dict[int, tuple[str, s
     return ids
 
 
-def _conditional(uow: UnitOfWork, entry: Entry, criteria: str) -> list[str]:
-    found = _in_entry(entry, lambda: matches(uow, entry.type, criteria_pairs(criteria)))
-    if len(found) > 1:
-        raise _located(entry, several(entry.type, criteria))
-    return found
+def _conditional_matches(uow: UnitOfWork, entries: list[Entry]) -> dict[int, list[str]]:
+    """entry index -> the ids its criteria (If-None-Exist, a conditional update's) match: the
+    entries of one type looked up together (one query when their criteria differ only in the
+    identifier, as a Bundle's Organizations or Observations do), each located if it fails."""
+    by_type: dict[str, list[tuple[Entry, str, dict]]] = {}
+    for entry in entries:
+        criteria = _criteria(entry)
+        if criteria is not None:
+            query = _in_entry(entry, lambda: criteria_filter(uow, entry.type, criteria_pairs(criteria)))
+            by_type.setdefault(entry.type, []).append((entry, criteria, query))
+    found: dict[int, tuple[Entry, str, list[str]]] = {}
+    for rtype, lookups in by_type.items():
+        matched = uow.find_current_each(rtype, [query for _, _, query in lookups], 2)
+        for (entry, criteria, _), ids in zip(lookups, matched, strict=True):
+            found[entry.index] = (entry, criteria, ids)
+    for index in sorted(found):
+        entry, criteria, ids = found[index]
+        if len(ids) > 1:
+            raise _located(entry, several(entry.type, criteria))
+    return {index: ids for index, (_, _, ids) in found.items()}
+
+
+def _criteria(entry: Entry) -> str | None:
+    if entry.method == "POST":
+        return entry.if_none_exist or None
+    if entry.method == "PUT":
+        return entry.criteria or None
+    return None
 
 
 def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:

@@ -1,9 +1,11 @@
-"""Queries with a top-level `$or` (or `$and`) sent as flat queries, one per alternative.
+"""Queries with a top-level `$or` (or `$and`) sent as flat queries, one per alternative; and the
+other way round, flat queries that differ only in the value one field equals sent as one.
 
 SecantusDB serves a filter with a top-level operator by reading the whole collection, whatever
 the indexes; each flat alternative (storage.conditions.alternatives) can ride an index. The rows
 of the alternatives are merged here, without repeats, in the query's sort order and cut to its
-limit, which each alternative's own sort and limit make exact."""
+limit, which each alternative's own sort and limit make exact. A field equal to one of several
+strings (`$in`) rides the field's index as one equality does (`equal_to_one_of`)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,32 @@ def find(
     if sort:
         docs.sort(key=cmp_to_key(lambda a, b: _compare(a, b, sort)))
     return docs[:limit] if limit else docs
+
+
+def equal_to_one_of(queries: list[dict]) -> tuple[str, list[str], dict] | None:
+    """(field, the value of each query, one query matching what any of them does) when the flat
+    queries are the same but for the string one field equals; else None."""
+    if len(queries) < 2 or any(key.startswith("$") for query in queries for key in query):
+        return None
+    keys = queries[0].keys()
+    if any(query.keys() != keys for query in queries):
+        return None
+    differing = [key for key in keys if any(query[key] != queries[0][key] for query in queries)]
+    if len(differing) != 1 or not all(isinstance(query[differing[0]], str) for query in queries):
+        return None
+    field = differing[0]
+    values = [query[field] for query in queries]
+    return field, values, {**queries[0], field: {"$in": list(dict.fromkeys(values))}}
+
+
+def values_at(doc: dict, field: str) -> list:
+    """The values a document holds at a dotted path (an array's items, or the one value)."""
+    node: Any = doc
+    for part in field.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        return []
+    return node if isinstance(node, list) else [node]
 
 
 def count(collection: Collection, query: dict) -> int:
