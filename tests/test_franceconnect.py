@@ -21,6 +21,7 @@ from fhir_server.identity_match import compare, find_patients, normalise_name
 from fhir_server.oidc_provider import ALGORITHM, start_oidc_provider
 from fhir_server.settings import Settings
 from fhir_server.synthetic.generator import BIRTH_PLACE_URL, make_person, make_phone, patient_resource
+from tests.processes import wait_for
 from tests.test_auth_access import LAB_A, LAB_B, post_bundle
 from tests.test_web_browser import by_id
 
@@ -303,7 +304,8 @@ def test_the_login_page_works_in_a_headless_browser(browser, callback_server):
         browser.get(fc.authorization_url(session, callback_server))
         by_id(browser, "user-1").click()
         by_id(browser, "login").click()
-        assert browser.current_url.startswith(callback_server + "?")
+        # the click starts a navigation the driver does not wait for
+        wait_for(lambda: browser.current_url.startswith(callback_server + "?"), timeout=15, what="the callback")
         args = {k: v[0] for k, v in parse_qs(urlparse(browser.current_url).query).items()}
         assert fc.finish(session, args, callback_server).sub == BORN_ABROAD["sub"]
     finally:
