@@ -77,6 +77,7 @@ def test_the_dispatcher_enqueues_one_job_per_event_named_by_its_id(settings, red
     assert queued == events
     job = Job.fetch(events[0], connection=dispatcher.queue.connection)
     assert job.func_name == "workers.jobs.notify.notify_result" and job.args == (events[0],)
+    assert job.kwargs == {"payload": {"report": "r0"}}  # the job need not read its event
     assert job.retries_left == config.notify_retries
 
 
@@ -103,4 +104,5 @@ def test_an_event_whose_job_vanished_is_enqueued_again(settings, redis_url):
     dispatcher.queue.empty()
     dispatcher.redispatch_vanished()
     assert dispatcher.queue.get_job_ids() == [event_id]
+    assert Job.fetch(event_id, connection=dispatcher.queue.connection).kwargs == {"payload": {"report": "r0"}}
     assert outbox.get(event_id)["state"] == "dispatched"

@@ -32,14 +32,17 @@ class Pending(Transient):
     """Some deliveries of the event failed for now: the job is retried (the sent ones stay sent)."""
 
 
-def notify_result(event_id: str) -> dict:
+def notify_result(event_id: str, payload: dict | None = None) -> dict:
+    """`payload`: the event's, which the dispatcher passes (a read of the outbox less per
+    notification); a job enqueued without it reads the event."""
     ctx = context()
     channels = Channels.of(ctx)
     outbox = Outbox(ctx.store.db)
-    event = outbox.get(event_id)
-    if event is None or event.get("state") == "done":
-        return {"skipped": "no such event or done"}
-    payload = event.get("payload") or {}
+    if payload is None:
+        event = outbox.get(event_id)
+        if event is None or event.get("state") == "done":
+            return {"skipped": "no such event or done"}
+        payload = event.get("payload") or {}
     notification = notifications.plan(ctx.store, payload.get("report", ""), payload.get("round", ""), channels.route)
     if notification is None:
         outbox.done(event_id, {"skipped": "not final or deleted"})
