@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -106,3 +107,32 @@ def test_an_event_whose_job_vanished_is_enqueued_again(settings, redis_url):
     assert dispatcher.queue.get_job_ids() == [event_id]
     assert Job.fetch(event_id, connection=dispatcher.queue.connection).kwargs == {"payload": {"report": "r0"}}
     assert outbox.get(event_id)["state"] == "dispatched"
+
+
+def written(settings, count: int) -> None:
+    """`count` units of work that write a resource (each adds a change-log entry)."""
+    store = Store(settings.mongodb_uri, settings.mongodb_db, ["DiagnosticReport"], settings.base_url, False)
+    for _ in range(count):
+        report = {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}}
+        store.run(lambda uow, report=report: uow.put("DiagnosticReport", uuid.uuid4().hex, report))
+
+
+def test_the_sequencer_lease_is_held_by_one_dispatcher_and_renewed_at_half_its_time(settings, redis_url):
+    config = settings.but(redis_url=redis_url, queue_name=f"q-{uuid.uuid4().hex[:8]}", lease_seconds=1)
+    written(config, 2)
+    first, second = Dispatcher(config, "first"), Dispatcher(config, "second")
+    leases = client_for(config.mongodb_uri)[config.mongodb_db]["_leases"]
+    assert first.sequence() == 2
+    until = leases.find_one({"_id": "sequencer"})["until"]
+    written(config, 1)
+    assert second.sequence() == 0  # the first holds it
+    assert first.sequence() == 1
+    assert leases.find_one({"_id": "sequencer"})["until"] == until  # held: not written again
+    time.sleep(0.6)  # past half the lease
+    first.sequence()
+    assert leases.find_one({"_id": "sequencer"})["until"] > until
+    first.leases.release("sequencer", "first")
+    first.sequencer_renewal = 0.0
+    written(config, 1)
+    assert second.sequence() == 1
+    assert first.sequence() == 0 and not first.holds_sequencer()

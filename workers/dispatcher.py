@@ -78,6 +78,7 @@ class Dispatcher:
         self.last_maintenance = 0.0
         self.consumers_busy = False  # a consumer was behind and its job running at the last look
         self.last_retention = 0.0
+        self.sequencer_renewal = 0.0  # when the sequencer lease this dispatcher holds is renewed
 
     def retry(self, kind: str = "notify-result") -> Retry:
         settings = self.settings
@@ -124,11 +125,22 @@ class Dispatcher:
         """Position the change log's new entries if this dispatcher holds the sequencer lease,
         then wake the consumers that are behind. Returns how many entries were positioned."""
         positioned = 0
-        if self.leases.take(SEQUENCER, self.name, self.settings.lease_seconds):
+        if self.holds_sequencer():
             positioned = self.changes.sequence(self.settings.change_log_batch)
         if positioned or self.consumers_busy:
             self.wake_consumers()
         return positioned
+
+    def holds_sequencer(self) -> bool:
+        """Take the sequencer lease, or renew it once half of it has run (not at every round:
+        a held lease stays held until its end, and each renewal is a write)."""
+        if time.monotonic() < self.sequencer_renewal:
+            return True
+        seconds = self.settings.lease_seconds
+        if not self.leases.take(SEQUENCER, self.name, seconds):
+            return False
+        self.sequencer_renewal = time.monotonic() + seconds / 2
+        return True
 
     def wake_consumers(self) -> None:
         """Enqueue the job of each consumer behind the last position. One still running may
@@ -211,6 +223,7 @@ class Dispatcher:
                 stop.wait(max(idle, 1.0))
         self.scheduler.release_locks()
         self.leases.release(SEQUENCER, self.name)
+        self.sequencer_renewal = 0.0
 
 
 def main() -> None:

@@ -84,7 +84,9 @@ class Changes:
     def lagging(self, consumers: Iterable[str]) -> list[str]:
         """The consumers whose cursor is behind the last position."""
         head = self.head()
-        return [name for name in consumers if self.cursor(name) < head]
+        names = list(consumers)
+        positions = {doc["_id"]: int(doc["seq"]) for doc in self.cursors.find({"_id": {"$in": names}})}
+        return [name for name in names if positions.get(name, 0) < head]
 
     def purge(self, consumers: Iterable[str], older_than: timedelta, now: datetime | None = None) -> int:
         """Remove entries every consumer has finished that are older than `older_than`."""
