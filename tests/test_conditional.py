@@ -1,6 +1,7 @@
 """Conditional create/update/delete, and their behaviour under concurrency: two requests with the
 same identifier racing each other make one resource, never two (enforced in the database)."""
 
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -119,3 +120,21 @@ def test_units_that_conflicted_retry_one_at_a_time_in_order(app):
     # one retry each, and another when a retry meets a first try still in flight
     assert writers - 1 <= store.retried - before <= 2 * (writers - 1)
     assert store.current("Patient", rid).version == writers + 1
+
+
+def test_concurrent_results_of_different_patients_never_conflict(secured_factory):
+    """A laboratory's clients sending the results of different patients at once, with profiles,
+    identity linking and audit on: no unit of work meets another's writes, so none is retried."""
+    from fhir_server.synthetic.generator import generate_result_bundle
+    from tests.test_auth_access import LAB_A, post_bundle
+
+    server = secured_factory(enforce_profiles=True)
+    sessions = [server.client_session(LAB_A) for _ in range(4)]
+    for n, site in enumerate(LAB_A.sites):  # its sites' Organizations exist, as on any day but the first
+        first = generate_result_bundle(random.Random(n), LAB_A, site=site, include_legal_entity=False)
+        assert sessions[0].post("", json=first).status_code == 200
+    before = server.store.retried
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        posted = list(pool.map(lambda n: post_bundle(sessions[n % 4], LAB_A, 100 + n), range(32)))
+    assert len({p.ids["Patient"][0] for p in posted}) == 32
+    assert server.store.retried == before
