@@ -41,12 +41,16 @@ class Outbox:
         """Up to `limit` of the oldest new events, claimed for `dispatcher`, oldest first. Two
         dispatchers asking at once each get their own: the claim only takes events still new."""
         now = now or utc_now()
-        oldest = self.events.find({"state": "new"}, {"_id": 1}).sort([("state", 1), ("ts", 1), ("_id", 1)])
-        ids = [doc["_id"] for doc in oldest.limit(limit)]
-        if not ids:
+        oldest = list(self.events.find({"state": "new"}).sort([("state", 1), ("ts", 1), ("_id", 1)]).limit(limit))
+        if not oldest:
             return []
+        ids = [doc["_id"] for doc in oldest]
         claim = {"dispatcher": dispatcher, "token": uuid.uuid4().hex, "at": now}
-        self.events.update_many({"_id": {"$in": ids}, "state": "new"}, {"$set": {"state": "claimed", "claim": claim}})
+        taken = self.events.update_many(
+            {"_id": {"$in": ids}, "state": "new"}, {"$set": {"state": "claimed", "claim": claim}}
+        )
+        if taken.modified_count == len(ids):  # all of them: no other dispatcher took one meanwhile
+            return [{**doc, "state": "claimed", "claim": claim} for doc in oldest]
         won = self.events.find({"_id": {"$in": ids}, "state": "claimed", "claim.token": claim["token"]})
         return sorted(won, key=lambda doc: (doc["ts"], doc["_id"]))
 
@@ -85,6 +89,8 @@ class Outbox:
     def finish_without_job(self, events: list[dict], dispatcher: str) -> None:
         """Events of a kind no job consumes (yet): done as soon as taken."""
         ids = [event["_id"] for event in events]
+        if not ids:
+            return
         self.events.update_many(
             {"_id": {"$in": ids}, "state": "claimed", "claim.dispatcher": dispatcher},
             {"$set": {"state": "done", "done": utc_now()}},
