@@ -176,8 +176,8 @@ def test_layouts_kept_are_bounded_and_an_evicted_one_is_drawn_again(keyring, tmp
     layouts = certificate_layouts(capacity=1)
     negative = issue(keyring, family="Marchal")
     positive = issue(keyring, family="Roussel", result="detected", sampled_at=NOW - dt.timedelta(days=20))
-    for certificates in (negative, positive, negative):
+    for turn, certificates in enumerate((negative, positive, negative)):
         pdf = layout_pdf(certificates, layouts)
         assert len(layouts) == 1
         assert certificates.facts.family_name in poppler_text(pdf, tmp_path)
-        assert qr_texts(pages(pdf, tmp_path / f"p{id(pdf)}")) == [dcc.hc1 for dcc in certificates.dccs]
+        assert qr_texts(pages(pdf, tmp_path / f"turn{turn}")) == [dcc.hc1 for dcc in certificates.dccs]
