@@ -40,14 +40,14 @@ from pathlib import Path
 
 import orjson
 import requests
-from pymongo import MongoClient, UpdateOne
+from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fhir_server.resources import SUPPORTED_TYPES  # noqa: E402
 from fhir_server.storage.accounts import Accounts  # noqa: E402
-from fhir_server.storage.mongo import CHANGES, CLAIMS, HISTORY, OUTBOX, PERSONS  # noqa: E402
+from fhir_server.storage.mongo import CHANGES, HISTORY, OUTBOX, PERSONS  # noqa: E402
 from fhir_server.synthetic.generator import generate_result_bundle, make_laboratories, make_person  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -189,7 +189,6 @@ def units_written(db, since) -> list[dict]:
             unit.setdefault(rtype, []).extend(db[rtype].find({"_id": rid}))
         unit[HISTORY] = list(db[HISTORY].find({"_id": {"$in": [f"{t}/{i}/{v}" for t, i, v in written]}}))
         unit[CHANGES] = [{k: v for k, v in entry.items() if k != "seq"} | {"pending": True}]
-        unit[CLAIMS] = list(db[CLAIMS].find({"rid": {"$in": [rid for _, rid, _ in written]}}))
         reports = [f"DiagnosticReport/{rid}" for rtype, rid, _ in written if rtype == "DiagnosticReport"]
         unit[OUTBOX] = list(db[OUTBOX].find({"key": {"$in": reports}, "ts": entry["ts"]}))
         patients = [f"Patient/{rid}" for rtype, rid, _ in written if rtype == "Patient"]
@@ -202,7 +201,7 @@ def raw_database(client: MongoClient, db, name: str):
     """A scratch database with the platform's collections and indexes, empty."""
     client.drop_database(name)
     raw = client[name]
-    for collection in (*SUPPORTED_TYPES, HISTORY, CHANGES, CLAIMS, OUTBOX, PERSONS):
+    for collection in (*SUPPORTED_TYPES, HISTORY, CHANGES, OUTBOX, PERSONS):
         for index_name, spec in db[collection].index_information().items():
             if index_name == "_id_":
                 continue
@@ -223,8 +222,8 @@ def settle(database_pid: int, longest: float = 120.0) -> None:
 
 
 def replay(client: MongoClient, raw, units: list[dict], audits: list[dict], clients: int) -> float:
-    """Write the units again, one transaction each as the platform does (one insert per collection,
-    the claims as upserts), then each one's AuditEvent outside it; returns results/s."""
+    """Write the units again, one transaction each as the platform does (one insert per collection),
+    then each one's AuditEvent outside it; returns results/s."""
 
     def write(index: int) -> None:
         with client.start_session() as session:
@@ -236,10 +235,7 @@ def replay(client: MongoClient, raw, units: list[dict], audits: list[dict], clie
         for collection, docs in unit.items():
             if not docs:
                 continue
-            if collection == CLAIMS:
-                upserts = [UpdateOne({"_id": d["_id"]}, {"$set": {"rid": d["rid"]}}, upsert=True) for d in docs]
-                raw[collection].bulk_write(upserts, session=session)
-            elif collection in (PERSONS, "Organization"):  # shared by several results: written again
+            if collection in (PERSONS, "Organization"):  # shared by several results: written again
                 for doc in docs:
                     raw[collection].replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
             else:

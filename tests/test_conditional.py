@@ -138,3 +138,26 @@ def test_concurrent_results_of_different_patients_never_conflict(secured_factory
         posted = list(pool.map(lambda n: post_bundle(sessions[n % 4], LAB_A, 100 + n), range(32)))
     assert len({p.ids["Patient"][0] for p in posted}) == 32
     assert server.store.retried == before
+
+
+def test_a_conditional_key_is_kept_on_the_resource_and_taken_from_a_holder_that_no_longer_matches(app, client):
+    """The criteria's key is on the resource it created (unique: two concurrent creates make one);
+    a holder the criteria no longer find (a chained criteria's, whose target changed) gives it up
+    to the next conditional create instead of blocking it."""
+    db = app.extensions["sidep.store"].db
+    headers = {"If-None-Exist": "identifier=urn:lab:750000000|K1"}
+    first = client.post("/fhir/Observation", json=observation("K1"), headers=headers).get_json()["id"]
+    key = db["Observation"].find_one({"_id": first})["c"]
+    assert key.endswith("Observation?identifier=urn%3Alab%3A750000000%7CK1")
+    # the holder stops matching without a new version of it (as a chained criteria's would)
+    db["Observation"].update_one({"_id": first}, {"$set": {"s.identifier": ["urn:lab:750000000|other"]}})
+    again = client.post("/fhir/Observation", json=observation("K1"), headers=headers)
+    assert again.status_code == 201, again.get_data(as_text=True)
+    second = again.get_json()["id"]
+    assert second != first
+    assert db["Observation"].find_one({"_id": second})["c"] == key
+    assert "c" not in db["Observation"].find_one({"_id": first})
+    # a later version lets the key go: the criteria find the resource from then on
+    updated = client.put(f"/fhir/Observation/{second}", json={**observation("K1"), "id": second, "status": "amended"})
+    assert updated.status_code == 200 and "c" not in db["Observation"].find_one({"_id": second})
+    assert client.post("/fhir/Observation", json=observation("K1"), headers=headers).get_json()["id"] == second

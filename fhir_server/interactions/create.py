@@ -30,7 +30,7 @@ def create_resource(
         if found:
             return uow.current(rtype, found[0]), 200
         rid = rid or uow.new_id(rtype)
-        uow.claim(claim_key(rtype, pairs), rid)
+        uow.claim(rtype, rid, claim_key(rtype, pairs))
     rid = rid or uow.new_id(rtype)
     resource = prepared(uow, rtype, rid, resource)
     record, previous = uow.put(rtype, rid, resource, method="POST", fields=extra_fields(rtype, resource))

@@ -285,11 +285,11 @@ def _write(uow: UnitOfWork, entry: Entry, ids: dict, resources: dict) -> dict:
         return _response(uow.current(entry.type, rid), 200)
     if entry.method == "POST" and action == "create":
         if entry.if_none_exist:
-            uow.claim(claim_key(entry.type, criteria_pairs(entry.if_none_exist)), rid)
+            uow.claim(entry.type, rid, claim_key(entry.type, criteria_pairs(entry.if_none_exist)))
         record, status = create_resource(uow, entry.type, resource, rid=rid)
         return _response(record, status)
     if entry.criteria and action == "create":  # an existing match needs no claim (nor contends for it)
-        uow.claim(claim_key(entry.type, criteria_pairs(entry.criteria)), rid)
+        uow.claim(entry.type, rid, claim_key(entry.type, criteria_pairs(entry.criteria)))
     resource["id"] = rid
     record, status = update_resource(uow, entry.type, rid, resource, entry.if_match)
     return _response(record, status)

@@ -42,7 +42,7 @@ def conditional_update_resource(
             )
         return update_resource(uow, rtype, found[0], resource, if_match)
     rid = body_id or uow.new_id(rtype)
-    uow.claim(claim_key(rtype, pairs), rid)
+    uow.claim(rtype, rid, claim_key(rtype, pairs))
     return update_resource(uow, rtype, rid, resource, if_match)
 
 

@@ -13,7 +13,6 @@ from pymongo.database import Database
 from ..search.registry import declared_indexes
 
 HISTORY = "_history"  # every version of every resource
-CLAIMS = "_claims"  # conditional create/update keys, so two concurrent ones make one resource
 OUTBOX = "_outbox"  # events committed with the writes, dispatched to the queue
 CHANGES = "_changes"  # what each unit of work wrote, positioned for the change log's consumers
 PERSONS = "_persons"  # the platform's person records, linking each laboratory's own Patient by INS
@@ -52,19 +51,22 @@ def index_plan(resource_types) -> dict[str, list[list[tuple[str, int]]]]:
     """collection -> the indexes it needs, as parameters.json "indexes" declares them (each with
     the query it serves: `python -m fhir_server indexes` lists them)."""
     declared = declared_indexes()
-    collections = [*resource_types, HISTORY, OUTBOX, CHANGES, PERSONS, CLAIMS]
+    collections = [*resource_types, HISTORY, OUTBOX, CHANGES, PERSONS]
     return {name: [list(index.keys) for index in declared.get(name, ())] for name in collections}
 
 
-def ensure_constraints(db: Database, keyed_types) -> None:
+def ensure_constraints(db: Database, keyed_types, resource_types=()) -> None:
     """The unique indexes correctness depends on, created whatever CREATE_INDEXES says: a business
     identifier (`k`: an INS or dossier number within a laboratory, a FINESS number) is held by
-    one resource at most, and an INS by one person record."""
+    one resource at most, a conditional key (`c`: the criteria of a conditional create, per owner)
+    too, and an INS by one person record."""
     key = (id(db.client), db.name)
     if key in _constrained:
         return
     for rtype in keyed_types:
         db[rtype].create_index("k", unique=True, sparse=True)
+    for rtype in resource_types:
+        db[rtype].create_index("c", unique=True, sparse=True)
     db[PERSONS].create_index("ins", unique=True)
     _constrained.add(key)
 

@@ -2,11 +2,12 @@
 
 Layout: one collection per resource type holds the current version of each resource (a deleted
 one stays as a marker with `del: true`, so a read can say 410 Gone); `_history` holds every
-version; `_claims` holds the keys of conditional creates and updates; `_outbox` holds events
-committed together with the writes that caused them.
+version; `_outbox` holds events committed together with the writes that caused them. A
+resource made by a conditional create or update carries the key of its criteria (`c`, unique), so
+that two concurrent ones make one resource.
 
-Every write runs in a MongoDB transaction (`Store.run`): the resource, its history entry, its
-claim and its outbox events commit together or not at all. Write conflicts between concurrent
+Every write runs in a MongoDB transaction (`Store.run`): the resource, its history entry and its
+outbox events commit together or not at all. Write conflicts between concurrent
 transactions are retried; the history `_id` (type/id/version) being unique means two writers can
 never both produce the same version.
 """
@@ -32,7 +33,7 @@ from ..search.extract import index_fields
 from . import union
 from .changes import Changes
 from .conditions import all_of, referring
-from .mongo import CHANGES, CLAIMS, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
+from .mongo import CHANGES, CODEC_OPTIONS, HISTORY, OUTBOX, client_for, ensure_constraints, ensure_indexes
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 16  # a unit of work that still conflicts after this many tries gets 409
@@ -42,6 +43,14 @@ CURRENT_FIELDS = {"v": 1, "ts": 1, "del": 1, "res": 1, "org": 1}  # what a Recor
 
 class Conflict(Exception):
     """A concurrent writer got there first: the unit of work is retried from the start."""
+
+
+class HeldClaim(Conflict):
+    """A conditional key (unique `c`) is held by another resource."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
 
 
 class HeldKey(Conflict):
@@ -153,7 +162,7 @@ class Store:
         # run once per unit of work after its last write, before anything is sent (the write
         # hooks' before_commit: rules judged on the state a whole Bundle produces)
         self.commit_check: Callable[["UnitOfWork"], None] | None = None
-        ensure_constraints(self.db, keyed_types)
+        ensure_constraints(self.db, keyed_types, self.resource_types)
         if create_indexes:
             ensure_indexes(self.db, self.resource_types)
 
@@ -302,14 +311,12 @@ class Store:
         return done
 
     def purge(self, rtype: str, ids: list[str]) -> int:
-        """Remove these resources for good (no deletion marker, no history, no conditional claim
-        left naming them): what a retention rule no longer allows keeping. Returns how many there
+        """Remove these resources for good (no deletion marker, no history; their conditional
+        keys go with them): what a retention rule no longer allows keeping. Returns how many there
         were (deletion markers included)."""
         if not ids:
             return 0
         self.collection(HISTORY).delete_many({"t": rtype, "rid": {"$in": ids}})
-        # a claim's key is "<owner> <type>?<criteria>": the type keeps another type's same id apart
-        self.collection(CLAIMS).delete_many({"rid": {"$in": ids}, "_id": {"$regex": f"^\\S+ {rtype}\\?"}})
         return self.collection(rtype).delete_many({"_id": {"$in": ids}}).deleted_count
 
     def created_before(self, rtype: str, before: datetime, limit: int) -> list[str]:
@@ -365,8 +372,10 @@ class Store:
         hot resource (a laboratory's Organization created by its first Bundles) would otherwise
         cost one attempt per writer per round. A business identifier another resource holds (a
         unique `k` key) is retried once, since a concurrent writer may have just created the
-        resource the retry will then match; held again, it is a 409 naming the identifier."""
-        outcome = self._attempt(work, None)
+        resource the retry will then match; held again, it is a 409 naming the identifier. A
+        conditional key another resource holds that the criteria no longer match (a chained
+        criteria's holder whose target changed) is taken from it on the retry."""
+        outcome = self._attempt(work, _Retry(None))
         if not isinstance(outcome, _Retry):
             return outcome
         with RETRY_TURN:
@@ -374,7 +383,7 @@ class Store:
                 self.retried += 1
                 if attempt > 1:  # still conflicting: with another process, or a unit's first try
                     time.sleep(random.uniform(0, min(MAX_BACKOFF, 0.005 * 2**attempt)))
-                outcome = self._attempt(work, outcome.held)
+                outcome = self._attempt(work, outcome)
                 if not isinstance(outcome, _Retry):
                     return outcome
         raise FhirError.of(
@@ -384,11 +393,12 @@ class Store:
             "Trop d'écritures simultanées sur les mêmes ressources ; réessayez",
         )
 
-    def _attempt(self, work: Callable[["UnitOfWork"], T], held: str | None) -> "T | _Retry":
+    def _attempt(self, work: Callable[["UnitOfWork"], T], before: "_Retry") -> "T | _Retry":
+        held = before.held
         with self.client.start_session() as session:
             try:
                 with session.start_transaction():
-                    unit = UnitOfWork(self, session)
+                    unit = UnitOfWork(self, session, held_claim=before.held_claim)
                     result = work(unit)
                     unit.flush()
                     return result
@@ -396,6 +406,8 @@ class Store:
                 if held == exc.key:
                     raise held_identifier(exc.key) from None
                 return _Retry(exc.key)
+            except HeldClaim as exc:
+                return _Retry(held, exc.key)
             except (Conflict, DuplicateKeyError):
                 return _Retry(held)
             except PyMongoError as exc:
@@ -408,9 +420,11 @@ class Store:
 
 @dataclass(frozen=True)
 class _Retry:
-    """An attempt that must be made again; `held`: the business key it found held, if any."""
+    """An attempt that must be made again; `held`: the business key it found held, if any;
+    `held_claim`: the conditional key it found held, if any."""
 
     held: str | None
+    held_claim: str | None = None
 
 
 class FairTurn:
@@ -445,9 +459,10 @@ class UnitOfWork:
     before the unit, as a transaction Bundle's conditional entries should.
     """
 
-    def __init__(self, store: Store, session):
+    def __init__(self, store: Store, session, held_claim: str | None = None):
         self.store = store
         self.session = session
+        self.held_claim = held_claim  # a conditional key the last attempt found another resource holding
         self.now = utc_now()
         self.owner = store.access.owner() if store.access else None  # stamped on what is written
         self._known: dict[tuple[str, str], Record | None] = {}
@@ -455,7 +470,7 @@ class UnitOfWork:
         self._replaced: dict[str, int] = {}
         self._history: list[dict] = []
         self._docs: dict[tuple[str, str], list[dict]] = {}  # documents (current, history) written, by key
-        self._claims: list[UpdateOne] = []
+        self._claims: dict[tuple[str, str], str] = {}  # (type, id) -> the conditional key it takes
         self._events: list[dict] = []
         self._assigned: set[tuple[str, str]] = set()
         self._sealed = False
@@ -570,6 +585,8 @@ class UnitOfWork:
         }
         if owner:
             doc["org"] = owner
+        if (rtype, rid) in self._claims:
+            doc["c"] = self._claims[(rtype, rid)]
         self._check_size(rtype, doc)
         self._write(rtype, rid, previous, doc)
         self._add_history(rtype, rid, version, stored, method, owner)
@@ -627,10 +644,13 @@ class UnitOfWork:
             owner,
         )
 
-    def claim(self, key: str, rid: str) -> None:
-        """Take the conditional key `key` for `rid`. Two transactions taking the same key conflict
-        in the database, so only one of them commits; the other is retried and finds the first."""
-        self._claims.append(UpdateOne({"_id": key}, {"$set": {"rid": rid, "ts": self.now}}, upsert=True))
+    def claim(self, rtype: str, rid: str, key: str) -> None:
+        """Take the conditional key `key` for `rtype/rid`, which this unit then writes: it is kept
+        on the resource (`c`, unique). Two transactions taking the same key conflict in the
+        database, so only one of them commits; the other is retried and finds the first. A later
+        version of the resource, or its deletion, lets the key go: once it exists, the criteria
+        find it."""
+        self._claims[(rtype, rid)] = key
 
     def written(self, rtype: str | None = None) -> list[Record]:
         """The records (of `rtype`, or all) this unit has written so far."""
@@ -675,6 +695,7 @@ class UnitOfWork:
         writer committed first: Conflict, and the whole unit is retried."""
         self.seal()
         try:
+            self._take_held_claim()
             for rtype, operations in self._writes.items():
                 result = self.store.collection(rtype).bulk_write(operations, ordered=True, session=self.session)
                 if result.matched_count != self._replaced.get(rtype, 0):
@@ -682,8 +703,6 @@ class UnitOfWork:
             if self._history:
                 self.store.collection(HISTORY).insert_many(self._history, ordered=True, session=self.session)
                 self.store.collection(CHANGES).insert_one(self._change_entry(), session=self.session)
-            if self._claims:
-                self.store.collection(CLAIMS).bulk_write(self._claims, ordered=True, session=self.session)
             if self._events:
                 self.store.collection(OUTBOX).insert_many(self._events, ordered=True, session=self.session)
         except BulkWriteError as exc:
@@ -691,9 +710,20 @@ class UnitOfWork:
             held = [e for e in duplicates if "k" in (e.get("keyPattern") or {})]
             if held:
                 raise HeldKey(str((held[0].get("keyValue") or {}).get("k"))) from None
+            claimed = [e for e in duplicates if "c" in (e.get("keyPattern") or {})]
+            if claimed:
+                raise HeldClaim(str((claimed[0].get("keyValue") or {}).get("c"))) from None
             if duplicates:
                 raise Conflict(str(exc)) from None
             raise
+
+    def _take_held_claim(self) -> None:
+        """The conditional key the last attempt found held, taken from its holder: this unit has
+        looked the criteria up again and found nothing, so the holder no longer matches them."""
+        for (rtype, rid), key in self._claims.items():
+            if key == self.held_claim:
+                holder = {"c": key, "_id": {"$ne": rid}}
+                self.store.collection(rtype).update_many(holder, {"$unset": {"c": ""}}, session=self.session)
 
     def _change_entry(self) -> dict:
         """What this unit wrote, for the change log's consumers (storage/changes.py)."""
