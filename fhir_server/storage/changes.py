@@ -84,14 +84,17 @@ class Changes:
     def lagging(self, consumers: Iterable[str]) -> list[str]:
         """The consumers whose cursor is behind the last position."""
         head = self.head()
+        return [name for name, position in self.positions(consumers).items() if position < head]
+
+    def positions(self, consumers: Iterable[str]) -> dict[str, int]:
+        """Each consumer's cursor (0 before any), in one query."""
         names = list(consumers)
-        positions = {doc["_id"]: int(doc["seq"]) for doc in self.cursors.find({"_id": {"$in": names}})}
-        return [name for name in names if positions.get(name, 0) < head]
+        found = {doc["_id"]: int(doc["seq"]) for doc in self.cursors.find({"_id": {"$in": names}})}
+        return {name: found.get(name, 0) for name in names}
 
     def purge(self, consumers: Iterable[str], older_than: timedelta, now: datetime | None = None) -> int:
         """Remove entries every consumer has finished that are older than `older_than`."""
-        names = list(consumers)
-        done = min((self.cursor(name) for name in names), default=self.head())
+        done = min(self.positions(consumers).values(), default=self.head())
         before = (now or utc_now()) - older_than
         # led by the time (indexed), so that what is read is only what goes
         return self.entries.delete_many({"ts": {"$lt": before}, "seq": {"$lte": done}}).deleted_count

@@ -45,20 +45,20 @@ class Conflict(Exception):
     """A concurrent writer got there first: the unit of work is retried from the start."""
 
 
-class HeldClaim(Conflict):
-    """A conditional key (unique `c`) is held by another resource."""
+class Held(Conflict):
+    """A unique key of what the unit writes is held by another resource."""
 
     def __init__(self, key: str):
         super().__init__(key)
         self.key = key
 
 
-class HeldKey(Conflict):
+class HeldKey(Held):
     """A business identifier (unique `k` key) is already held by another resource."""
 
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
+
+class HeldClaim(Held):
+    """A conditional key (unique `c`) is held by another resource."""
 
 
 def held_identifier(key: str) -> FhirError:
@@ -174,12 +174,12 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
     def current(self, rtype: str, rid: str, session=None) -> Record | None:
-        doc = self.collection(rtype).find_one({"_id": rid}, {"s": 0, "x": 0, "o": 0}, session=session)
+        doc = self.collection(rtype).find_one({"_id": rid}, CURRENT_FIELDS, session=session)
         return Record.from_doc(rtype, doc) if doc else None
 
     def current_many(self, rtype: str, ids: list[str]) -> list[Record]:
         """The current records (deletion markers included) of these ids, in one query."""
-        docs = self.collection(rtype).find({"_id": {"$in": ids}}, {"s": 0, "x": 0, "o": 0})
+        docs = self.collection(rtype).find({"_id": {"$in": ids}}, CURRENT_FIELDS)
         return [Record.from_doc(rtype, doc) for doc in docs]
 
     def read(self, rtype: str, rid: str) -> Record:
@@ -278,7 +278,7 @@ class Store:
 
     def fetch_many(self, rtype: str, ids: list[str]) -> list[Record]:
         query = self._visible(rtype, {"_id": {"$in": ids}, "del": False}, "r")
-        docs = self.collection(rtype).find(query, {"s": 0, "x": 0, "o": 0})
+        docs = self.collection(rtype).find(query, CURRENT_FIELDS)
         return [Record.from_doc(rtype, d) for d in docs]
 
     def stream_current(self, rtype: str, since: datetime | None, until: datetime, batch_size: int) -> Iterator[dict]:
@@ -707,12 +707,10 @@ class UnitOfWork:
                 self.store.collection(OUTBOX).insert_many(self._events, ordered=True, session=self.session)
         except BulkWriteError as exc:
             duplicates = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
-            held = [e for e in duplicates if "k" in (e.get("keyPattern") or {})]
-            if held:
-                raise HeldKey(str((held[0].get("keyValue") or {}).get("k"))) from None
-            claimed = [e for e in duplicates if "c" in (e.get("keyPattern") or {})]
-            if claimed:
-                raise HeldClaim(str((claimed[0].get("keyValue") or {}).get("c"))) from None
+            for field, held in (("k", HeldKey), ("c", HeldClaim)):  # the unique keys, in that order
+                on_field = [e for e in duplicates if field in (e.get("keyPattern") or {})]
+                if on_field:
+                    raise held(str((on_field[0].get("keyValue") or {}).get(field))) from None
             if duplicates:
                 raise Conflict(str(exc)) from None
             raise

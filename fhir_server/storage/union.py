@@ -68,12 +68,10 @@ def equal_to_one_of(queries: list[dict]) -> tuple[str, list[str], dict] | None:
 
 def values_at(doc: dict, field: str) -> list:
     """The values a document holds at a dotted path (an array's items, or the one value)."""
-    node: Any = doc
-    for part in field.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    if node is None:
+    value = _value(doc, field)
+    if value is None:
         return []
-    return node if isinstance(node, list) else [node]
+    return value if isinstance(value, list) else [value]
 
 
 def count(collection: Collection, query: dict) -> int:
