@@ -50,13 +50,12 @@ from .queue import changes_queue_name, queue
 
 log = logging.getLogger("workers.dispatcher")
 
-# the job each kind of event runs; kinds nothing consumes yet are done as soon as taken
+# the job each kind of event runs (given the event's id and payload: it need not read the event);
+# kinds nothing consumes yet are done as soon as taken
 JOBS = {
     "notify-result": "workers.jobs.notify.notify_result",
     "subscription-requested": "workers.jobs.subscription_handshake.handshake",
 }
-# the kinds whose job takes the event's payload as an argument, rather than reading the event
-PAYLOAD_PASSED = {"notify-result"}
 RETENTION_JOB = "workers.jobs.retention.purge"
 SEQUENCER = "sequencer"
 WAITING = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
@@ -109,7 +108,7 @@ class Dispatcher:
             self.queue.prepare_data(
                 JOBS[event["kind"]],
                 args=(str(event["_id"]),),
-                kwargs={"payload": event.get("payload") or {}} if event["kind"] in PAYLOAD_PASSED else None,
+                kwargs={"payload": event.get("payload") or {}},
                 job_id=str(event["_id"]),
                 timeout=self.settings.notify_job_timeout,
                 retry=self.retry(event["kind"]),

@@ -101,6 +101,16 @@ class Outbox:
         key = object_id(event_id)
         return self.events.find_one({"_id": key}) if key else None
 
+    def pending_payload(self, event_id, payload: dict | None = None) -> dict | None:
+        """What a job is to do for an event: `payload` when its dispatcher passed it, else the
+        event's own, read; None when the event is gone or done."""
+        if payload is not None:
+            return payload
+        event = self.get(event_id)
+        if event is None or event.get("state") == "done":
+            return None
+        return event.get("payload") or {}
+
     def done(self, event_id, results: dict | None = None) -> None:
         fields = {"state": "done", "done": utc_now(), **({"results": results} if results else {})}
         self.events.update_one({"_id": object_id(event_id)}, {"$set": fields, "$unset": {"error": ""}})

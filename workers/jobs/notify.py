@@ -38,11 +38,9 @@ def notify_result(event_id: str, payload: dict | None = None) -> dict:
     ctx = context()
     channels = Channels.of(ctx)
     outbox = Outbox(ctx.store.db)
+    payload = outbox.pending_payload(event_id, payload)
     if payload is None:
-        event = outbox.get(event_id)
-        if event is None or event.get("state") == "done":
-            return {"skipped": "no such event or done"}
-        payload = event.get("payload") or {}
+        return {"skipped": "no such event or done"}
     notification = notifications.plan(ctx.store, payload.get("report", ""), payload.get("round", ""), channels.route)
     if notification is None:
         outbox.done(event_id, {"skipped": "not final or deleted"})

@@ -19,13 +19,14 @@ from workers.context import context
 from workers.subscriptions import ACTIVE, ERROR, OFF, ended, set_status, turn_off, wake_lanes
 
 
-def handshake(event_id: str) -> dict:
+def handshake(event_id: str, payload: dict | None = None) -> dict:
+    """`payload`: the event's, which the dispatcher passes; a job enqueued without it reads the
+    event."""
     ctx = context()
     outbox, events = Outbox(ctx.store.db), ctx.subscription_events
-    event = outbox.get(event_id)
-    if event is None or event.get("state") == "done":
+    payload = outbox.pending_payload(event_id, payload)
+    if payload is None:
         return {"skipped": "no such event or done"}
-    payload = event.get("payload") or {}
     sid = payload.get("subscription", "")
     events.keep_subscriber(sid, payload.get("principal"))
     record = ctx.store.current("Subscription", sid)
