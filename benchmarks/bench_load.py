@@ -11,8 +11,8 @@ result (serverStatus opcounters: inserts, queries, updates, commands). Nothing i
 nothing is asserted: figures to compare before and after a change.
 
 Beside each run, its raw baseline: the documents the platform wrote for those results (each
-result's resources, their history, its change-log entry, conditional claims, outbox events,
-person record, and its AuditEvent), read back and written again with pymongo alone into a
+result's resources with their conditional keys, their history, its change-log entry, outbox
+events, person record, and its AuditEvent), read back and written again with pymongo alone into a
 scratch database with the same indexes, in the same transactions (one per result), by as many
 concurrent clients: what the database takes for the same writes with no FHIR server in front.
 It reads nothing; the platform's transaction also reads (its conditional lookups).

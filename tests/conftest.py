@@ -24,6 +24,20 @@ def mongo_uri(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def recorder():
+    """The filters a process sends (tests/planner.py Commands): one listener per test process,
+    since pymongo cannot unregister one; only clients made after it see it, so a test that
+    records gives its server a client URI of its own."""
+    from pymongo import monitoring
+
+    from .planner import Commands
+
+    listener = Commands()
+    monitoring.register(listener)
+    return listener
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server.url

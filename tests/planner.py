@@ -149,6 +149,16 @@ class Commands(monitoring.CommandListener):
         pass
 
 
+def recorded(recorder: Commands, db, action) -> list[Sent]:
+    """What `action` sends to `db`, as `recorder` sees it."""
+    recorder.record(db.name)
+    try:
+        action()
+    finally:
+        sent = recorder.stop()
+    return sent
+
+
 def filters_of(name: str, command: dict):
     collection = command.get(name)
     if not isinstance(collection, str):

@@ -15,7 +15,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from pymongo import monitoring
 
 from fhir_server.auth.policy import OWNED_TYPES
 from fhir_server.franceconnect import Identity
@@ -31,7 +30,7 @@ from fhir_server.storage.mongo import index_plan
 from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.persons import Persons
 from fhir_server.synthetic.generator import resend_bundle
-from tests.planner import POINT, Commands, Sent, indexes_of, served_by
+from tests.planner import POINT, indexes_of, recorded, served_by
 from tests.test_auth_access import LAB_A, post_bundle
 from tests.test_retention import person_with_ins
 from tests.test_web_ui import Web, add_user, result_form
@@ -40,15 +39,6 @@ LAB_SCOPE = "system/*.read system/*.write system/AuditEvent.read"
 # the collections whose every query must ride an index; the others (_leases, _cursors, _counters,
 # accounts, sessions...) hold a handful of documents each, or are read by _id
 CHECKED = (*SUPPORTED_TYPES, "_history", "_changes", "_outbox", "_ph_feed", "_ph_results", "_ph_counts", "_deliveries")
-
-
-@pytest.fixture(scope="session")
-def recorder() -> Commands:
-    """One listener per test process (pymongo cannot unregister one); only clients made after it
-    see it, hence the servers' own client URI below."""
-    listener = Commands()
-    monitoring.register(listener)
-    return listener
 
 
 @pytest.fixture
@@ -61,15 +51,6 @@ def indexed(secured_factory, mongo_uri, recorder, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("VAR_DIR", server.settings.var_dir)
     return server, server.client_session(LAB_A, scope=LAB_SCOPE)
-
-
-def recorded(recorder: Commands, db, action) -> list[Sent]:
-    recorder.record(db.name)
-    try:
-        action()
-    finally:
-        sent = recorder.stop()
-    return sent
 
 
 # -- a. every declared index serves its query -----------------------------------------------------------

@@ -1,12 +1,10 @@
 """Transaction and batch Bundles: reference rewriting, conditional entries, atomicity."""
 
 import pytest
-from pymongo import monitoring
 
 from fhir_server import create_app
 
 from .conftest import FhirClient
-from .planner import Commands
 
 LAB = "https://sidep.example.fr/dossier/750000000"
 
@@ -238,20 +236,11 @@ def observation_of(dossier: str) -> dict:
     return {key: value for key, value in resource.items() if key != "subject"}
 
 
-@pytest.fixture(scope="module")
-def listener() -> Commands:
-    """One per module: pymongo cannot unregister one, and a client sees only those registered
-    before it was made."""
-    commands = Commands()
-    monitoring.register(commands)
-    return commands
-
-
 @pytest.fixture
-def observed(mongo_uri, settings, listener):
+def observed(mongo_uri, settings, recorder):
     """A server on a client made after the listener (a URI of its own, hence a client of its own)."""
     app = create_app(settings.but(mongodb_uri=f"{mongo_uri}&appname=one-lookup-per-type"))
-    return FhirClient(app.test_client()), app.extensions["sidep.store"], listener
+    return FhirClient(app.test_client()), app.extensions["sidep.store"], recorder
 
 
 def test_a_bundles_lookups_of_one_type_are_one_query(observed):
