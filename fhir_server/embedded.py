@@ -21,7 +21,7 @@ from pymongo.errors import PyMongoError
 # One local node: there is no failover for a retried write to survive, and SecantusDB keeps
 # every retryable write's record (scanned on each later write) for nothing. Production's
 # options (a replica set, w=majority) are in the README.
-EMBEDDED_CLIENT_OPTIONS = "directConnection=true&retryWrites=false&retryReads=false"
+EMBEDDED_CLIENT_OPTIONS = "directConnection=true&retryWrites=false&retryReads=false&maxPoolSize=1"
 
 
 def free_port() -> int:

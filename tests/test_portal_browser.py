@@ -60,7 +60,13 @@ def css(driver, selector: str):
 
 
 def heading(driver) -> str:
-    return css(driver, "h1").text
+    """The page's h1, or "" while a navigation replaces the page under it (its element is gone)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return css(driver, "h1").text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def wait_for_path(driver, path: str) -> None:

@@ -86,9 +86,10 @@ def test_concurrent_writers_get_positions_without_gap_or_repeat(secured):
     changes = Changes(secured.store.db)
     stop = threading.Event()
 
-    def sequencer():
+    def sequencer():  # as the dispatcher does: it waits a little when nothing was positioned
         while not stop.is_set():
-            changes.sequence()
+            if changes.sequence() == 0:
+                stop.wait(0.005)
 
     def writer(seed):
         for offset in range(4):
